@@ -1,0 +1,1 @@
+"""xray-pipeline: Xray access logs into partitioned PostgreSQL, with Dagster."""

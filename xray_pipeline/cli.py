@@ -1,0 +1,246 @@
+"""The `xray-pipeline` command: subcommands call core/ and defs/."""
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from loguru import logger
+from rich.console import Console
+from rich.table import Table
+
+from xray_pipeline.log import configure_logging
+from xray_pipeline.settings import Settings, SettingsError, describe, load_settings
+
+app = typer.Typer(
+    name="xray-pipeline",
+    help="Keep every Xray/V2Ray access-log line, exactly once, in partitioned PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Manage the database: the embedded server and the schema.")
+config_app = typer.Typer(help="Inspect the effective settings.")
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+
+console = Console(soft_wrap=True, markup=False, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+
+
+@dataclass
+class State:
+    config: Path | None = None
+    overrides: dict | None = None
+    verbose: bool = False
+
+    def settings(self, **extra: object) -> Settings:
+        overrides = {**(self.overrides or {}), **{k: v for k, v in extra.items() if v}}
+        return load_settings(self.config, overrides)
+
+
+STATE = State()
+
+
+@app.callback()
+def main_options(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="config.ini to read (default: ./config.ini, XRAY_CONFIG)"
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="PostgreSQL URL; wins over config.ini and XRAY_DATABASE_URL",
+            envvar=None,
+        ),
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option("--home", help="state folder (default ./.xray, XRAY_HOME)")
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option("--timezone", help="zone of the Xray clock, e.g. UTC or Europe/Berlin"),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    ] = None,
+    log_json: Annotated[bool, typer.Option("--log-json", help="log as JSON lines")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show tracebacks on errors")
+    ] = False,
+) -> None:
+    """Keep every Xray/V2Ray access-log line, exactly once, in partitioned PostgreSQL."""
+    STATE.config = config
+    STATE.verbose = verbose
+    STATE.overrides = {
+        "postgresql.url": database_url,
+        "general.home": str(home) if home else None,
+        "parser.timezone": timezone,
+        "general.log_level": log_level,
+    }
+    settings = STATE.settings()
+    configure_logging(settings.get("general.log_level"), json_lines=log_json)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print every effective setting, where it came from, secrets masked."""
+    settings = STATE.settings()
+    table = Table(title=f"settings (config file: {settings.config_path or 'none'})")
+    table.add_column("setting")
+    table.add_column("value")
+    table.add_column("from")
+    for name, shown, origin in describe(settings):
+        table.add_row(name, shown, origin)
+    console.print(table)
+    console.print(f"database: {settings.origin_of_database()}")
+
+
+# --------------------------------------------------------------------------- db
+
+
+def _embedded_or_exit(settings: Settings):
+    from xray_pipeline.core.pg import embedded_server
+
+    if not settings.uses_embedded:
+        err_console.print(
+            f"the database is configured by {settings.origin_of_database()}, not embedded; "
+            "unset it to manage the embedded server"
+        )
+        raise typer.Exit(2)
+    return embedded_server(settings)
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Start the embedded PostgreSQL (harmless when it already runs)."""
+    server = _embedded_or_exit(STATE.settings())
+    status = server.start()
+    console.print(f"embedded PostgreSQL running (pid {status.pid}) at {server.url()}")
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL."""
+    server = _embedded_or_exit(STATE.settings())
+    if server.stop():
+        console.print("embedded PostgreSQL stopped")
+    else:
+        console.print("embedded PostgreSQL was not running")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say whether the database answers; exit 1 when it does not."""
+    from xray_pipeline.core.pg import DatabaseError, connect, embedded_server
+
+    settings = STATE.settings()
+    if settings.uses_embedded:
+        status = embedded_server(settings).status()
+        console.print(
+            f"embedded PostgreSQL: {status.detail}"
+            + (f" (pid {status.pid}, port {status.port})" if status.running else "")
+            + f", data in {status.data_dir}"
+        )
+        raise typer.Exit(0 if status.running else 1)
+    url = settings.external_url()
+    assert url is not None
+    try:
+        with connect(url, origin=settings.origin_of_database()) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+    except DatabaseError as exc:
+        err_console.print(str(exc))
+        raise typer.Exit(1) from exc
+    console.print(f"PostgreSQL {version} answers ({settings.origin_of_database()})")
+
+
+@db_app.command("url")
+def db_url(
+    dagster: Annotated[
+        bool, typer.Option("--dagster", help="the URL of Dagster's instance database")
+    ] = False,
+) -> None:
+    """Print a DSN to paste into psql or a BI tool (starts the embedded server if needed)."""
+    from xray_pipeline.core.pg import dagster_storage_url, database_url
+
+    settings = STATE.settings()
+    print(dagster_storage_url(settings) if dagster else database_url(settings))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the numbered sql/ files that are not applied yet."""
+    from xray_pipeline.core.pg import apply_migrations, connect, database_url
+
+    settings = STATE.settings()
+    with connect(database_url(settings), origin=settings.origin_of_database()) as conn:
+        applied = apply_migrations(conn)
+        conn.commit()
+    if applied:
+        for migration in applied:
+            console.print(f"applied {migration.path.name}")
+    else:
+        console.print("schema is up to date")
+
+
+@db_app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def db_psql(ctx: typer.Context) -> None:
+    """Open psql on the database; extra arguments go to psql (e.g. -c 'select 1')."""
+    from xray_pipeline.core.pg import database_url, psql_executable
+
+    settings = STATE.settings()
+    url = database_url(settings)
+    result = subprocess.run([psql_executable(settings), url, *ctx.args], check=False)
+    raise typer.Exit(result.returncode)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo() -> None:
+    """Start the embedded database, apply the schema and show what is there."""
+    from xray_pipeline.core.pg import list_partitions, session
+
+    settings = STATE.settings()
+    with session(settings) as conn:
+        conn.commit()
+        tables = conn.execute(
+            "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') "
+            "AND relnamespace = 'public'::regnamespace AND relispartition = false ORDER BY 1"
+        ).fetchall()
+        console.print("tables: " + ", ".join(r[0] for r in tables))
+        console.print(f"partitions of logs: {len(list_partitions(conn))}")
+    from xray_pipeline.core.pg import database_url
+
+    console.print(f"database: {database_url(settings)}")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    """Run the CLI; known errors become one line on stderr and a non-zero exit."""
+    from xray_pipeline.core.pg import DatabaseError
+
+    try:
+        app()
+    except (SettingsError, DatabaseError) as exc:
+        if STATE.verbose or os.environ.get("XRAY_VERBOSE"):
+            logger.exception("failed")
+        err_console.print(f"error: {exc}")
+        sys.exit(2 if isinstance(exc, SettingsError) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+"""config.ini, then XRAY_* environment variables, then CLI flags -> one typed Settings object."""
+
+import configparser
+import os
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message names it and says how to fix it."""
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_int(raw: str) -> int:
+    return int(raw.strip())
+
+
+def _parse_positive_int(raw: str) -> int:
+    value = int(raw.strip())
+    if value <= 0:
+        raise ValueError("expected a whole number above 0")
+    return value
+
+
+def _parse_port(raw: str) -> int:
+    value = int(raw.strip())
+    if not 1 <= value <= 65535:
+        raise ValueError("expected a port number from 1 to 65535")
+    return value
+
+
+def _parse_timezone(raw: str) -> str:
+    name = raw.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            "unknown time zone; use an IANA name such as UTC or Europe/Berlin"
+        ) from exc
+    return name
+
+
+def _parse_stats_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value == "jsonl":
+        value = "json"
+    if value not in {"json", "csv"}:
+        raise ValueError("expected json or csv")
+    return value
+
+
+def _parse_str(raw: str) -> str:
+    return raw.strip()
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    parts = [p.strip() for chunk in raw.splitlines() for p in chunk.split(",")]
+    return tuple(p for p in parts if p)
+
+
+def _parse_log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR")
+    return value
+
+
+def _parse_database_url(raw: str) -> str:
+    value = raw.strip()
+    scheme = urlsplit(value).scheme
+    if scheme not in {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"}:
+        raise ValueError("expected a URL such as postgresql://user:password@host:5432/dbname")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it lives in config.ini, its environment variable and its parser."""
+
+    section: str
+    key: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    secret: bool = False
+    env: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return self.env or (f"XRAY_{self.section.upper()}_{self.key.upper()}",)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("postgresql", "host", _parse_str, None, "PostgreSQL host (unset: embedded server)"),
+    Option("postgresql", "port", _parse_port, 5432, "PostgreSQL port"),
+    Option("postgresql", "dbname", _parse_str, "xray", "database name"),
+    Option("postgresql", "user", _parse_str, "postgres", "database user"),
+    Option("postgresql", "password", _parse_str, None, "database password", secret=True),
+    Option(
+        "postgresql",
+        "url",
+        _parse_database_url,
+        None,
+        "full database URL; wins over host/port/dbname/user/password",
+        secret=True,
+        env=("XRAY_DATABASE_URL", "DATABASE_URL"),
+    ),
+    Option("parser", "logfile", _parse_list, (), "access log files or globs, comma separated"),
+    Option(
+        "parser",
+        "offline_file",
+        _parse_str,
+        None,
+        "spool folder used while PostgreSQL is down (default: XRAY_HOME/spool)",
+    ),
+    Option("parser", "batch_size", _parse_positive_int, 4 * 1024 * 1024, "bytes read per chunk"),
+    Option(
+        "parser",
+        "timezone",
+        _parse_timezone,
+        "UTC",
+        "zone of the Xray process clock (Xray writes local time without a zone)",
+    ),
+    Option("parser", "node", _parse_str, None, "node name stored with every row of these files"),
+    Option("stats", "format", _parse_stats_format, "json", "run statistics format: json or csv"),
+    Option(
+        "stats",
+        "output",
+        _parse_str,
+        None,
+        "run statistics file (default: XRAY_HOME/stats.jsonl or .csv; - for stdout)",
+    ),
+    Option("migration", "drop_old", _parse_bool, False, "drop the legacy table after migrating"),
+    Option(
+        "general",
+        "home",
+        _parse_str,
+        ".xray",
+        "state folder: embedded database, spool, stats",
+        env=("XRAY_HOME",),
+    ),
+    Option(
+        "general",
+        "log_level",
+        _parse_log_level,
+        "INFO",
+        "log level",
+        env=("XRAY_LOG_LEVEL",),
+    ),
+)
+
+OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+SECTIONS: frozenset[str] = frozenset(o.section for o in OPTIONS)
+
+
+@dataclass(frozen=True)
+class Value:
+    """A resolved value and where it came from."""
+
+    value: Any
+    origin: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings; `values` maps `section.key` to a Value."""
+
+    values: Mapping[str, Value]
+    config_path: Path | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        return self.values[name].value
+
+    @property
+    def home(self) -> Path:
+        return Path(self.get("general.home")).expanduser().resolve()
+
+    @property
+    def timezone(self) -> str:
+        return self.get("parser.timezone")
+
+    @property
+    def logfiles(self) -> tuple[str, ...]:
+        return self.get("parser.logfile")
+
+    @property
+    def batch_size(self) -> int:
+        return self.get("parser.batch_size")
+
+    @property
+    def node(self) -> str | None:
+        return self.get("parser.node")
+
+    @property
+    def spool_dir(self) -> Path:
+        configured = self.get("parser.offline_file")
+        return Path(configured).expanduser().resolve() if configured else self.home / "spool"
+
+    @property
+    def stats_format(self) -> str:
+        return self.get("stats.format")
+
+    @property
+    def stats_output(self) -> str:
+        configured = self.get("stats.output")
+        if configured:
+            return configured
+        suffix = "jsonl" if self.stats_format == "json" else "csv"
+        return str(self.home / f"stats.{suffix}")
+
+    @property
+    def uses_embedded(self) -> bool:
+        return self.get("postgresql.url") is None and self.get("postgresql.host") is None
+
+    def external_url(self) -> str | None:
+        """The configured server's URL, or None when the embedded server is used."""
+        url = self.get("postgresql.url")
+        if url:
+            return normalize_url(url)
+        host = self.get("postgresql.host")
+        if host is None:
+            return None
+        user = quote(self.get("postgresql.user"), safe="")
+        password = self.get("postgresql.password")
+        auth = f"{user}:{quote(password, safe='')}" if password else user
+        port = self.get("postgresql.port")
+        return f"postgresql://{auth}@{host}:{port}/{quote(self.get('postgresql.dbname'))}"
+
+    def origin_of_database(self) -> str:
+        if self.get("postgresql.url"):
+            return f"postgresql.url ({self.values['postgresql.url'].origin})"
+        if self.get("postgresql.host"):
+            return f"[postgresql] host ({self.values['postgresql.host'].origin})"
+        return "embedded server"
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        merged = {**self.overrides, **{k: v for k, v in overrides.items() if v is not None}}
+        return load_settings(self.config_path, merged)
+
+
+def normalize_url(url: str) -> str:
+    """A libpq-style URL (psycopg 3 accepts it; SQLAlchemy dialect suffixes are removed)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme in {"postgres", "postgresql+psycopg", "postgresql+psycopg2"}:
+        scheme = "postgresql"
+    return f"{scheme}{sep}{rest}"
+
+
+def _origin_label(path: Path) -> str:
+    return f"config file {path}"
+
+
+def _read_config(path: Path) -> dict[str, tuple[str, str]]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except configparser.Error as exc:
+        raise SettingsError(
+            f"{path}: not a valid INI file ({exc.message.splitlines()[0]})"
+        ) from exc
+    found: dict[str, tuple[str, str]] = {}
+    for section in parser.sections():
+        if section not in SECTIONS:
+            known = ", ".join(f"[{s}]" for s in sorted(SECTIONS))
+            raise SettingsError(f"{path}: unknown section [{section}]; known sections: {known}")
+        for key, raw in parser.items(section):
+            name = f"{section}.{key}"
+            if name not in OPTIONS_BY_NAME:
+                known_keys = ", ".join(o.key for o in OPTIONS if o.section == section)
+                raise SettingsError(
+                    f"{path}: unknown key '{key}' in [{section}]; known keys: {known_keys}"
+                )
+            found[name] = (raw, _origin_label(path))
+    return found
+
+
+def _parse(option: Option, raw: str, origin: str) -> Any:
+    if raw.strip() == "" and option.default is None:
+        return None
+    try:
+        return option.parse(raw)
+    except ValueError as exc:
+        where = f"[{option.section}] {option.key}"
+        raise SettingsError(f"{where} = {raw!r} (from {origin}): {exc}") from exc
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """XRAY_CONFIG, else ./config.ini when it exists."""
+    env = os.environ if env is None else env
+    if env.get("XRAY_CONFIG"):
+        return Path(env["XRAY_CONFIG"])
+    candidate = Path("config.ini")
+    return candidate if candidate.exists() else None
+
+
+def load_settings(
+    config_path: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < config.ini < XRAY_* environment < CLI overrides (keys `section.key`)."""
+    env = os.environ if env is None else env
+    overrides = dict(overrides or {})
+    path = Path(config_path) if config_path else default_config_path(env)
+    from_file: dict[str, tuple[str, str]] = {}
+    if path is not None:
+        if not path.exists():
+            raise SettingsError(
+                f"config file {path} does not exist; create it or drop --config/XRAY_CONFIG"
+            )
+        from_file = _read_config(path)
+
+    values: dict[str, Value] = {}
+    for option in OPTIONS:
+        value, origin = option.default, "default"
+        if option.name in from_file:
+            raw, origin = from_file[option.name]
+            value = _parse(option, raw, origin)
+        for env_name in option.env_names:
+            if env.get(env_name) not in (None, ""):
+                origin = f"environment {env_name}"
+                value = _parse(option, env[env_name], origin)
+                break
+        if overrides.get(option.name) is not None:
+            raw_override = overrides[option.name]
+            origin = "command line"
+            if isinstance(raw_override, str):
+                value = _parse(option, raw_override, origin)
+            elif isinstance(raw_override, list | tuple):
+                value = tuple(str(v) for v in raw_override)
+            else:
+                value = raw_override
+        values[option.name] = Value(value, origin)
+    for name in overrides:
+        if name not in OPTIONS_BY_NAME:
+            raise SettingsError(f"unknown setting {name}")
+    return Settings(values=values, config_path=path, overrides=overrides)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    """(name, shown value, origin) for every setting, secrets masked."""
+    rows: list[tuple[str, str, str]] = []
+    for option in OPTIONS:
+        item = settings.values[option.name]
+        value = item.value
+        if value is None:
+            shown = "(unset)"
+        elif option.secret and option.key == "url":
+            shown = mask_url(value)
+        elif option.secret:
+            shown = "***"
+        elif isinstance(value, tuple):
+            shown = ", ".join(value) or "(none)"
+        else:
+            shown = str(value)
+        rows.append((option.name, shown, item.origin))
+    return rows

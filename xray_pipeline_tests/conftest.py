@@ -1,0 +1,98 @@
+"""A real PostgreSQL for the tests: the embedded server, or XRAY_TEST_DATABASE_URL."""
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from xray_pipeline.core.pg import EmbeddedServer, apply_migrations, connect, with_database
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEST_HOME = PROJECT_ROOT / ".xray" / "test"
+TEMPLATE_DB = "xray_test_template"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """URL of a maintenance database on a running server (the embedded one by default)."""
+    external = os.environ.get("XRAY_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    # The data folder stays under the project's state folder: the embedded package opens
+    # read/execute on its parent folders when run as root.
+    server = EmbeddedServer(TEST_HOME)
+    was_running = server.status().running
+    server.start()
+    yield server.url("postgres")
+    if not was_running:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server_url: str) -> str:
+    """A database with the schema applied, cloned for each test module."""
+    with connect(pg_server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE_DB))
+        )
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
+    with connect(with_database(pg_server_url, TEMPLATE_DB)) as conn:
+        apply_migrations(conn)
+        conn.commit()
+    return TEMPLATE_DB
+
+
+def _fresh_database(server_url: str, template: str, label: str) -> str:
+    name = f"xt_{re.sub(r'[^a-z0-9]+', '_', label.lower())[-30:]}_{uuid.uuid4().hex[:8]}"
+    with connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+    return name
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    with connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="module")
+def db_url(pg_server_url: str, template_db: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database with the schema applied, for one test module."""
+    name = _fresh_database(pg_server_url, template_db, request.module.__name__)
+    yield with_database(pg_server_url, name)
+    _drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def fresh_db_url(
+    pg_server_url: str, template_db: str, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh database with the schema applied, for one test."""
+    name = _fresh_database(pg_server_url, template_db, request.node.name)
+    yield with_database(pg_server_url, name)
+    _drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def empty_db_url(pg_server_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database without the schema."""
+    name = _fresh_database(pg_server_url, "template1", request.node.name)
+    yield with_database(pg_server_url, name)
+    _drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def conn(fresh_db_url: str) -> Iterator[psycopg.Connection]:
+    with connect(fresh_db_url) as connection:
+        yield connection

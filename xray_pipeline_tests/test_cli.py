@@ -1,0 +1,154 @@
+"""The CLI as a user runs it: a real process, a real database."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from xray_pipeline.core.pg import EmbeddedServer, connect, with_database
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    full_env.pop("DATABASE_URL", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "xray_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or PROJECT_ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_help_lists_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("db", "config", "demo"):
+        assert command in result.stdout
+    for sub in ("start", "stop", "status", "url", "psql", "upgrade"):
+        assert sub in run_cli("db", "--help").stdout
+
+
+def test_db_url_and_upgrade_on_configured_database(empty_db_url: str):
+    env = {"XRAY_DATABASE_URL": empty_db_url}
+    assert run_cli("db", "url", env=env).stdout.strip() == empty_db_url
+    first = run_cli("db", "upgrade", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "applied 001_reference_tables.sql" in first.stdout
+    second = run_cli("db", "upgrade", env=env)
+    assert second.returncode == 0
+    assert "schema is up to date" in second.stdout
+    status = run_cli("db", "status", env=env)
+    assert status.returncode == 0 and "answers" in status.stdout
+    with connect(empty_db_url) as conn:
+        assert conn.execute("SELECT to_regclass('logs')").fetchone()[0] == "logs"
+
+
+def test_unreachable_server_is_one_clear_line():
+    result = run_cli("db", "upgrade", env={"XRAY_DATABASE_URL": "postgresql://u@127.0.0.1:1/x"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "cannot reach PostgreSQL at 127.0.0.1:1" in lines[0]
+    assert "XRAY_DATABASE_URL" in lines[0]
+
+
+def test_missing_database_names_it(pg_server_url: str):
+    url = with_database(pg_server_url, "no_such_db_here")
+    result = run_cli("db", "upgrade", env={"XRAY_DATABASE_URL": url})
+    assert result.returncode == 1
+    assert "database 'no_such_db_here' does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_verbose_shows_traceback():
+    result = run_cli(
+        "--verbose", "db", "upgrade", env={"XRAY_DATABASE_URL": "postgresql://u@127.0.0.1:1/x"}
+    )
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+
+
+def test_bad_setting_exit_code_and_message(tmp_path: Path):
+    config = tmp_path / "config.ini"
+    config.write_text("[parser]\ntimezone = Atlantis\n")
+    result = run_cli("--config", str(config), "config", "show")
+    assert result.returncode == 2
+    assert "[parser] timezone = 'Atlantis'" in result.stderr
+    assert "IANA" in result.stderr
+
+
+def test_config_show_masks_and_explains(tmp_path: Path):
+    config = tmp_path / "config.ini"
+    config.write_text("[postgresql]\nhost = db.example.org\npassword = hunter2\n")
+    result = run_cli(
+        "--config",
+        str(config),
+        "--timezone",
+        "Asia/Tehran",
+        "config",
+        "show",
+        env={"XRAY_STATS_FORMAT": "csv"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout
+    assert "***" in result.stdout
+    assert "Asia/Tehran" in result.stdout and "command line" in result.stdout
+    assert "environment XRAY_STATS_FORMAT" in result.stdout
+
+
+def test_embedded_server_lifecycle():
+    """start twice is harmless, a killed server restarts with its data, stop stops."""
+    home = PROJECT_ROOT / ".xray" / f"test-lifecycle-{uuid.uuid4().hex[:8]}"
+    env = {"XRAY_HOME": str(home)}
+    try:
+        first = run_cli("db", "start", env=env)
+        assert first.returncode == 0, first.stderr
+        second = run_cli("db", "start", env=env)
+        assert second.returncode == 0, second.stderr
+        url = run_cli("db", "url", env=env).stdout.strip()
+        assert url.startswith("postgresql://postgres@127.0.0.1:")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE keep_me (x int)")
+            conn.execute("INSERT INTO keep_me VALUES (42)")
+        server = EmbeddedServer(home)
+        pid = server.status().pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # a crash: postmaster.pid is left behind, stale
+        import time
+
+        deadline = time.monotonic() + 20
+        while server.status().running and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (home / "pgdata" / "postmaster.pid").exists()
+        assert run_cli("db", "status", env=env).returncode == 1
+        restarted = run_cli("db", "start", env=env)
+        assert restarted.returncode == 0, restarted.stderr
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT x FROM keep_me").fetchone() == (42,)
+        stopped = run_cli("db", "stop", env=env)
+        assert "stopped" in stopped.stdout
+        assert run_cli("db", "status", env=env).returncode == 1
+        assert "not running" in run_cli("db", "stop", env=env).stdout
+    finally:
+        EmbeddedServer(home).stop("immediate") if (home / "pgdata").exists() else None
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.parametrize("command", ["db start", "db stop"])
+def test_embedded_commands_refuse_external_database(command: str):
+    result = run_cli(*command.split(), env={"XRAY_DATABASE_URL": "postgresql://u@h/d"})
+    assert result.returncode == 2
+    assert "not embedded" in result.stderr

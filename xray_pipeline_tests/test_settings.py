@@ -1,0 +1,115 @@
+"""Settings: precedence config.ini < environment < CLI, and errors that name the setting."""
+
+from pathlib import Path
+
+import pytest
+
+from xray_pipeline.settings import SettingsError, describe, load_settings, mask_url
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.ini"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_use_embedded_server_and_utc():
+    settings = load_settings(None, env={})
+    assert settings.uses_embedded
+    assert settings.timezone == "UTC"
+    assert settings.external_url() is None
+    assert settings.values["parser.timezone"].origin == "default"
+
+
+def test_precedence_file_then_env_then_cli(tmp_path: Path):
+    path = write_config(
+        tmp_path,
+        "[parser]\ntimezone = Asia/Shanghai\nbatch_size = 1000\nlogfile = /a.log, /b.log\n",
+    )
+    from_file = load_settings(path, env={})
+    assert from_file.timezone == "Asia/Shanghai"
+    assert from_file.batch_size == 1000
+    assert from_file.logfiles == ("/a.log", "/b.log")
+    assert from_file.values["parser.timezone"].origin == f"config file {path}"
+
+    env = {"XRAY_PARSER_TIMEZONE": "Europe/Berlin"}
+    from_env = load_settings(path, env=env)
+    assert from_env.timezone == "Europe/Berlin"
+    assert from_env.values["parser.timezone"].origin == "environment XRAY_PARSER_TIMEZONE"
+    assert from_env.batch_size == 1000
+
+    from_cli = load_settings(path, {"parser.timezone": "America/New_York"}, env=env)
+    assert from_cli.timezone == "America/New_York"
+    assert from_cli.values["parser.timezone"].origin == "command line"
+
+
+def test_postgresql_section_builds_url(tmp_path: Path):
+    path = write_config(
+        tmp_path,
+        "[postgresql]\nhost = db.example.org\nport = 6543\ndbname = logs\n"
+        "user = xray\npassword = p@ss:word\n",
+    )
+    settings = load_settings(path, env={})
+    assert not settings.uses_embedded
+    assert settings.external_url() == "postgresql://xray:p%40ss%3Aword@db.example.org:6543/logs"
+
+
+def test_database_url_env_wins_over_section_and_database_url_alias(tmp_path: Path):
+    path = write_config(tmp_path, "[postgresql]\nhost = db.example.org\n")
+    env = {"DATABASE_URL": "postgresql://a@h1/x", "XRAY_DATABASE_URL": "postgresql://b@h2/y"}
+    assert load_settings(path, env=env).external_url() == "postgresql://b@h2/y"
+    env = {"DATABASE_URL": "postgres://a@h1/x"}
+    assert load_settings(path, env=env).external_url() == "postgresql://a@h1/x"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[parser]\ntimezone = Mars/Olympus\n", "[parser] timezone = 'Mars/Olympus'"),
+        ("[parser]\nbatch_size = -3\n", "[parser] batch_size"),
+        ("[parser]\nbatchsize = 3\n", "unknown key 'batchsize' in [parser]"),
+        ("[postgres]\nhost = x\n", "unknown section [postgres]"),
+        ("[postgresql]\nport = http\n", "[postgresql] port = 'http'"),
+        ("[stats]\nformat = xml\n", "expected json or csv"),
+        ("[migration]\ndrop_old = maybe\n", "expected true or false"),
+        ("not an ini file", "not a valid INI file"),
+    ],
+)
+def test_bad_config_names_the_setting(tmp_path: Path, text: str, needle: str):
+    path = write_config(tmp_path, text)
+    with pytest.raises(SettingsError) as info:
+        load_settings(path, env={})
+    assert needle in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_bad_env_value_names_the_variable():
+    with pytest.raises(SettingsError, match="XRAY_PARSER_TIMEZONE"):
+        load_settings(None, env={"XRAY_PARSER_TIMEZONE": "Nowhere"})
+    with pytest.raises(SettingsError, match="postgresql://user:password@host"):
+        load_settings(None, env={"XRAY_DATABASE_URL": "mysql://x@y/z"})
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path):
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "nope.ini", env={})
+
+
+def test_describe_masks_secrets(tmp_path: Path):
+    path = write_config(tmp_path, "[postgresql]\nhost = h\npassword = hunter2\n")
+    env = {"XRAY_DATABASE_URL": "postgresql://u:s3cret@h:5432/d"}
+    rows = {name: (shown, origin) for name, shown, origin in describe(load_settings(path, env=env))}
+    assert rows["postgresql.password"][0] == "***"
+    assert rows["postgresql.url"][0] == "postgresql://u:***@h:5432/d"
+    flat = repr(rows)
+    assert "hunter2" not in flat and "s3cret" not in flat
+
+
+def test_mask_url_without_password_is_unchanged():
+    assert mask_url("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+def test_stats_defaults_follow_format(tmp_path: Path):
+    settings = load_settings(None, {"stats.format": "csv", "general.home": str(tmp_path)}, env={})
+    assert settings.stats_output == str(tmp_path / "stats.csv")
+    assert settings.spool_dir == tmp_path / "spool"
