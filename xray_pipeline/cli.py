@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -204,6 +205,158 @@ def db_psql(ctx: typer.Context) -> None:
     raise typer.Exit(result.returncode)
 
 
+# --------------------------------------------------------------------------- parse / generate
+
+
+class OutputFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    table = "table"
+
+
+@app.command("parse")
+def parse_cmd(
+    files: Annotated[list[str], typer.Argument(help="log files to parse; - reads stdin")],
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="jsonl, csv or table")
+    ] = OutputFormat.jsonl,
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="zone of the Xray clock (default: settings)")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="bytes parsed at a time", min=1024)
+    ] = 4 * 1024 * 1024,
+) -> None:
+    """Dry run: print what the pipeline would store, one record per input line, in order.
+
+    Fields are the spec's canonical ones (ts as printed, without zone; kind = access, dns or
+    other; fields that do not apply are null) plus `line_no`. Nothing is written anywhere.
+    """
+    import csv
+    import json
+
+    from xray_pipeline.core.parse import parse_chunk
+    from xray_pipeline.core.schema import CANONICAL_FIELDS
+    from xray_pipeline.core.tail import iter_chunks, open_log
+
+    settings = STATE.settings(**{"parser.timezone": timezone})
+    fields = ["line_no", *CANONICAL_FIELDS]
+    out = sys.stdout
+    writer = (
+        csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        if (output_format is OutputFormat.csv)
+        else None
+    )
+    if writer:
+        writer.writeheader()
+    for name in files:
+        handle = sys.stdin.buffer if name == "-" else None
+        try:
+            fh = handle or open_log(Path(name))
+        except OSError as exc:
+            err_console.print(f"error: cannot read {name}: {exc.strerror}")
+            raise typer.Exit(1) from exc
+        line_base = 0
+        with fh if handle is None else _nullcontext(fh):
+            for offset, chunk in iter_chunks(fh, batch_size):
+                parsed = parse_chunk(
+                    chunk, source=name, base_offset=offset, timezone=settings.timezone
+                )
+                frame = parsed.lines.with_columns(pl_col_add("line_no", line_base))
+                line_base += parsed.line_count
+                if output_format is OutputFormat.table:
+                    _print_table(frame.select(fields))
+                    continue
+                for record in frame.select(fields).iter_rows(named=True):
+                    if writer:
+                        writer.writerow(record)
+                    else:
+                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def pl_col_add(name: str, value: int):
+    import polars as pl
+
+    return pl.col(name) + value
+
+
+def _print_table(frame) -> None:
+    import polars as pl
+
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=400):
+        console.print(str(frame))
+
+
+class _nullcontext:
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc):
+        return None
+
+
+@app.command("generate")
+def generate_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="log file to write")],
+    lines: Annotated[int, typer.Option("--lines", "-n", help="number of lines", min=0)] = 10_000,
+    days: Annotated[int, typer.Option("--days", help="days the lines span", min=1)] = 1,
+    start: Annotated[
+        str, typer.Option("--start", help="first day, YYYY-MM-DD (local time of the log)")
+    ] = "2025-11-17",
+    seed: Annotated[int, typer.Option("--seed", help="random seed")] = 42,
+    users: Annotated[int, typer.Option("--users", help="distinct users", min=1)] = 200,
+    other_share: Annotated[
+        float,
+        typer.Option("--other-share", help="share of lines in the non-modern shapes", min=0, max=1),
+    ] = 0.15,
+    truth: Annotated[
+        Path | None,
+        typer.Option("--truth", help="also write what each line must parse to (JSON lines)"),
+    ] = None,
+    append: Annotated[bool, typer.Option("--append", help="append instead of overwrite")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="after --lines, append at --rate forever (Ctrl-C)")
+    ] = False,
+    rate: Annotated[
+        float, typer.Option("--rate", help="lines per second with --follow", min=0)
+    ] = 50.0,
+) -> None:
+    """Write a synthetic, realistic access log (every shape of the spec, time-ordered)."""
+    import datetime as dt
+
+    from xray_pipeline.core.generate import GeneratorConfig, write_log
+    from xray_pipeline.core.generate import follow as follow_log
+
+    try:
+        first_day = dt.datetime.strptime(start, "%Y-%m-%d")
+    except ValueError as exc:
+        err_console.print(f"error: --start {start!r} is not a date like 2025-11-17")
+        raise typer.Exit(2) from exc
+    cfg = GeneratorConfig(
+        lines=lines, days=days, start=first_day, seed=seed, users=users, other_share=other_share
+    )
+    written = write_log(cfg, out, truth=truth, append=append) if lines else 0
+    err_console.print(f"wrote {lines:,} lines ({written:,} bytes) to {out}")
+    if follow:
+        settings = STATE.settings()
+        err_console.print(f"appending {rate:g} lines/s to {out}; Ctrl-C stops")
+        try:
+            for _ in follow_log(
+                out,
+                rate=rate,
+                timezone=settings.timezone,
+                seed=seed,
+                users=users,
+                other_share=other_share,
+            ):
+                pass
+        except KeyboardInterrupt:
+            err_console.print("stopped")
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -240,6 +393,11 @@ def main() -> None:
             logger.exception("failed")
         err_console.print(f"error: {exc}")
         sys.exit(2 if isinstance(exc, SettingsError) else 1)
+    except BrokenPipeError:
+        # output piped into `head` and the like: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
 
 
 if __name__ == "__main__":

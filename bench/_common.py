@@ -1,0 +1,36 @@
+"""Helpers shared by the benchmark scripts."""
+
+import resource
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def timed():
+    box = {}
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box["seconds"] = time.perf_counter() - start
+
+
+def ensure_log(path: Path, lines: int, *, days: int = 1, users: int = 200, seed: int = 42) -> Path:
+    """Generate the benchmark log once (the generator's default mix) and reuse it."""
+    from xray_pipeline.core.generate import GeneratorConfig, write_log
+
+    marker = path.with_suffix(path.suffix + f".{lines}.{days}.{users}.{seed}")
+    if path.exists() and marker.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_log(GeneratorConfig(lines=lines, days=days, users=users, seed=seed), path)
+    marker.touch()
+    return path

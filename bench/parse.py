@@ -1,0 +1,139 @@
+"""Parser benchmark: parse_chunk on 2,000,000 generated lines vs a naive per-line `re` parser.
+
+Prints lines/s and MB/s of parse_chunk (over chunks of the pipeline's batch size), peak RSS,
+and, on the same lines, the lines/s of a plain-Python per-line parser of the same grammar and
+the ratio. Usage: uv run python bench/parse.py [--lines N] [--batch-mb M] [--naive-lines K]
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import OUT, ensure_log, peak_rss_mb, timed
+from xray_pipeline.core import parse as P
+from xray_pipeline.core.parse import parse_chunk
+from xray_pipeline.core.tail import iter_chunks
+
+_LOCATE = re.compile(P.LOCATE_TS)
+_LEVEL = re.compile(P.LEVEL)
+_DNS = re.compile(P.DNS)
+_DNS_TAIL = re.compile(P.DNS_TAIL)
+_ACCESS = re.compile(P.ACCESS)
+_REST = re.compile(P.ACCEPTED_REST)
+_AFTER = re.compile(P.AFTER_DEST)
+_URL = re.compile(P.URL)
+
+
+def naive_parse_line(raw: bytes) -> dict:
+    """The same grammar, one line at a time with Python's re: the baseline."""
+    line = raw.decode("utf-8", "replace").replace("\x00", "").rstrip("\r\n").strip()
+    found = _LOCATE.match(line)
+    ts, body = (found["ts"], found["body"].strip()) if found else (None, line)
+    row = dict.fromkeys(P.LINES_SCHEMA, None)
+    row["kind"] = "other"
+    if _LEVEL.match(body):
+        return row
+    dns = _DNS.match(body)
+    if dns:
+        tail = _DNS_TAIL.match(dns["dtail"])
+        row.update(
+            kind="dns",
+            ts=ts,
+            dest_host=dns["domain"].removesuffix("."),
+            reason=tail["error"] if tail else None,
+        )
+        return row
+    acc = _ACCESS.match(body)
+    if not acc:
+        return row
+    src = acc["src_b"] or acc["src_h"]
+    port = int(acc["src_port"]) if acc["src_port"] else None
+    if port is None and acc["src_network"] != "unix" and src not in P.PORTLESS_SOURCES:
+        return row
+    row.update(
+        kind="access",
+        ts=ts,
+        src_network=acc["src_network"],
+        src_ip=src,
+        src_port=port,
+        status=acc["status"],
+    )
+    rest = acc["rest"] or ""
+    if acc["status"] == "rejected":
+        row["reason"] = rest or None
+        return row
+    dest = _REST.match(rest)
+    after = rest
+    if dest:
+        after = dest["after"] or ""
+        url = _URL.match(dest["url"]) if dest["url"] else None
+        row["dest_network"] = dest["dest_network"]
+        row["dest_host"] = dest["dest_b"] or dest["dest_h"] or (url and (url["h6"] or url["h"]))
+        p = dest["dest_port"] or (url and url["p"])
+        row["dest_port"] = int(p) if p else None
+    tags = _AFTER.match(after)
+    if tags:
+        row.update(
+            inbound_tag=tags["inbound_tag"], outbound_tag=tags["outbound_tag"], email=tags["email"]
+        )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=2_000_000)
+    parser.add_argument("--batch-mb", type=float, default=8.0, help="chunk size, MB")
+    parser.add_argument(
+        "--naive-lines",
+        type=int,
+        default=400_000,
+        help="lines the slow baseline parses (a prefix of the same file)",
+    )
+    parser.add_argument("--input", type=Path, help="parse this log instead of a generated one")
+    args = parser.parse_args()
+
+    path = args.input or ensure_log(OUT / "parse.log", args.lines)
+    data = path.read_bytes()
+    size_mb = len(data) / 1e6
+    batch = int(args.batch_mb * 1024 * 1024)
+    print(f"input: {path} ({size_mb:,.1f} MB)")
+
+    parse_chunk(data[: 1 << 20])  # warm-up: regex compilation, thread pool
+    rss_before = peak_rss_mb()
+    lines = rows = 0
+    with timed() as t, path.open("rb") as fh:
+        for offset, chunk in iter_chunks(fh, batch):
+            parsed = parse_chunk(chunk, base_offset=offset)
+            lines += parsed.line_count
+            rows += parsed.access.height + parsed.dns.height + parsed.rejects.height
+    assert rows == lines
+    fast = lines / t["seconds"]
+    print(
+        f"parse_chunk: {lines:,} lines in {t['seconds']:.2f} s = {fast:,.0f} lines/s, "
+        f"{size_mb / t['seconds']:,.1f} MB/s (chunks of {args.batch_mb:g} MB)"
+    )
+    print(
+        f"peak RSS: {peak_rss_mb():,.0f} MB (before parsing: {rss_before:,.0f} MB, the input "
+        "file is held in memory by this script)"
+    )
+
+    sample = data.split(b"\n")[: args.naive_lines]
+    with timed() as t:
+        for raw in sample:
+            naive_parse_line(raw)
+    naive = len(sample) / t["seconds"]
+    print(
+        f"naive per-line re: {len(sample):,} lines in {t['seconds']:.2f} s = {naive:,.0f} lines/s"
+    )
+    print(f"ratio: {fast / naive:.1f}x the naive baseline")
+    print(
+        f"target: >= 1,000,000 lines/s and >= 4x: "
+        f"{'met' if fast >= 1_000_000 and fast / naive >= 4 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

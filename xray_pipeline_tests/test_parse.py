@@ -1,0 +1,419 @@
+"""The parser against the spec: every shape, every line accounted for, never a crash."""
+
+import json
+import string
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xray_pipeline.core import parse as P
+from xray_pipeline.core.generate import TRUTH_FIELDS, GeneratorConfig, generate
+from xray_pipeline.core.parse import parse_chunk, split_lines
+from xray_pipeline.core.schema import CANONICAL_FIELDS
+
+DATA = Path(__file__).parent / "data"
+SPEC_EXAMPLES = [json.loads(line) for line in (DATA / "spec_examples.jsonl").open()]
+
+
+def parse_one(line: str, **kwargs) -> dict:
+    parsed = parse_chunk((line + "\n").encode(), **kwargs)
+    assert parsed.line_count == 1
+    return parsed.lines.drop("line_no", "byte_offset").to_dicts()[0]
+
+
+def frames_total(parsed) -> int:
+    return parsed.access.height + parsed.dns.height + parsed.rejects.height
+
+
+@pytest.mark.parametrize("case", SPEC_EXAMPLES, ids=[c["name"][:40] for c in SPEC_EXAMPLES])
+def test_spec_examples(case):
+    assert parse_one(case["line"]) == case["expected"]
+
+
+N = None
+MORE_SHAPES = [
+    # line, expected subset
+    (
+        "2018/02/03 04:05:06 203.0.113.61:40522 accepted tcp:mail.example.org:993 ",
+        {
+            "ts": "2018-02-03T04:05:06",
+            "src_ip": "203.0.113.61",
+            "dest_port": 993,
+            "outbound_tag": N,
+            "email": N,
+            "kind": "access",
+        },
+    ),
+    (
+        "2017/12/01 10:11:12 198.51.100.77:28113 rejected  Proxy|VMess|Encoding: invalid user",
+        {"status": "rejected", "reason": "Proxy|VMess|Encoding: invalid user", "dest_host": N},
+    ),
+    (
+        "2017/12/01 10:11:12 198.51.100.77:28113 rejected proxy/trojan: not trojan protocol",
+        {"status": "rejected", "reason": "proxy/trojan: not trojan protocol"},
+    ),
+    (
+        "2017/08/09 12:00:01 192.0.2.5:14022 accepted //www.example.com:8443 ",
+        {"dest_network": N, "dest_host": "www.example.com", "dest_port": 8443},
+    ),
+    (
+        "2020/06/07 08:09:10 tcp:192.0.2.7:13001 accepted tcp:git.example.org:443 [proxy-x] ",
+        {"src_network": "tcp", "outbound_tag": "proxy-x", "inbound_tag": N},
+    ),
+    (
+        "2026/03/02 10:00:07.554120 from 192.0.2.5:60011 accepted "
+        "http://intranet.example.org:8080/status?verbose=1 [http-in -> freedom]",
+        {"dest_host": "intranet.example.org", "dest_port": 8080, "inbound_tag": "http-in"},
+    ),
+    (
+        "2026/03/02 10:00:07 from 192.0.2.5:60011 accepted http://static.example.org/app.js?v=3",
+        {"dest_host": "static.example.org", "dest_port": N, "dest_network": N},
+    ),
+    (
+        "2024/06/01 12:00:05 DoH accepted https://dns.example.net/dns-query [local]",
+        {
+            "src_ip": "DoH",
+            "src_port": N,
+            "dest_host": "dns.example.net",
+            "dest_port": N,
+            "outbound_tag": "local",
+        },
+    ),
+    (
+        "2025/02/06 07:08:09.101112 from [Masked IPv4]:0 accepted udp:[Masked IPv4]:53 "
+        "[edge-in -> freedom] email: dave",
+        {"src_ip": "Masked IPv4", "src_port": 0, "dest_host": "Masked IPv4", "dest_port": 53},
+    ),
+    (
+        "2025/02/06 07:08:09.101112 from 203.*.*.*:31090 accepted tcp:x.example:443",
+        {"src_ip": "203.*.*.*", "src_port": 31090},
+    ),
+    (
+        "2025/03/01 00:00:02.123456 from 0.0.0.0:0 accepted tcp:www.example.net:443 [freedom] "
+        "email: erin",
+        {"src_ip": "0.0.0.0", "src_port": 0, "outbound_tag": "freedom", "email": "erin"},
+    ),
+    (
+        "2021/01/01 00:00:00 @ accepted tcp:x.example:80",
+        {"src_ip": "@", "src_port": N, "kind": "access"},
+    ),
+    (
+        "tcp:192.0.2.8:21500 rejected  proxy/trojan: not trojan protocol",
+        {
+            "ts": N,
+            "src_network": "tcp",
+            "kind": "access",
+            "reason": "proxy/trojan: not trojan protocol",
+        },
+    ),
+    (
+        "2025/01/05 07:08:09 from 192.0.2.50:0 accepted udp:198.51.100.53:53 [grpc-in >> v4-out] "
+        "email: frank      2025/01/05 07:08:09 from 192.0.2.50:0 accepted tcp:video.example.com:443",
+        {"email": "frank", "dest_host": "198.51.100.53", "inbound_tag": "grpc-in"},
+    ),
+    (
+        "2025/03/05 21:14:02 from 198.51.100.4:5555 accepted tcp:a.example:443 "
+        "[VLESS TCP REALITY >> direct -> x] email: 1.bob",
+        {"inbound_tag": "VLESS TCP REALITY", "outbound_tag": "direct -> x"},
+    ),
+    (
+        "2025/03/05 21:14:02 from 198.51.100.4:5555 accepted tcp:a.example:443 "
+        "[inbound-127.0.0.1:443 -> блок] email: пользователь",
+        {"inbound_tag": "inbound-127.0.0.1:443", "outbound_tag": "блок", "email": "пользователь"},
+    ),
+    (
+        "Wed Mar 05 21:14:02 2025 daemon.info xray[3120]: 2025/03/05 21:14:02 from "
+        "198.51.100.4:5555 accepted tcp:a.example:443",
+        {"ts": "2025-03-05T21:14:02", "src_ip": "198.51.100.4"},
+    ),
+    (
+        "xray-node-1  | 2025/03/05 21:14:02.000001 from 198.51.100.4:5555 accepted tcp:a.example:443",
+        {"ts": "2025-03-05T21:14:02.000001"},
+    ),
+    (
+        "2024-06-01T12:00:05.412 app[3e8f91c2] ams [info] 2024/06/01 12:00:05 from 192.0.2.1:1 "
+        "accepted tcp:a.example:443",
+        {"ts": "2024-06-01T12:00:05"},
+    ),
+    (
+        "2022/08/12 13:14:15 UDP:192.0.2.53:53 cache HIT: img.example.com -> [198.51.100.20, "
+        "198.51.100.21]",
+        {"kind": "dns", "dest_host": "img.example.com", "reason": N, "status": N},
+    ),
+    (
+        "2024/09/09 09:09:09 DOH//dns.example.net got answer: nx.example.org -> [] 5.000312s "
+        "<context deadline exceeded>",
+        {"kind": "dns", "dest_host": "nx.example.org", "reason": "context deadline exceeded"},
+    ),
+    (
+        "2024/09/09 09:09:09 localhost got answer: truncated.example.org -> [192.0.2",
+        {"kind": "dns", "dest_host": "truncated.example.org"},
+    ),
+    ("Xray 25.3.6 (Xray, Penetrates Everything.) Custom (go1.24.1 linux/arm64)", {"kind": "other"}),
+    (" 2024-12-02 03:04:05 ERROR: remote recv: Connection reset by peer", {"kind": "other"}),
+    ("2025/06/30 22:41:09 connection accepted by server", {"kind": "other", "ts": N}),
+    (
+        "2024/07/08 09:10:11 [Info] app/dns: UDP:192.0.2.53:53 got answer: static.example.com. "
+        "TypeA -> [198.51.100.60] 51.730112ms",
+        {"kind": "other", "ts": N, "dest_host": N},
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), MORE_SHAPES)
+def test_more_shapes(line, expected):
+    got = parse_one(line)
+    assert {k: got[k] for k in expected} == expected
+
+
+def test_dns_frame_fields():
+    data = (
+        "2026/01/12 06:12:40.218734 DOHL//dns.example.net got answer: cdn.example.org. -> "
+        "[192.0.2.80, 2001:db8:cafe::80] 912.4µs\n"
+        "2024/09/09 09:09:09 DOH//dns.example.net got answer: nx.example.org -> [] 1m2.5s "
+        "<context deadline exceeded>\n"
+        "2022/08/12 13:14:15 UDP:192.0.2.53:53 cache OPTIMISTE: img.example.com -> [198.51.100.20]\n"
+    ).encode()
+    dns = parse_chunk(data).dns
+    assert dns["server"].to_list() == [
+        "DOHL//dns.example.net",
+        "DOH//dns.example.net",
+        "UDP:192.0.2.53:53",
+    ]
+    assert dns["dns_status"].to_list() == ["got answer", "got answer", "cache OPTIMISTE"]
+    assert dns["domain"].to_list() == ["cdn.example.org", "nx.example.org", "img.example.com"]
+    assert dns["answers"].to_list() == [["192.0.2.80", "2001:db8:cafe::80"], [], ["198.51.100.20"]]
+    micros = [None if d is None else d.total_seconds() * 1e6 for d in dns["elapsed"].to_list()]
+    assert micros == [pytest.approx(912), pytest.approx(62_500_000), None]
+    assert dns["error"].to_list() == [None, "context deadline exceeded", None]
+
+
+def test_every_line_lands_in_exactly_one_frame_with_reason_codes():
+    data = (
+        b"2025/01/01 00:00:00 from 1.2.3.4:1 accepted tcp:a.b:1 [t]\r\n"
+        b"\x00\x00\x002025/01/01 00:00:01 from 1.2.3.4:1 accepted tcp:\xff\xfe.b:1\n"
+        b"\n   \n"
+        b"2025/01/01 00:00:02 [Warning] something\n"
+        b"tcp:192.0.2.8:21500 rejected  proxy/trojan: not trojan protocol\n"
+        b"2025/02/30 00:00:02 from 1.2.3.4:1 accepted tcp:a.b:1\n"
+        b"banner\n"
+    )
+    parsed = parse_chunk(data)
+    assert parsed.line_count == 8
+    assert frames_total(parsed) == 8
+    numbers = sorted(
+        parsed.access["line_no"].to_list()
+        + parsed.dns["line_no"].to_list()
+        + parsed.rejects["line_no"].to_list()
+    )
+    assert numbers == list(range(1, 9))
+    assert parsed.access["outbound_tag"].to_list() == ["t", None]
+    assert parsed.access["dest_host"][1] == "\ufffd\ufffd.b"  # invalid UTF-8 replaced
+    reasons = dict(zip(parsed.rejects["line_no"], parsed.rejects["reason"], strict=True))
+    assert reasons == {
+        3: "empty",
+        4: "empty",
+        5: "error_log",
+        6: "no_timestamp",
+        7: "bad_timestamp",
+        8: "not_a_record",
+    }
+    assert parsed.rejects.filter(pl.col("line_no") == 8)["raw"][0] == "banner"
+    assert parsed.access["byte_offset"].to_list() == [0, data.index(b"\x00")]
+
+
+def test_offsets_point_at_line_starts():
+    data = b"a\nbb\r\n\nccc"
+    lines = split_lines(data, base_offset=100)
+    assert lines["byte_offset"].to_list() == [100, 102, 106, 107]
+    assert lines["text"].to_list() == ["a", "bb", "", "ccc"]
+    assert parse_chunk(data, base_offset=100).end_offset == 110
+
+
+def test_empty_chunk():
+    parsed = parse_chunk(b"")
+    assert parsed.line_count == 0
+    assert frames_total(parsed) == 0
+    assert parsed.lines.columns[:2] == ["line_no", "byte_offset"]
+
+
+def test_very_long_line():
+    url = "http://big.example.org/" + "a" * 1_000_000
+    line = f"2025/01/01 00:00:00 from 1.2.3.4:1 accepted {url} [in -> out] email: u"
+    got = parse_one(line)
+    assert got["dest_host"] == "big.example.org"
+    assert got["email"] == "u"
+    junk = parse_chunk(b"x" * 1_000_000 + b"\n")
+    assert junk.rejects.height == 1
+
+
+def test_timestamp_zone_and_microseconds():
+    line = b"2025/03/14 09:26:53.589793 from 1.2.3.4:1 accepted tcp:a.b:1 [t] email: u\n"
+    ts = parse_chunk(line, timezone="Asia/Shanghai").access["ts"][0]
+    assert str(ts.tzinfo) == "Asia/Shanghai"
+    assert ts.isoformat() == "2025-03-14T09:26:53.589793+08:00"
+    nine = parse_chunk(b"2025/03/14 09:26:53.123456789 DNS accepted udp:1.1.1.1:53\n")
+    assert nine.access["ts"][0].microsecond == 123456
+    assert nine.lines["ts"][0] == "2025-03-14T09:26:53.123456789"
+
+
+def test_dst_gap_time_is_kept_as_a_reject():
+    line = b"2025/03/30 02:30:00 from 1.2.3.4:1 accepted tcp:a.b:1\n"
+    parsed = parse_chunk(line, timezone="Europe/Berlin")
+    assert parsed.access.height == 0
+    assert parsed.rejects["reason"].to_list() == ["bad_timestamp"]
+
+
+def test_generator_ground_truth_round_trip():
+    frame = generate(GeneratorConfig(lines=30_000, days=2, other_share=0.5, seed=7))
+    data = ("\n".join(frame["line"].to_list()) + "\n").encode()
+    parsed = parse_chunk(data)
+    assert set(frame["kind"].unique()) == {"access", "dns", "other"}
+    got = parsed.lines.select(TRUTH_FIELDS)
+    expected = frame.select(TRUTH_FIELDS)
+    for name in TRUTH_FIELDS:
+        mismatched = (~got[name].eq_missing(expected[name])).sum()
+        assert mismatched == 0, name
+
+
+def test_fast_path_agrees_with_tolerant_path():
+    frame = generate(GeneratorConfig(lines=20_000, other_share=0.3, seed=3))
+    lines = split_lines(("\n".join(frame["line"].to_list()) + "\n").encode())
+    both = P.classify(lines)
+    tolerant = P._tolerant_rows(lines.lazy()).collect().sort("line_no")
+    fast_share = (
+        lines.select(pl.col("text").str.extract_groups(P.FAST_CAPTURE).alias("f"))
+        .select(P._fast_ok())
+        .to_series()
+        .mean()
+    )
+    assert fast_share > 0.5
+    columns = [c for c in tolerant.columns if c not in {"ts_typed"}]
+    assert both.select(columns).equals(tolerant.select(columns))
+
+
+def test_chunk_boundaries_do_not_change_rows():
+    frame = generate(GeneratorConfig(lines=60, other_share=0.6, seed=11))
+    data = ("\n".join(frame["line"].to_list()) + "\n").encode()
+    whole = parse_chunk(data)
+    cuts = [i + 1 for i, b in enumerate(data) if b == 0x0A]
+    starts = [0, *cuts[:-1]]
+    pieces = [parse_chunk(data[s:e], base_offset=s) for s, e in zip(starts, cuts, strict=True)]
+    for name in ("access", "dns", "rejects"):
+        joined = pl.concat([getattr(p, name) for p in pieces]).drop("line_no")
+        assert joined.equals(getattr(whole, name).drop("line_no")), name
+
+
+# --------------------------------------------------------------------------- properties
+
+hosts = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z]{2,6}){1,2}", fullmatch=True)
+ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+ipv6 = st.lists(st.integers(0, 65535), min_size=8, max_size=8).map(
+    lambda xs: ":".join(f"{x:x}" for x in xs)
+)
+ports = st.integers(0, 65535)
+tag_text = (
+    st.text(alphabet=string.ascii_letters + string.digits + "-_.:@ абв", min_size=1, max_size=20)
+    .map(str.strip)
+    .filter(lambda t: t and "  " not in t)
+)
+emails = st.text(alphabet=string.ascii_letters + string.digits + ".@_-", min_size=1, max_size=30)
+timestamps = st.datetimes(
+    min_value=__import__("datetime").datetime(2000, 1, 1),
+    max_value=__import__("datetime").datetime(2035, 1, 1),
+)
+
+
+@st.composite
+def access_lines(draw):
+    when = draw(timestamps)
+    fraction = draw(st.sampled_from(["", "6", "3", "9", "1"]))
+    ts = when.strftime("%Y/%m/%d %H:%M:%S")
+    iso = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if fraction:
+        digits = draw(
+            st.text(alphabet=string.digits, min_size=int(fraction), max_size=int(fraction))
+        )
+        ts += "." + digits
+        iso += "." + digits
+    v6 = draw(st.booleans())
+    src = draw(ipv6 if v6 else ipv4)
+    src_port = draw(ports)
+    src_net = draw(st.sampled_from([None, "tcp", "udp"]))
+    prefix = draw(
+        st.sampled_from(["", "from ", "Jan 14 17:26:54 edge-01 xray[4127]: ", "xray-node-1  | "])
+    )
+    src_text = (f"{src_net}:" if src_net else "") + (f"[{src}]" if v6 else src) + f":{src_port}"
+    dest_v6 = draw(st.booleans())
+    dest = draw(ipv6) if dest_v6 else draw(hosts)
+    dest_port = draw(ports)
+    dest_net = draw(st.sampled_from(["tcp", "udp"]))
+    dest_text = f"{dest_net}:" + (f"[{dest}]" if dest_v6 else dest) + f":{dest_port}"
+    in_tag = draw(
+        st.one_of(
+            st.none(), tag_text.filter(lambda t: "->" not in t and ">>" not in t and "==>" not in t)
+        )
+    )
+    out_tag = draw(st.one_of(st.none(), tag_text))
+    sep = draw(st.sampled_from(["->", ">>", "==>"]))
+    detour = ""
+    if out_tag is not None:
+        detour = f" [{in_tag} {sep} {out_tag}]" if in_tag is not None else f" [{out_tag}]"
+    else:
+        in_tag = None
+    email = draw(st.one_of(st.none(), emails))
+    old_email = draw(st.booleans())
+    mail = "" if email is None else (f" email:{email} " if old_email else f" email: {email}")
+    rejected = draw(st.booleans())
+    reason = "proxy/vless/encoding: invalid request user id"
+    body = (
+        f"{src_text} rejected  {reason}"
+        if rejected
+        else (f"{src_text} accepted {dest_text}{detour}{mail}")
+    )
+    line = f"{prefix if prefix != 'from ' else ''}{ts} {'from ' if prefix == 'from ' else ''}{body}"
+    expected = {
+        "ts": iso,
+        "src_network": src_net,
+        "src_ip": src,
+        "src_port": src_port,
+        "status": "rejected" if rejected else "accepted",
+        "dest_network": None if rejected else dest_net,
+        "dest_host": None if rejected else dest,
+        "dest_port": None if rejected else dest_port,
+        "inbound_tag": None if rejected else in_tag,
+        "outbound_tag": None if rejected else out_tag,
+        "email": None if rejected else email,
+        "reason": reason if rejected else None,
+        "kind": "access",
+    }
+    return line, expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(access_lines())
+def test_property_access_lines_round_trip(case):
+    line, expected = case
+    assert parse_one(line) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(access_lines(), min_size=1, max_size=30))
+def test_property_batch_equals_single(cases):
+    data = ("\n".join(line for line, _ in cases) + "\n").encode()
+    parsed = parse_chunk(data)
+    assert parsed.lines.drop("line_no", "byte_offset").to_dicts() == [e for _, e in cases]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_garbage_never_raises_and_counts_add_up(data):
+    parsed = parse_chunk(data)
+    expected_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    assert parsed.line_count == expected_lines
+    assert frames_total(parsed) == expected_lines
+    assert parsed.lines.columns[2:] == list(CANONICAL_FIELDS)
+    assert parsed.rejects["raw"].str.contains("\x00", literal=True).sum() == 0
