@@ -1,0 +1,352 @@
+"""One-shot ingestion: plan what is new in each file, parse and load it chunk by chunk."""
+
+import datetime as dt
+import glob
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psycopg
+from loguru import logger
+
+from xray_pipeline.core.load import LoadResult, SourceRef, load_chunk, register_source
+from xray_pipeline.core.parse import ParsedChunk, parse_chunk
+from xray_pipeline.core.tail import FileIdentity, identify, iter_chunks, open_log
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A file on disk as the planner sees it."""
+
+    path: Path
+    identity: FileIdentity
+    size: int
+    compressed: bool = False
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """Bytes [start, end) of a file to load (end is where the planner saw the file end)."""
+
+    path: Path
+    identity: str
+    start: int
+    end: int | None
+    compressed: bool = False
+
+
+def rotated_siblings(path: Path) -> list[Path]:
+    """Plain rotated copies of `path` (access.log.1, access.log-20250101), never .gz."""
+    siblings = []
+    for candidate in path.parent.glob(glob.escape(path.name) + "[.-]*"):
+        if candidate.suffix in {".gz", ".bz2", ".xz", ".zst"} or not candidate.is_file():
+            continue
+        siblings.append(candidate)
+    return sorted(siblings)
+
+
+def expand_paths(patterns: list[str] | tuple[str, ...]) -> list[Path]:
+    """Files named by paths or globs, in a stable order."""
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        found.extend(Path(m) for m in matches) if matches else found.append(Path(pattern))
+    return list(dict.fromkeys(found))
+
+
+def file_state(path: Path) -> FileState | None:
+    """The state of a readable file, or None when it does not exist or has no full line yet."""
+    try:
+        identity = identify(path)
+    except FileNotFoundError:
+        return None
+    if identity is None:
+        return None
+    compressed = path.suffix == ".gz"
+    size = -1 if compressed else path.stat().st_size
+    return FileState(path, identity, size, compressed)
+
+
+def committed_ranges(
+    conn: psycopg.Connection, identities: list[str]
+) -> dict[str, list[tuple[int, int]]]:
+    """The loaded byte ranges per source identity, in order: of these identities, and of any
+    source with the same fingerprint (a copy of a known file has another device and inode)."""
+    if not identities:
+        return {}
+    fingerprints = [i.rsplit(":", 1)[-1] for i in identities]
+    rows = conn.execute(
+        """
+        SELECT s.identity, l.start_offset, l.end_offset
+        FROM sources s JOIN ingest_ledger l ON l.source_id = s.id
+        WHERE s.identity = ANY(%s) OR split_part(s.identity, ':', 3) = ANY(%s)
+        ORDER BY s.identity, l.start_offset
+        """,
+        (identities, fingerprints),
+    ).fetchall()
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for identity, start, end in rows:
+        ranges.setdefault(identity, []).append((start, end))
+    return ranges
+
+
+def gaps(
+    ranges: list[tuple[int, int]], size: int, *, from_start: bool
+) -> list[tuple[int, int | None]]:
+    """Byte ranges not yet loaded: after the last loaded byte, or every hole from 0."""
+    if size == 0:
+        return []
+    end_of_file = None if size < 0 else size
+    if not ranges:
+        return [(0, end_of_file)]
+    last_end = max(end for _, end in ranges)
+    holes: list[tuple[int, int | None]] = []
+    if from_start:
+        cursor = 0
+        for start, end in sorted(ranges):
+            if start > cursor:
+                holes.append((cursor, start))
+            cursor = max(cursor, end)
+    if size < 0 or size > last_end:
+        holes.append((last_end, end_of_file))
+    return holes
+
+
+def plan_reads(
+    states: list[FileState],
+    loaded: dict[str, list[tuple[int, int]]],
+    *,
+    from_start: bool = False,
+    explicit: set[Path] | None = None,
+) -> tuple[list[ReadTask], list[str]]:
+    """Pure planning: which byte ranges of which files to load next, and notes on why not.
+
+    A rotated sibling is read only when its identity is already known (Xray may still write
+    to a renamed file until an idle minute): it is never mistaken for the live file. A file
+    named explicitly (`explicit`) is read even when unknown.
+    """
+    tasks: list[ReadTask] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+    by_fingerprint = {k.rsplit(":", 1)[-1]: k for k in loaded}
+    for state in states:
+        key = state.identity.key
+        live = explicit is None or state.path in explicit
+        if key not in loaded and not live and state.identity.fingerprint in by_fingerprint:
+            # a copy of a known file (copytruncate's `.1`): same bytes, another inode
+            key = by_fingerprint[state.identity.fingerprint]
+        if key in seen:
+            continue
+        seen.add(key)
+        known = key in loaded
+        if not known and not live:
+            continue
+        ranges = loaded.get(key, [])
+        if state.size >= 0 and ranges and state.size < max(end for _, end in ranges):
+            notes.append(f"{state.path}: smaller than what was loaded; truncated in place")
+            continue
+        for start, end in gaps(ranges, state.size, from_start=from_start):
+            tasks.append(ReadTask(state.path, key, start, end, state.compressed))
+    return tasks, notes
+
+
+@dataclass
+class RunStats:
+    """Per-run statistics, exported as a JSON line or a CSV row."""
+
+    run_id: str
+    mode: str = "online"
+    started: str = ""
+    finished: str = ""
+    duration_s: float = 0.0
+    source: str = ""
+    bytes: int = 0
+    lines: int = 0
+    access_rows: int = 0
+    dns_rows: int = 0
+    rejects: int = 0
+    new_users: int = 0
+    new_endpoints: int = 0
+    new_protocols: int = 0
+    new_tags: int = 0
+    lines_per_s: float = 0.0
+    days_touched: list[str] = field(default_factory=list)
+    chunks: int = 0
+    chunks_already_loaded: int = 0
+
+    def add(self, result: LoadResult) -> None:
+        self.chunks += 1
+        if result.already_loaded:
+            self.chunks_already_loaded += 1
+            return
+        self.bytes += result.bytes
+        for name in (
+            "lines",
+            "access_rows",
+            "dns_rows",
+            "new_users",
+            "new_endpoints",
+            "new_protocols",
+            "new_tags",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(result, name))
+        self.rejects += result.reject_rows
+        days = set(self.days_touched) | {d.isoformat() for d in result.days}
+        self.days_touched = sorted(days)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _lock_key(identity: str) -> str:
+    return f"xray-ingest:{identity}"
+
+
+def ingest_files(
+    conn: psycopg.Connection,
+    paths: list[Path],
+    *,
+    timezone: str,
+    batch_size: int,
+    node: str | None = None,
+    from_start: bool = False,
+    run_id: str | None = None,
+    include_siblings: bool = True,
+    on_progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
+) -> RunStats:
+    """Load what is new in `paths` (and the still-growing rotated copies of known files)."""
+    stats = RunStats(run_id=run_id or uuid.uuid4().hex, started=_now())
+    started = time.perf_counter()
+    explicit = set(paths)
+    candidates: list[Path] = []
+    for path in paths:
+        candidates.append(path)
+        if include_siblings and path.suffix != ".gz":
+            candidates.extend(rotated_siblings(path))
+    states = [s for s in (file_state(p) for p in dict.fromkeys(candidates)) if s is not None]
+    for path in paths:
+        if not path.exists():
+            logger.warning("{} does not exist (yet); nothing to read there", path)
+    loaded = committed_ranges(conn, [s.identity.key for s in states])
+    conn.commit()
+    tasks, notes = plan_reads(states, loaded, from_start=from_start, explicit=explicit)
+    for note in notes:
+        logger.warning(note)
+    if on_total is not None:
+        on_total(sum((t.end or 0) - t.start for t in tasks))
+    stats.source = ",".join(sorted({str(t.path) for t in tasks})) or ",".join(map(str, paths))
+    for task in tasks:
+        source = register_source(conn, task.identity, str(task.path), node)
+        conn.commit()
+        got_lock = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_lock_key(task.identity),)
+        ).fetchone()[0]
+        conn.commit()
+        if not got_lock:
+            logger.warning("another ingest is loading {}; leaving it to that one", task.path)
+            continue
+        try:
+            for result in _load_task(
+                conn,
+                task,
+                source,
+                timezone=timezone,
+                batch_size=batch_size,
+                run_id=stats.run_id,
+                before_commit=before_commit,
+            ):
+                stats.add(result)
+                if on_progress is not None:
+                    on_progress(result.bytes)
+        finally:
+            conn.execute(
+                "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_key(task.identity),)
+            )
+            conn.commit()
+    stats.finished = _now()
+    stats.duration_s = round(time.perf_counter() - started, 3)
+    stats.lines_per_s = round(stats.lines / stats.duration_s, 1) if stats.duration_s else 0.0
+    return stats
+
+
+def _parsed_chunks(task: ReadTask, *, timezone: str, batch_size: int) -> Iterator[ParsedChunk]:
+    """Parse the task's chunks, chunk N+1 in a worker while the caller loads chunk N."""
+    with open_log(task.path) as fh, ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for offset, chunk in iter_chunks(
+            fh, batch_size, start=task.start, end=task.end, partial_tail=False
+        ):
+            future = pool.submit(
+                parse_chunk, chunk, source=str(task.path), base_offset=offset, timezone=timezone
+            )
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
+
+
+def _load_task(
+    conn: psycopg.Connection,
+    task: ReadTask,
+    source: SourceRef,
+    *,
+    timezone: str,
+    batch_size: int,
+    run_id: str,
+    before_commit: Callable[[], None] | None,
+) -> Iterator[LoadResult]:
+    log = logger.bind(source=str(task.path), run_id=run_id)
+    for parsed in _parsed_chunks(task, timezone=timezone, batch_size=batch_size):
+        result = load_chunk(
+            conn, parsed, source, run_id=run_id, timezone=timezone, before_commit=before_commit
+        )
+        if result.already_loaded:
+            log.info("bytes {}-{} already loaded", result.start_offset, result.end_offset)
+        else:
+            log.debug(
+                "loaded bytes {}-{}: {} lines", result.start_offset, result.end_offset, result.lines
+            )
+        yield result
+
+
+def export_stats(stats: RunStats, output: str, fmt: str) -> None:
+    """Append the run's statistics: a JSON line, or a CSV row (header once); `-` = stdout."""
+    import csv
+    import json
+    import sys
+
+    record = stats.as_dict()
+    record["days_touched"] = (
+        ";".join(record["days_touched"]) if fmt == "csv" else record["days_touched"]
+    )
+    if output == "-":
+        if fmt == "json":
+            sys.stdout.write(json.dumps(record) + "\n")
+        else:
+            writer = csv.DictWriter(sys.stdout, fieldnames=list(record), lineterminator="\n")
+            writer.writeheader()
+            writer.writerow(record)
+        return
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "json":
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        return
+    new_file = not path.exists() or path.stat().st_size == 0
+    with path.open("a", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(record), lineterminator="\n")
+        if new_file:
+            writer.writeheader()
+        writer.writerow(record)

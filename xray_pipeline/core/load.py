@@ -1,0 +1,329 @@
+"""Load one parsed chunk in one transaction: dims upsert, COPY into daily partitions, ledger."""
+
+import datetime as dt
+import io
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+import psycopg
+
+from xray_pipeline.core.parse import ParsedChunk
+from xray_pipeline.core.pg import ensure_partitions
+
+LOGS_COLUMNS = (
+    "ts",
+    "source_id",
+    "byte_offset",
+    "ingest_id",
+    "src_protocol_id",
+    "src_ip",
+    "src_host",
+    "src_port",
+    "status",
+    "dest_protocol_id",
+    "endpoint_id",
+    "dest_url",
+    "inbound_tag_id",
+    "outbound_tag_id",
+    "user_id",
+    "reason",
+)
+DNS_COLUMNS = (
+    "ts",
+    "source_id",
+    "byte_offset",
+    "ingest_id",
+    "server",
+    "status",
+    "domain",
+    "answers",
+    "elapsed",
+    "error",
+)
+REJECT_COLUMNS = ("source_id", "byte_offset", "ingest_id", "ts", "reason", "raw")
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A registered source file: its id in `sources`, identity and path."""
+
+    id: int
+    identity: str
+    path: str
+    node: str | None = None
+
+
+@dataclass
+class LoadResult:
+    """What one chunk load did; `already_loaded` when the ledger had the range."""
+
+    source: str
+    start_offset: int
+    end_offset: int
+    already_loaded: bool = False
+    ingest_id: int | None = None
+    lines: int = 0
+    access_rows: int = 0
+    dns_rows: int = 0
+    reject_rows: int = 0
+    new_users: int = 0
+    new_endpoints: int = 0
+    new_protocols: int = 0
+    new_tags: int = 0
+    days: list[dt.date] = field(default_factory=list)
+    newest_ts: dt.datetime | None = None
+
+    @property
+    def bytes(self) -> int:
+        return self.end_offset - self.start_offset
+
+
+def register_source(
+    conn: psycopg.Connection, identity: str, path: str, node: str | None = None
+) -> SourceRef:
+    """The `sources` row for this identity, created on first sight; the path is kept current."""
+    row = conn.execute(
+        """
+        INSERT INTO sources (identity, path, node) VALUES (%s, %s, %s)
+        ON CONFLICT (identity) DO UPDATE SET path = EXCLUDED.path,
+            node = COALESCE(EXCLUDED.node, sources.node)
+        RETURNING id, node
+        """,
+        (identity, path, node),
+    ).fetchone()
+    assert row is not None
+    return SourceRef(id=row[0], identity=identity, path=path, node=row[1])
+
+
+def chunk_days(parsed: ParsedChunk) -> list[dt.date]:
+    """The local days (in the parse's zone) of the chunk's access rows."""
+    if parsed.access.is_empty():
+        return []
+    return sorted(parsed.access.select(pl.col("ts").dt.date().unique()).to_series().to_list())
+
+
+def _valid_ips(values: list[str]) -> set[str]:
+    """The values that PostgreSQL's inet accepts (checked once per distinct value)."""
+    valid = set()
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            continue
+        valid.add(value)
+    return valid
+
+
+def _upsert_names(
+    conn: psycopg.Connection, table: str, column: str, names: list[str]
+) -> tuple[pl.DataFrame, int]:
+    """Insert the missing names (one statement), then read all their ids (one statement)."""
+    if not names:
+        return pl.DataFrame(schema={column: pl.String, "id": pl.Int64}), 0
+    inserted = conn.execute(
+        f"INSERT INTO {table} ({column}) SELECT unnest(%s::text[]) "
+        f"ON CONFLICT ({column}) DO NOTHING",
+        (names,),
+    ).rowcount
+    rows = conn.execute(
+        f"SELECT {column}, id FROM {table} WHERE {column} = ANY(%s)",
+        (names,),
+    ).fetchall()
+    frame = pl.DataFrame(rows, schema={column: pl.String, "id": pl.Int64}, orient="row")
+    return frame, max(inserted, 0)
+
+
+def _upsert_endpoints(conn: psycopg.Connection, pairs: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    schema = {"dest_host": pl.String, "dest_port": pl.Int32, "endpoint_id": pl.Int64}
+    if pairs.is_empty():
+        return pl.DataFrame(schema=schema), 0
+    hosts = pairs["dest_host"].to_list()
+    ports = pairs["dest_port"].to_list()
+    inserted = conn.execute(
+        "INSERT INTO endpoints (host, port) SELECT * FROM unnest(%s::text[], %s::int[]) "
+        "ON CONFLICT ON CONSTRAINT endpoints_host_port_key DO NOTHING",
+        (hosts, ports),
+    ).rowcount
+    rows = conn.execute(
+        "SELECT u.host, u.port, e.id FROM unnest(%s::text[], %s::int[]) AS u(host, port) "
+        "JOIN endpoints e ON e.host = u.host AND e.port IS NOT DISTINCT FROM u.port",
+        (hosts, ports),
+    ).fetchall()
+    return pl.DataFrame(rows, schema=schema, orient="row"), max(inserted, 0)
+
+
+def _copy_frame(
+    conn: psycopg.Connection, table: str, columns: tuple[str, ...], frame: pl.DataFrame
+):
+    if frame.is_empty():
+        return
+    buffer = io.BytesIO()
+    frame.select(columns).write_csv(
+        buffer, include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%z"
+    )
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+    with conn.cursor().copy(statement) as copy:
+        copy.write(buffer.getbuffer())
+
+
+def _pg_array(col: pl.Expr) -> pl.Expr:
+    """A list of strings as a PostgreSQL array literal: {"a","b"}."""
+    quoted = col.list.eval(
+        pl.concat_str(
+            pl.lit('"'),
+            pl.element()
+            .str.replace_all("\\", "\\\\", literal=True)
+            .str.replace_all('"', '\\"', literal=True),
+            pl.lit('"'),
+        )
+    )
+    return pl.concat_str(pl.lit("{"), quoted.list.join(","), pl.lit("}"))
+
+
+def build_log_rows(
+    conn: psycopg.Connection, access: pl.DataFrame, source_id: int, ingest_id: int
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Access rows -> rows of `logs` with reference ids (dims upserted set-wise)."""
+    protocols, new_protocols = _upsert_names(
+        conn,
+        "protocols",
+        "name",
+        sorted(
+            set(access["src_network"].drop_nulls().unique().to_list())
+            | set(access["dest_network"].drop_nulls().unique().to_list())
+        ),
+    )
+    users, new_users = _upsert_names(
+        conn, "users", "email", access["email"].drop_nulls().unique().to_list()
+    )
+    tags, new_tags = _upsert_names(
+        conn,
+        "tags",
+        "name",
+        sorted(
+            set(access["inbound_tag"].drop_nulls().unique().to_list())
+            | set(access["outbound_tag"].drop_nulls().unique().to_list())
+        ),
+    )
+    pairs = access.select("dest_host", "dest_port").drop_nulls("dest_host").unique()
+    endpoints, new_endpoints = _upsert_endpoints(conn, pairs)
+    ips = _valid_ips(access["src_ip"].drop_nulls().unique().to_list())
+
+    proto = protocols.rename({"name": "key"})
+    rows = (
+        access.lazy()
+        .join(proto.lazy().rename({"id": "src_protocol_id"}), left_on="src_network",
+              right_on="key", how="left")
+        .join(proto.lazy().rename({"id": "dest_protocol_id"}), left_on="dest_network",
+              right_on="key", how="left")
+        .join(users.lazy().rename({"id": "user_id"}), on="email", how="left")
+        .join(tags.lazy().rename({"name": "inbound_tag", "id": "inbound_tag_id"}),
+              on="inbound_tag", how="left")
+        .join(tags.lazy().rename({"name": "outbound_tag", "id": "outbound_tag_id"}),
+              on="outbound_tag", how="left")
+        .join(endpoints.lazy(), on=["dest_host", "dest_port"], how="left", nulls_equal=True)
+        .with_columns(
+            pl.lit(source_id).alias("source_id"),
+            pl.lit(ingest_id).alias("ingest_id"),
+            pl.col("ts").dt.convert_time_zone("UTC"),
+            pl.when(pl.col("src_ip").is_in(list(ips))).then(pl.col("src_ip")).alias("src_ip"),
+            pl.when(~pl.col("src_ip").is_in(list(ips))).then(pl.col("src_ip")).alias("src_host"),
+        )
+        .select(LOGS_COLUMNS)
+        .collect()
+    )  # fmt: skip
+    counts = {
+        "new_users": new_users,
+        "new_endpoints": new_endpoints,
+        "new_protocols": new_protocols,
+        "new_tags": new_tags,
+    }
+    return rows, counts
+
+
+def load_chunk(
+    conn: psycopg.Connection,
+    parsed: ParsedChunk,
+    source: SourceRef,
+    *,
+    run_id: str | None,
+    timezone: str,
+    status: str = "loaded",
+    before_commit: Callable[[], None] | None = None,
+) -> LoadResult:
+    """Load `parsed` (the bytes [base_offset, end_offset) of `source`) exactly once.
+
+    The ledger row, the reference values and the COPYs share one transaction. A range the
+    ledger already holds (or one overlapping it) is not loaded again: the result says
+    `already_loaded`. `before_commit` lets tests crash a load at its most delicate point.
+    """
+    result = LoadResult(source.path, parsed.base_offset, parsed.end_offset)
+    days = chunk_days(parsed)
+    if days:
+        # own short transaction: ATTACH PARTITION must not hold its lock for the whole load
+        with conn.transaction():
+            ensure_partitions(conn, days, timezone)
+    access = parsed.access
+    first_ts = access["ts"].min() if not access.is_empty() else None
+    last_ts = access["ts"].max() if not access.is_empty() else None
+    with conn.transaction():
+        row = conn.execute(
+            """
+            INSERT INTO ingest_ledger (source_id, start_offset, end_offset, status, run_id,
+                lines, access_rows, dns_rows, reject_rows, first_ts, last_ts)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT DO NOTHING
+            RETURNING id
+            """,
+            (
+                source.id,
+                parsed.base_offset,
+                parsed.end_offset,
+                status,
+                run_id,
+                parsed.line_count,
+                access.height,
+                parsed.dns.height,
+                parsed.rejects.height,
+                first_ts,
+                last_ts,
+            ),
+        ).fetchone()
+        if row is None:
+            result.already_loaded = True
+            return result
+        ingest_id = row[0]
+        logs, counts = build_log_rows(conn, access, source.id, ingest_id)
+        _copy_frame(conn, "logs", LOGS_COLUMNS, logs)
+        dns = parsed.dns.with_columns(
+            pl.lit(source.id).alias("source_id"),
+            pl.lit(ingest_id).alias("ingest_id"),
+            pl.col("ts").dt.convert_time_zone("UTC"),
+            pl.col("dns_status").alias("status"),
+            _pg_array(pl.col("answers")).alias("answers"),
+            pl.concat_str(
+                pl.col("elapsed").dt.total_microseconds().cast(pl.String),
+                pl.lit(" microseconds"),
+            ).alias("elapsed"),
+        )
+        _copy_frame(conn, "dns_queries", DNS_COLUMNS, dns)
+        rejects = parsed.rejects.with_columns(
+            pl.lit(source.id).alias("source_id"),
+            pl.lit(ingest_id).alias("ingest_id"),
+            pl.col("ts").dt.convert_time_zone("UTC"),
+        )
+        _copy_frame(conn, "rejects", REJECT_COLUMNS, rejects)
+        if before_commit is not None:
+            before_commit()
+    result.ingest_id = ingest_id
+    result.lines = parsed.line_count
+    result.access_rows = access.height
+    result.dns_rows = parsed.dns.height
+    result.reject_rows = parsed.rejects.height
+    result.days = days
+    result.newest_ts = last_ts
+    for key, value in counts.items():
+        setattr(result, key, value)
+    return result

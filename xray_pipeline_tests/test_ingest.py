@@ -1,0 +1,250 @@
+"""Exactly-once loading on a real PostgreSQL: reruns, crashes, appends, rotation, truncation."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from xray_pipeline.core.generate import GeneratorConfig, write_log
+from xray_pipeline.core.ingest import gaps, ingest_files
+from xray_pipeline.core.load import load_chunk, register_source
+from xray_pipeline.core.parse import parse_chunk
+from xray_pipeline.core.pg import connect
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def line(ts: str, user: str = "u1", host: str = "a.example") -> str:
+    return f"{ts} from 198.51.100.7:40000 accepted tcp:{host}:443 [in >> out] email: {user}\n"
+
+
+def counts(conn: psycopg.Connection) -> dict[str, int]:
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM logs), (SELECT count(*) FROM dns_queries), "
+        "(SELECT count(*) FROM rejects), (SELECT coalesce(sum(lines), 0) FROM ingest_ledger)"
+    ).fetchone()
+    conn.commit()
+    return dict(zip(("logs", "dns", "rejects", "ledger_lines"), row, strict=True))
+
+
+def offsets(conn: psycopg.Connection) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        "SELECT s.path, x.byte_offset FROM (SELECT source_id, byte_offset FROM logs UNION ALL "
+        "SELECT source_id, byte_offset FROM dns_queries UNION ALL "
+        "SELECT source_id, byte_offset FROM rejects) x JOIN sources s ON s.id = x.source_id "
+        "ORDER BY 1, 2"
+    ).fetchall()
+    conn.commit()
+    return rows
+
+
+def run(conn, *paths: Path, **kwargs):
+    kwargs.setdefault("timezone", "UTC")
+    kwargs.setdefault("batch_size", 4096)
+    return ingest_files(conn, list(paths), **kwargs)
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def test_generated_file_loads_every_line_once(conn, log_dir: Path):
+    path = log_dir / "access.log"
+    write_log(GeneratorConfig(lines=5_000, days=2, other_share=0.4), path)
+    stats = run(conn, path, batch_size=64 * 1024)
+    c = counts(conn)
+    assert stats.lines == 5_000
+    assert c["logs"] + c["dns"] + c["rejects"] == 5_000 == c["ledger_lines"]
+    assert (c["logs"], c["dns"], c["rejects"]) == (stats.access_rows, stats.dns_rows, stats.rejects)
+    again = run(conn, path)
+    assert again.lines == 0 and again.chunks == 0
+    assert counts(conn) == c
+    all_offsets = offsets(conn)
+    assert len(all_offsets) == len(set(all_offsets)) == 5_000
+    assert stats.days_touched == ["2025-11-17", "2025-11-18"]
+
+
+def test_same_chunk_twice_is_reported_not_duplicated(conn, log_dir: Path):
+    data = (line("2025/01/01 00:00:00") + line("2025/01/01 00:00:01")).encode()
+    source = register_source(conn, "dev:1:abc", str(log_dir / "x.log"))
+    conn.commit()
+    parsed = parse_chunk(data)
+    first = load_chunk(conn, parsed, source, run_id="r1", timezone="UTC")
+    second = load_chunk(conn, parsed, source, run_id="r2", timezone="UTC")
+    overlapping = load_chunk(
+        conn,
+        parse_chunk(data[len(data) // 2 :], base_offset=len(data) // 2),
+        source,
+        run_id="r3",
+        timezone="UTC",
+    )
+    assert not first.already_loaded and first.access_rows == 2
+    assert second.already_loaded and overlapping.already_loaded
+    assert counts(conn)["logs"] == 2
+
+
+def test_crash_before_commit_leaves_nothing_and_rerun_completes(conn, log_dir: Path):
+    path = log_dir / "access.log"
+    path.write_text("".join(line(f"2025/01/01 00:00:{i:02d}") for i in range(50)))
+
+    def boom():
+        raise RuntimeError("crash injected between COPY and commit")
+
+    with pytest.raises(RuntimeError):
+        run(conn, path, before_commit=boom)
+    conn.rollback()
+    assert counts(conn) == {"logs": 0, "dns": 0, "rejects": 0, "ledger_lines": 0}
+    run(conn, path)
+    assert counts(conn)["logs"] == 50
+
+
+def test_killed_process_leaves_nothing_half_loaded(fresh_db_url: str, log_dir: Path):
+    """A real process killed (SIGKILL) inside its load transaction."""
+    path = log_dir / "access.log"
+    write_log(GeneratorConfig(lines=3_000), path)
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from xray_pipeline.core.ingest import ingest_files\n"
+        "from xray_pipeline.core.pg import connect\n"
+        "conn = connect(sys.argv[1])\n"
+        "calls = []\n"
+        "def hook():\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "ingest_files(conn, [Path(sys.argv[2])], timezone='UTC', batch_size=64 * 1024,\n"
+        "             before_commit=hook)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, fresh_db_url, str(path)],
+        cwd=PROJECT_ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == -9
+    with connect(fresh_db_url) as conn:
+        half = counts(conn)
+        assert half["logs"] + half["dns"] + half["rejects"] == half["ledger_lines"] > 0
+        run(conn, path)
+        done = counts(conn)
+        assert done["logs"] + done["dns"] + done["rejects"] == 3_000 == done["ledger_lines"]
+        assert len(set(offsets(conn))) == 3_000
+
+
+def test_append_loads_only_new_lines_and_partial_line_waits(conn, log_dir: Path):
+    path = log_dir / "access.log"
+    path.write_text(line("2025/01/01 00:00:00") + line("2025/01/01 00:00:01"))
+    run(conn, path)
+    with path.open("a") as fh:
+        fh.write(line("2025/01/01 00:00:02") + "2025/01/01 00:00:03 from 198.51.100.7:1 acc")
+    stats = run(conn, path)
+    assert stats.lines == 1
+    assert counts(conn)["logs"] == 3
+    with path.open("a") as fh:
+        fh.write("epted tcp:b.example:443 [in >> out] email: u2\n")
+    stats = run(conn, path)
+    assert stats.lines == 1
+    assert conn.execute(
+        "SELECT e.host FROM logs l JOIN endpoints e ON e.id = l.endpoint_id ORDER BY ts DESC LIMIT 1"
+    ).fetchone() == ("b.example",)
+
+
+def test_copytruncate_starts_new_content_at_zero_and_finishes_the_copy(conn, log_dir: Path):
+    path = log_dir / "access.log"
+    path.write_text("".join(line(f"2025/01/01 00:00:{i:02d}") for i in range(10)))
+    run(conn, path)
+    with path.open("a") as fh:  # written after our read, before the rotation
+        fh.write(line("2025/01/01 00:01:00", user="late"))
+    shutil.copyfile(path, log_dir / "access.log.1")
+    with path.open("r+") as fh:
+        fh.truncate(0)
+    with path.open("a") as fh:
+        fh.write(line("2025/01/01 00:02:00", user="new"))
+    stats = run(conn, path)
+    assert stats.lines == 2
+    users = {r[0] for r in conn.execute("SELECT email FROM users").fetchall()}
+    assert {"late", "new"} <= users
+    assert counts(conn)["logs"] == 12
+
+
+def test_truncation_to_zero_restarts_at_offset_zero(conn, log_dir: Path):
+    path = log_dir / "access.log"
+    path.write_text("".join(line(f"2025/01/01 00:00:{i:02d}") for i in range(10)))
+    run(conn, path)
+    os.truncate(path, 0)  # 3x-ui's clearAccessLog
+    with path.open("a") as fh:
+        fh.write(line("2025/01/01 01:00:00", user="after"))
+    stats = run(conn, path)
+    assert stats.lines == 1
+    assert conn.execute(
+        "SELECT min(byte_offset) FROM logs l JOIN users u ON u.id = l.user_id "
+        "WHERE u.email = 'after'"
+    ).fetchone() == (0,)
+
+
+def test_rename_and_create_finishes_old_file_then_new(conn, log_dir: Path):
+    path = log_dir / "access.log"
+    path.write_text("".join(line(f"2025/01/01 00:00:{i:02d}") for i in range(10)))
+    run(conn, path)
+    rotated = log_dir / "access.log.1"
+    path.rename(rotated)
+    with rotated.open("a") as fh:  # xray keeps writing to the renamed file until idle
+        fh.write(line("2025/01/01 00:05:00", user="old-tail"))
+    path.write_text(line("2025/01/01 00:06:00", user="new-file"))
+    stats = run(conn, path)
+    assert stats.lines == 2
+    users = {r[0] for r in conn.execute("SELECT email FROM users").fetchall()}
+    assert {"old-tail", "new-file"} <= users
+    assert counts(conn)["logs"] == 12
+    # an unknown rotated sibling is never taken for the live file
+    (log_dir / "access.log.2").write_text(line("2024/12/31 00:00:00", user="archive"))
+    assert run(conn, path).lines == 0
+
+
+def test_midnight_lines_land_in_their_days_partitions(conn, log_dir: Path):
+    path = log_dir / "access.log"
+    path.write_text(line("2025/01/01 23:59:59.999999") + line("2025/01/02 00:00:00"))
+    run(conn, path, timezone="Asia/Shanghai")
+    rows = conn.execute("SELECT tableoid::regclass::text FROM logs ORDER BY ts").fetchall()
+    assert [r[0] for r in rows] == ["logs_2025_01_01", "logs_2025_01_02"]
+
+
+def test_gaps_planning():
+    assert gaps([], 100, from_start=False) == [(0, 100)]
+    assert gaps([(0, 50)], 100, from_start=False) == [(50, 100)]
+    assert gaps([(0, 50)], 50, from_start=False) == []
+    assert gaps([(10, 50), (60, 80)], 100, from_start=True) == [(0, 10), (50, 60), (80, 100)]
+    assert gaps([(10, 50)], 100, from_start=False) == [(50, 100)]
+
+
+def test_cli_ingest_twice_and_stats_csv(fresh_db_url: str, log_dir: Path):
+    path = log_dir / "access.log"
+    write_log(GeneratorConfig(lines=2_000), path)
+    stats_file = log_dir / "stats.csv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    env.update(
+        XRAY_DATABASE_URL=fresh_db_url, XRAY_STATS_FORMAT="csv", XRAY_STATS_OUTPUT=str(stats_file)
+    )
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-m", "xray_pipeline.cli", "ingest", "--logfile", str(path)],
+            env=env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+    rows = stats_file.read_text().splitlines()
+    assert rows[0].startswith("run_id,mode,started,finished,duration_s,source,bytes,lines")
+    assert len(rows) == 3
+    assert ",2000," in rows[1] and ",0,0," in rows[2]
+    with connect(fresh_db_url) as conn:
+        c = counts(conn)
+        assert c["logs"] + c["dns"] + c["rejects"] == 2_000
