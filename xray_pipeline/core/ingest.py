@@ -13,8 +13,15 @@ from pathlib import Path
 import psycopg
 from loguru import logger
 
-from xray_pipeline.core.load import LoadResult, SourceRef, load_chunk, register_source
-from xray_pipeline.core.parse import ParsedChunk, parse_chunk
+from xray_pipeline.core.load import (
+    LoadResult,
+    PreparedChunk,
+    SourceRef,
+    commit_chunk,
+    prepare_chunk,
+    register_source,
+)
+from xray_pipeline.core.parse import parse_chunk
 from xray_pipeline.core.tail import FileIdentity, identify, iter_chunks, open_log
 
 
@@ -279,21 +286,34 @@ def ingest_files(
     return stats
 
 
-def _parsed_chunks(task: ReadTask, *, timezone: str, batch_size: int) -> Iterator[ParsedChunk]:
-    """Parse the task's chunks, chunk N+1 in a worker while the caller loads chunk N."""
-    with open_log(task.path) as fh, ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for offset, chunk in iter_chunks(
-            fh, batch_size, start=task.start, end=task.end, partial_tail=False
-        ):
-            future = pool.submit(
-                parse_chunk, chunk, source=str(task.path), base_offset=offset, timezone=timezone
+def _prepared_chunks(
+    conn_info: str, task: ReadTask, source: SourceRef, *, timezone: str, batch_size: int
+) -> Iterator[PreparedChunk]:
+    """Read, parse and prepare the task's chunks in a worker with its own connection, one
+    chunk ahead of the caller, so that preparing chunk N+1 overlaps the COPY of chunk N."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        worker_conn = pool.submit(psycopg.connect, conn_info, autocommit=True).result()
+
+        def prepare(offset: int, chunk: bytes) -> PreparedChunk:
+            parsed = parse_chunk(
+                chunk, source=str(task.path), base_offset=offset, timezone=timezone
             )
-            if pending is not None:
-                yield pending.result()
-            pending = future
-        if pending is not None:
-            yield pending.result()
+            return prepare_chunk(worker_conn, parsed, source, timezone=timezone)
+
+        try:
+            with open_log(task.path) as fh:
+                pending = None
+                for offset, chunk in iter_chunks(
+                    fh, batch_size, start=task.start, end=task.end, partial_tail=False
+                ):
+                    future = pool.submit(prepare, offset, chunk)
+                    if pending is not None:
+                        yield pending.result()
+                    pending = future
+                if pending is not None:
+                    yield pending.result()
+        finally:
+            worker_conn.close()
 
 
 def _load_task(
@@ -307,10 +327,14 @@ def _load_task(
     before_commit: Callable[[], None] | None,
 ) -> Iterator[LoadResult]:
     log = logger.bind(source=str(task.path), run_id=run_id)
-    for parsed in _parsed_chunks(task, timezone=timezone, batch_size=batch_size):
-        result = load_chunk(
-            conn, parsed, source, run_id=run_id, timezone=timezone, before_commit=before_commit
-        )
+    for prepared in _prepared_chunks(
+        _conninfo(conn),
+        task,
+        source,
+        timezone=timezone,
+        batch_size=batch_size,
+    ):
+        result = commit_chunk(conn, prepared, source, run_id=run_id, before_commit=before_commit)
         if result.already_loaded:
             log.info("bytes {}-{} already loaded", result.start_offset, result.end_offset)
         else:
@@ -318,6 +342,15 @@ def _load_task(
                 "loaded bytes {}-{}: {} lines", result.start_offset, result.end_offset, result.lines
             )
         yield result
+
+
+def _conninfo(conn: psycopg.Connection) -> str:
+    """A connection string for a second connection to the same database, same credentials."""
+    params = conn.info.get_parameters()
+    password = conn.info.password
+    if password:
+        params["password"] = password
+    return psycopg.conninfo.make_conninfo(**params)
 
 
 def export_stats(stats: RunStats, output: str, fmt: str) -> None:

@@ -154,18 +154,22 @@ def _upsert_endpoints(conn: psycopg.Connection, pairs: pl.DataFrame) -> tuple[pl
     return pl.DataFrame(rows, schema=schema, orient="row"), max(inserted, 0)
 
 
-def _copy_frame(
-    conn: psycopg.Connection, table: str, columns: tuple[str, ...], frame: pl.DataFrame
-):
+def _csv(frame: pl.DataFrame, columns: tuple[str, ...]) -> bytes:
     if frame.is_empty():
-        return
+        return b""
     buffer = io.BytesIO()
     frame.select(columns).write_csv(
         buffer, include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%z"
     )
+    return buffer.getvalue()
+
+
+def _copy_bytes(conn: psycopg.Connection, table: str, columns: tuple[str, ...], data: bytes):
+    if not data:
+        return
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
     with conn.cursor().copy(statement) as copy:
-        copy.write(buffer.getbuffer())
+        copy.write(data)
 
 
 def _pg_array(col: pl.Expr) -> pl.Expr:
@@ -243,41 +247,92 @@ def build_log_rows(
     return rows, counts
 
 
-def load_chunk(
+@dataclass
+class PreparedChunk:
+    """A parsed chunk turned into COPY-ready CSV for its three tables, ids resolved."""
+
+    parsed: ParsedChunk
+    ingest_id: int
+    logs_csv: bytes
+    dns_csv: bytes
+    rejects_csv: bytes
+    counts: dict[str, int]
+    days: list[dt.date]
+
+
+def prepare_chunk(
+    conn: psycopg.Connection, parsed: ParsedChunk, source: SourceRef, *, timezone: str
+) -> PreparedChunk:
+    """Everything a load needs before its transaction: partitions, reference ids, CSV.
+
+    It runs on its own autocommitted connection, so that it can overlap the COPY of the
+    previous chunk. What it writes is idempotent and harmless on its own: reference values
+    (users, tags, endpoints, protocols), the day's partition, an ingest id from the sequence.
+    """
+    days = chunk_days(parsed)
+    if days:
+        ensure_partitions(conn, days, timezone)
+    ingest_id = conn.execute(
+        "SELECT nextval(pg_get_serial_sequence('ingest_ledger', 'id'))"
+    ).fetchone()[0]
+    logs, counts = build_log_rows(conn, parsed.access, source.id, ingest_id)
+    dns = parsed.dns.with_columns(
+        pl.lit(source.id).alias("source_id"),
+        pl.lit(ingest_id).alias("ingest_id"),
+        pl.col("ts").dt.convert_time_zone("UTC"),
+        pl.col("dns_status").alias("status"),
+        _pg_array(pl.col("answers")).alias("answers"),
+        pl.concat_str(
+            pl.col("elapsed").dt.total_microseconds().cast(pl.String),
+            pl.lit(" microseconds"),
+        ).alias("elapsed"),
+    )
+    rejects = parsed.rejects.with_columns(
+        pl.lit(source.id).alias("source_id"),
+        pl.lit(ingest_id).alias("ingest_id"),
+        pl.col("ts").dt.convert_time_zone("UTC"),
+    )
+    return PreparedChunk(
+        parsed=parsed,
+        ingest_id=ingest_id,
+        logs_csv=_csv(logs, LOGS_COLUMNS),
+        dns_csv=_csv(dns, DNS_COLUMNS),
+        rejects_csv=_csv(rejects, REJECT_COLUMNS),
+        counts=counts,
+        days=days,
+    )
+
+
+def commit_chunk(
     conn: psycopg.Connection,
-    parsed: ParsedChunk,
+    prepared: PreparedChunk,
     source: SourceRef,
     *,
     run_id: str | None,
-    timezone: str,
     status: str = "loaded",
     before_commit: Callable[[], None] | None = None,
 ) -> LoadResult:
-    """Load `parsed` (the bytes [base_offset, end_offset) of `source`) exactly once.
+    """The ledger row and the three COPYs in one transaction: all of the chunk or nothing.
 
-    The ledger row, the reference values and the COPYs share one transaction. A range the
-    ledger already holds (or one overlapping it) is not loaded again: the result says
-    `already_loaded`. `before_commit` lets tests crash a load at its most delicate point.
+    A range the ledger already holds (or one overlapping it) is not loaded again: the result
+    says `already_loaded`. `before_commit` lets tests crash a load at its most delicate point.
     """
-    result = LoadResult(source.path, parsed.base_offset, parsed.end_offset)
-    days = chunk_days(parsed)
-    if days:
-        # own short transaction: ATTACH PARTITION must not hold its lock for the whole load
-        with conn.transaction():
-            ensure_partitions(conn, days, timezone)
+    parsed = prepared.parsed
     access = parsed.access
+    result = LoadResult(source.path, parsed.base_offset, parsed.end_offset)
     first_ts = access["ts"].min() if not access.is_empty() else None
     last_ts = access["ts"].max() if not access.is_empty() else None
     with conn.transaction():
         row = conn.execute(
             """
-            INSERT INTO ingest_ledger (source_id, start_offset, end_offset, status, run_id,
+            INSERT INTO ingest_ledger (id, source_id, start_offset, end_offset, status, run_id,
                 lines, access_rows, dns_rows, reject_rows, first_ts, last_ts)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT DO NOTHING
             RETURNING id
             """,
             (
+                prepared.ingest_id,
                 source.id,
                 parsed.base_offset,
                 parsed.end_offset,
@@ -294,36 +349,42 @@ def load_chunk(
         if row is None:
             result.already_loaded = True
             return result
-        ingest_id = row[0]
-        logs, counts = build_log_rows(conn, access, source.id, ingest_id)
-        _copy_frame(conn, "logs", LOGS_COLUMNS, logs)
-        dns = parsed.dns.with_columns(
-            pl.lit(source.id).alias("source_id"),
-            pl.lit(ingest_id).alias("ingest_id"),
-            pl.col("ts").dt.convert_time_zone("UTC"),
-            pl.col("dns_status").alias("status"),
-            _pg_array(pl.col("answers")).alias("answers"),
-            pl.concat_str(
-                pl.col("elapsed").dt.total_microseconds().cast(pl.String),
-                pl.lit(" microseconds"),
-            ).alias("elapsed"),
-        )
-        _copy_frame(conn, "dns_queries", DNS_COLUMNS, dns)
-        rejects = parsed.rejects.with_columns(
-            pl.lit(source.id).alias("source_id"),
-            pl.lit(ingest_id).alias("ingest_id"),
-            pl.col("ts").dt.convert_time_zone("UTC"),
-        )
-        _copy_frame(conn, "rejects", REJECT_COLUMNS, rejects)
+        _copy_bytes(conn, "logs", LOGS_COLUMNS, prepared.logs_csv)
+        _copy_bytes(conn, "dns_queries", DNS_COLUMNS, prepared.dns_csv)
+        _copy_bytes(conn, "rejects", REJECT_COLUMNS, prepared.rejects_csv)
         if before_commit is not None:
             before_commit()
-    result.ingest_id = ingest_id
+    result.ingest_id = prepared.ingest_id
     result.lines = parsed.line_count
     result.access_rows = access.height
     result.dns_rows = parsed.dns.height
     result.reject_rows = parsed.rejects.height
-    result.days = days
+    result.days = prepared.days
     result.newest_ts = last_ts
-    for key, value in counts.items():
+    for key, value in prepared.counts.items():
         setattr(result, key, value)
     return result
+
+
+def load_chunk(
+    conn: psycopg.Connection,
+    parsed: ParsedChunk,
+    source: SourceRef,
+    *,
+    run_id: str | None,
+    timezone: str,
+    status: str = "loaded",
+    before_commit: Callable[[], None] | None = None,
+) -> LoadResult:
+    """Load `parsed` (the bytes [base_offset, end_offset) of `source`) exactly once, on one
+    connection: prepare, then commit (see prepare_chunk and commit_chunk)."""
+    previous = conn.autocommit
+    conn.commit()
+    conn.autocommit = True
+    try:
+        prepared = prepare_chunk(conn, parsed, source, timezone=timezone)
+    finally:
+        conn.autocommit = previous
+    return commit_chunk(
+        conn, prepared, source, run_id=run_id, status=status, before_commit=before_commit
+    )

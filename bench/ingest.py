@@ -1,0 +1,124 @@
+"""Ingest benchmark: `xray-pipeline ingest` end to end vs a plain COPY of the same rows.
+
+On the same server in one run: (a) the wall time of `xray-pipeline ingest` on N generated lines
+into an empty database, and its peak RSS; (b) the time of a plain `COPY` of the resulting
+`logs` rows into a copy of `logs` with the same partitions and indexes (the physical limit of
+the load). Prints both, the ratio of the rates and lines/s.
+Usage: uv run python bench/ingest.py [--lines N] [--database-url URL]
+"""
+
+import argparse
+import io
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from psycopg import sql
+
+from bench._common import OUT, ensure_log
+from xray_pipeline.core.pg import apply_migrations, connect, database_url, with_database
+from xray_pipeline.settings import load_settings
+
+BENCH_DB = "xray_bench_ingest"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=2_000_000)
+    parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--database-url", help="server to use (default: the configured one)")
+    args = parser.parse_args()
+
+    settings = load_settings(None, {"postgresql.url": args.database_url})
+    server = database_url(settings)
+    log = ensure_log(OUT / "ingest.log", args.lines, days=args.days)
+    size_mb = log.stat().st_size / 1e6
+    with connect(server, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+        )
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    url = with_database(server, BENCH_DB)
+    with connect(url) as conn:
+        apply_migrations(conn)
+        conn.commit()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    env.update(XRAY_DATABASE_URL=url, XRAY_STATS_OUTPUT=str(OUT / "ingest-stats.jsonl"))
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xray_pipeline.cli",
+            "--log-level",
+            "WARNING",
+            "ingest",
+            "--logfile",
+            str(log),
+        ],
+        env=env,
+        check=True,
+    )
+    e2e = time.perf_counter() - started
+    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+    with connect(url) as conn:
+        rows = conn.execute("SELECT count(*) FROM logs").fetchone()[0]
+        total = conn.execute(
+            "SELECT (SELECT count(*) FROM logs) + (SELECT count(*) FROM dns_queries) + "
+            "(SELECT count(*) FROM rejects)"
+        ).fetchone()[0]
+        assert total == args.lines, (total, args.lines)
+        buffer = io.BytesIO()
+        with conn.cursor().copy("COPY (SELECT * FROM logs) TO STDOUT (FORMAT csv)") as copy:
+            for block in copy:
+                buffer.write(block)
+        conn.execute("CREATE TABLE logs_copy (LIKE logs INCLUDING ALL) PARTITION BY RANGE (ts)")
+        bounds = conn.execute(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'logs'::regclass"
+        ).fetchall()
+        for name, bound in bounds:
+            conn.execute(
+                sql.SQL("CREATE TABLE {} PARTITION OF logs_copy " + bound).format(
+                    sql.Identifier(name + "_copy")
+                )
+            )
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor().copy("COPY logs_copy FROM STDIN (FORMAT csv)") as copy:
+            copy.write(buffer.getbuffer())
+        conn.commit()
+        plain = time.perf_counter() - started
+
+    e2e_rate = rows / e2e
+    plain_rate = rows / plain
+    print(f"input: {args.lines:,} lines, {size_mb:,.1f} MB ({rows:,} access rows)")
+    print(
+        f"(a) ingest end to end: {e2e:.2f} s = {args.lines / e2e:,.0f} lines/s, "
+        f"{e2e_rate:,.0f} logs rows/s (process start, schema check, dims, dns, rejects included)"
+    )
+    print(
+        f"(b) plain COPY of the same logs rows, same partitions and indexes: {plain:.2f} s = "
+        f"{plain_rate:,.0f} rows/s"
+    )
+    print(f"ratio: end to end = {100 * e2e_rate / plain_rate:.0f}% of the plain COPY rate")
+    print(f"peak RSS of the ingest process: {peak_rss:,.0f} MB")
+    print(
+        f"target: >= 85% and < 500 MB: "
+        f"{'met' if e2e_rate / plain_rate >= 0.85 and peak_rss < 500 else 'NOT met'}"
+    )
+    with connect(server, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+        )
+
+
+if __name__ == "__main__":
+    main()
