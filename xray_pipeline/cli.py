@@ -461,22 +461,49 @@ class _progress:
 
 
 @app.command("demo")
-def demo() -> None:
-    """Start the embedded database, apply the schema and show what is there."""
-    from xray_pipeline.core.pg import list_partitions, session
+def demo(
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", help="lines appended to the demo log per run", min=0)
+    ] = 20_000,
+) -> None:
+    """The main job on the embedded database: append generated lines to a demo log, load
+    what is new exactly once, and show what the database holds."""
+    import datetime as dt
+    import zoneinfo
+
+    from xray_pipeline.core.generate import GeneratorConfig, write_log
+    from xray_pipeline.core.ingest import export_stats, ingest_files
+    from xray_pipeline.core.pg import database_url, list_partitions, session
 
     settings = STATE.settings()
+    log = settings.home / "demo" / "access.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(zoneinfo.ZoneInfo(settings.timezone)).replace(tzinfo=None)
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if lines:
+        seed = int(now.timestamp())
+        write_log(GeneratorConfig(lines=lines, start=start, seed=seed), log, append=True)
+        console.print(f"appended {lines:,} generated lines for {start:%Y-%m-%d} to {log}")
     with session(settings) as conn:
+        stats = ingest_files(
+            conn, [log], timezone=settings.timezone, batch_size=settings.batch_size
+        )
+        export_stats(stats, settings.stats_output, settings.stats_format)
+        console.print(
+            f"loaded {stats.lines:,} new lines: {stats.access_rows:,} access, "
+            f"{stats.dns_rows:,} dns, {stats.rejects:,} rejects in {stats.duration_s:.1f} s"
+        )
+        totals = conn.execute(
+            "SELECT (SELECT count(*) FROM logs), (SELECT count(*) FROM dns_queries), "
+            "(SELECT count(*) FROM rejects), (SELECT count(*) FROM users)"
+        ).fetchone()
         conn.commit()
-        tables = conn.execute(
-            "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') "
-            "AND relnamespace = 'public'::regnamespace AND relispartition = false ORDER BY 1"
-        ).fetchall()
-        console.print("tables: " + ", ".join(r[0] for r in tables))
-        console.print(f"partitions of logs: {len(list_partitions(conn))}")
-    from xray_pipeline.core.pg import database_url
-
-    console.print(f"database: {database_url(settings)}")
+        console.print(
+            f"database: {totals[0]:,} logs rows, {totals[1]:,} dns rows, {totals[2]:,} rejects, "
+            f"{totals[3]:,} users; partitions: "
+            + ", ".join(name for name, _ in list_partitions(conn))
+        )
+    console.print(f"query it: psql {database_url(settings)}")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -152,3 +152,19 @@ def test_embedded_commands_refuse_external_database(command: str):
     result = run_cli(*command.split(), env={"XRAY_DATABASE_URL": "postgresql://u@h/d"})
     assert result.returncode == 2
     assert "not embedded" in result.stderr
+
+
+def test_demo_appends_and_loads_exactly_once(fresh_db_url: str, tmp_path: Path):
+    env = {"XRAY_DATABASE_URL": fresh_db_url, "XRAY_HOME": str(tmp_path)}
+    first = run_cli("demo", "--lines", "3000", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "loaded 3,000 new lines" in first.stdout
+    second = run_cli("demo", "--lines", "500", env=env)
+    assert "loaded 500 new lines" in second.stdout
+    with connect(fresh_db_url) as conn:
+        total = conn.execute(
+            "SELECT (SELECT count(*) FROM logs) + (SELECT count(*) FROM dns_queries) "
+            "+ (SELECT count(*) FROM rejects)"
+        ).fetchone()[0]
+    assert total == 3_500
+    assert (tmp_path / "stats.jsonl").read_text().count("\n") == 2
