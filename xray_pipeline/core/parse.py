@@ -227,32 +227,50 @@ def _fast_ok() -> pl.Expr:
     ).fill_null(False)
 
 
-def _fast_rows(flagged: pl.LazyFrame) -> pl.LazyFrame:
-    """Lines that matched FAST (their captures in `f`) -> the row columns."""
+def _fast_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
+    """Every line -> the row columns as the fast path sees them: filled for the lines of the
+    modern shape (`fast`), null for the others (the tolerant path fills those in). The
+    detour stays whole here: classify() splits its few distinct values once."""
     null = pl.lit(None, pl.String)
-    return flagged.with_columns(_f("f", "detour").str.extract_groups(DETOUR).alias("fd")).select(
-        "line_no",
-        "byte_offset",
-        "text",
-        pl.lit("access").alias("kind"),
-        _f("f", "ts").alias("ts"),
-        _f("f", "src_network").alias("src_network"),
-        _f("f", "src_ip").alias("src_ip"),
-        _port(_f("f", "src_port")).alias("src_port"),
-        pl.lit("accepted").alias("status"),
-        _f("f", "dest_network").alias("dest_network"),
-        _f("f", "dest_host").alias("dest_host"),
-        _port(_f("f", "dest_port")).alias("dest_port"),
-        null.alias("dest_url"),
-        _f("fd", "inbound_tag").alias("inbound_tag"),
-        _f("fd", "outbound_tag").alias("outbound_tag"),
-        _f("f", "email").alias("email"),
-        null.alias("reason"),
-        null.alias("other_reason"),
-        null.alias("server"),
-        null.alias("dns_status"),
-        null.alias("ips"),
-        null.alias("elapsed"),
+    fast = pl.col("fast")
+    return (
+        lines.with_columns(pl.col("text").str.extract_groups(FAST_CAPTURE).alias("f"))
+        .with_columns(_fast_ok().alias("fast"))
+        .select(
+            "line_no",
+            "byte_offset",
+            "text",
+            "fast",
+            pl.when(fast).then(pl.lit("access")).alias("kind"),
+            pl.when(fast).then(_f("f", "ts")).alias("ts"),
+            pl.when(fast).then(_f("f", "src_network")).alias("src_network"),
+            pl.when(fast).then(_f("f", "src_ip")).alias("src_ip"),
+            pl.when(fast).then(_port(_f("f", "src_port"))).alias("src_port"),
+            pl.when(fast).then(pl.lit("accepted")).alias("status"),
+            pl.when(fast).then(_f("f", "dest_network")).alias("dest_network"),
+            pl.when(fast).then(_f("f", "dest_host")).alias("dest_host"),
+            pl.when(fast).then(_port(_f("f", "dest_port"))).alias("dest_port"),
+            null.alias("dest_url"),
+            pl.when(fast).then(_f("f", "detour")).alias("detour"),
+            pl.when(fast).then(_f("f", "email")).alias("email"),
+            null.alias("reason"),
+            null.alias("other_reason"),
+            null.alias("server"),
+            null.alias("dns_status"),
+            null.alias("ips"),
+            null.alias("elapsed"),
+        )
+    )
+
+
+def _split_detours(detour: pl.Series) -> tuple[pl.Expr, pl.Expr]:
+    """Inbound and outbound tag expressions for a detour column, from its distinct values
+    (a log has a handful of tag pairs: the regex runs on those, not on every line)."""
+    distinct = detour.drop_nulls().unique()
+    parts = distinct.to_frame("d").select(pl.col("d").str.extract_groups(DETOUR)).unnest("d")
+    return (
+        pl.col("detour").replace_strict(distinct, parts["inbound_tag"], default=None),
+        pl.col("detour").replace_strict(distinct, parts["outbound_tag"], default=None),
     )
 
 
@@ -359,28 +377,35 @@ def _tolerant_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
 # --------------------------------------------------------------------------- public API
 
 
+ROW_COLUMNS = (
+    "kind", "ts", "src_network", "src_ip", "src_port", "status", "dest_network", "dest_host",
+    "dest_port", "dest_url", "inbound_tag", "outbound_tag", "email", "reason", "other_reason",
+    "server", "dns_status", "ips", "elapsed", "ts_typed",
+)  # fmt: skip
+
+
 def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     """Lines -> one row per line with every canonical and DNS column, in input order.
 
-    The strict modern shape is captured first; the rest goes through the tolerant grammar.
-    Both plans run at once on the streaming engine; `ts_typed` is the timestamp in `timezone`.
+    The modern shape is captured on every line first; the few lines it does not take go
+    through the tolerant grammar, and their values are scattered into place (no concat, no
+    sort). `ts_typed` is the timestamp read in `timezone`.
     """
-    flagged = (
-        lines.lazy()
-        .with_columns(pl.col("text").str.extract_groups(FAST_CAPTURE).alias("f"))
-        .with_columns(_fast_ok().alias("fast"))
-        .collect()
-    )
     typed = _typed_ts(pl.col("ts"), timezone).alias("ts_typed")
-    fast, slow = pl.collect_all(
-        [
-            _fast_rows(flagged.lazy().filter(pl.col("fast"))).with_columns(typed),
-            _tolerant_rows(flagged.lazy().filter(~pl.col("fast")).drop("f", "fast")).with_columns(
-                typed
-            ),
-        ]
+    rows = _fast_rows(lines.lazy()).with_columns(typed).collect()
+    inbound, outbound = _split_detours(rows.get_column("detour"))
+    rows = rows.with_columns(
+        inbound.cast(pl.String).alias("inbound_tag"),
+        outbound.cast(pl.String).alias("outbound_tag"),
+    ).drop("detour")
+    slow_index = rows.get_column("fast").not_().arg_true()
+    if slow_index.len() == 0:
+        return rows
+    slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(typed).collect()
+    return rows.with_columns(
+        rows.get_column(name).cast(slow.schema[name]).scatter(slow_index, slow.get_column(name))
+        for name in ROW_COLUMNS
     )
-    return pl.concat([fast, slow], how="vertical_relaxed").sort("line_no")
 
 
 def parse_chunk(
