@@ -128,15 +128,24 @@ def split_lines(data: bytes, base_offset: int = 0) -> pl.DataFrame:
         return pl.DataFrame(
             schema={"line_no": pl.Int64, "byte_offset": pl.Int64, "text": pl.String}
         )
-    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
-    starts = np.concatenate(([0], newlines + 1)).astype(np.int64)
-    if starts[-1] == len(data):
-        starts = starts[:-1]
-    text = data.decode("utf-8", errors="replace")
+    try:
+        text = data.decode("utf-8")
+        exact = True
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        exact = False
     pieces = _split_text(text)
+    if exact:
+        # valid UTF-8: each line's byte length is its encoded length plus its LF
+        starts = (pieces.str.len_bytes().cast(pl.Int64) + 1).cum_sum().shift(1, fill_value=0)
+    else:
+        # replacement characters change lengths: take the LF positions from the raw bytes
+        newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
+        positions = np.concatenate(([0], newlines + 1)).astype(np.int64)
+        starts = pl.Series(positions[: pieces.len()])
     frame = pl.DataFrame(
         {
-            "line_no": np.arange(1, len(starts) + 1, dtype=np.int64),
+            "line_no": pl.int_range(1, pieces.len() + 1, dtype=pl.Int64, eager=True),
             "byte_offset": starts + base_offset,
             "text": pieces,
         }
