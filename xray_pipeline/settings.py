@@ -61,6 +61,15 @@ def _parse_stats_format(raw: str) -> str:
     return value
 
 
+def _parse_date(raw: str) -> str:
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(raw.strip()).isoformat()
+    except ValueError as exc:
+        raise ValueError("expected a date like 2024-01-31") from exc
+
+
 def _parse_str(raw: str) -> str:
     return raw.strip()
 
@@ -147,6 +156,21 @@ OPTIONS: tuple[Option, ...] = (
         "run statistics file (default: XRAY_HOME/stats.jsonl or .csv; - for stdout)",
     ),
     Option("migration", "drop_old", _parse_bool, False, "drop the legacy table after migrating"),
+    Option(
+        "dagster",
+        "start_date",
+        _parse_date,
+        "2019-01-01",
+        "first day of the daily partitions (older lines go to this day's partition)",
+    ),
+    Option("dagster", "sensor_interval", _parse_positive_int, 5, "seconds between sensor ticks"),
+    Option(
+        "dagster",
+        "max_run_bytes",
+        _parse_positive_int,
+        64 * 1024 * 1024,
+        "largest byte range one sensor run loads",
+    ),
     Option(
         "general",
         "home",

@@ -184,6 +184,7 @@ class RunStats:
     days_touched: list[str] = field(default_factory=list)
     chunks: int = 0
     chunks_already_loaded: int = 0
+    newest_ts: dt.datetime | None = field(default=None, repr=False)
 
     def add(self, result: LoadResult) -> None:
         self.chunks += 1
@@ -206,7 +207,9 @@ class RunStats:
         self.days_touched = sorted(days)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        record.pop("newest_ts")
+        return record
 
 
 def _now() -> str:
@@ -383,3 +386,70 @@ def export_stats(stats: RunStats, output: str, fmt: str) -> None:
         if new_file:
             writer.writeheader()
         writer.writerow(record)
+
+
+def complete_end(path: Path, size: int) -> int:
+    """The offset just past the last LF before `size` (0 when there is none)."""
+    with path.open("rb") as fh:
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            fh.seek(pos - step)
+            block = fh.read(step)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                return pos - step + cut + 1
+            pos -= step
+    return 0
+
+
+def find_file(path: Path, identity: str) -> Path | None:
+    """The file holding `identity`: `path` itself, or a rotated sibling (renamed since)."""
+    for candidate in [path, *rotated_siblings(path)]:
+        state = file_state(candidate)
+        if state is not None and state.identity.key == identity:
+            return candidate
+    return None
+
+
+def load_range(
+    conn: psycopg.Connection,
+    path: Path,
+    identity: str,
+    start: int,
+    end: int,
+    *,
+    timezone: str,
+    batch_size: int,
+    node: str | None = None,
+    run_id: str | None = None,
+) -> RunStats:
+    """Load bytes [start, end) of the file with `identity` (found at `path` or among its
+    rotated siblings), exactly once."""
+    stats = RunStats(run_id=run_id or uuid.uuid4().hex, started=_now(), source=str(path))
+    started = time.perf_counter()
+    found = find_file(path, identity)
+    if found is None:
+        raise FileNotFoundError(
+            f"no file with identity {identity} at {path} or among its rotated copies"
+        )
+    source = register_source(conn, identity, str(found), node)
+    conn.commit()
+    task = ReadTask(found, identity, start, end, found.suffix == ".gz")
+    for result in _load_task(
+        conn,
+        task,
+        source,
+        timezone=timezone,
+        batch_size=batch_size,
+        run_id=stats.run_id,
+        before_commit=None,
+    ):
+        stats.add(result)
+        if result.newest_ts is not None:
+            stats.newest_ts = max(stats.newest_ts or result.newest_ts, result.newest_ts)
+    stats.source = str(found)
+    stats.finished = _now()
+    stats.duration_s = round(time.perf_counter() - started, 3)
+    stats.lines_per_s = round(stats.lines / stats.duration_s, 1) if stats.duration_s else 0.0
+    return stats

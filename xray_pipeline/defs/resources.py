@@ -1,0 +1,42 @@
+"""Dagster resources: the PostgreSQL database and the configured log files."""
+
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+
+from xray_pipeline.core.ingest import expand_paths
+from xray_pipeline.core.pg import apply_migrations, connect, database_url
+from xray_pipeline.settings import load_settings
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The xray-pipeline database: `url`, else the settings (config.ini, XRAY_DATABASE_URL),
+    else the embedded server (started when needed)."""
+
+    url: str | None = None
+    timezone: str = "UTC"
+    batch_size: int = 4 * 1024 * 1024
+
+    def database_url(self) -> str:
+        if self.url:
+            return self.url
+        return database_url(load_settings())
+
+    def connect(self, *, upgrade: bool = True, timeout: int = 5) -> psycopg.Connection:
+        conn = connect(self.database_url(), origin="PostgresResource", timeout=timeout)
+        if upgrade:
+            apply_migrations(conn)
+            conn.commit()
+        return conn
+
+
+class LogSourcesResource(dg.ConfigurableResource):
+    """The access logs to watch: files or globs, and the node name stored with their rows."""
+
+    paths: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
+    node: str | None = None
+    max_run_bytes: int = 64 * 1024 * 1024
+
+    def files(self) -> list[Path]:
+        return expand_paths(self.paths)

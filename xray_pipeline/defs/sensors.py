@@ -1,0 +1,157 @@
+"""access_log_sensor: new bytes in the watched files -> one run per day and byte range."""
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from xray_pipeline.core.ingest import (
+    committed_ranges,
+    complete_end,
+    file_state,
+    plan_reads,
+    rotated_siblings,
+)
+from xray_pipeline.core.pg import DatabaseError
+from xray_pipeline.core.plan import split_range
+from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
+
+# a requested range that the ledger still lacks after this long is requested again
+STALE_AFTER_S = 15 * 60
+
+
+def plan_requests(
+    files: list[Path],
+    loaded: dict[str, list[tuple[int, int]]],
+    cursor: dict,
+    *,
+    max_bytes: int,
+    now: float,
+) -> tuple[list[dict], dict, list[str]]:
+    """Pure: (run request specs, new cursor, notes) from the files, the ledger and the cursor.
+
+    The cursor remembers, per source identity, how far runs were requested, so that a range
+    in flight is not requested again before its run commits it to the ledger.
+    """
+    candidates: list[Path] = []
+    for path in files:
+        candidates.append(path)
+        candidates.extend(rotated_siblings(path))
+    states = [s for s in (file_state(p) for p in dict.fromkeys(candidates)) if s is not None]
+    tasks, notes = plan_reads(
+        [s for s in states if s.identity.key in loaded or s.path in set(files)]
+        + [s for s in states if s.identity.key not in loaded and s.path not in set(files)],
+        loaded,
+        explicit=set(files),
+    )
+    new_cursor = {k: v for k, v in cursor.items() if now - v.get("at", 0) < STALE_AFTER_S}
+    specs: list[dict] = []
+    for task in tasks:
+        if task.compressed or task.end is None:
+            continue
+        loaded_end = max((e for _, e in loaded.get(task.identity, [])), default=0)
+        entry = new_cursor.get(task.identity)
+        start = task.start
+        retry = 0
+        if entry is not None:
+            if entry["end"] > start and start >= loaded_end:
+                start = entry["end"]
+            retry = entry.get("retry", 0)
+        elif cursor.get(task.identity, {}).get("end", 0) > loaded_end:
+            retry = cursor[task.identity].get("retry", 0) + 1  # a stale request: try again
+        end = complete_end(task.path, task.end)
+        if end <= start:
+            continue
+        for request in split_range(task.path, task.identity, start, end, max_bytes=max_bytes):
+            specs.append(
+                {
+                    "path": str(request.path),
+                    "identity": request.identity,
+                    "start": request.start,
+                    "end": request.end,
+                    "day": request.day.isoformat() if request.day else None,
+                    "run_key": request.key + (f"#retry{retry}" if retry else ""),
+                }
+            )
+        new_cursor[task.identity] = {"end": end, "at": now, "retry": retry}
+    return specs, new_cursor, notes
+
+
+def build_access_log_sensor(
+    job,  # the unresolved asset job of build_load_logs_job
+    partitions_def: dg.DailyPartitionsDefinition,
+    interval_seconds: int,
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="access_log_sensor",
+        job=job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Watches the configured access logs (and their still-growing rotated copies) and "
+            "requests one `logs` run per day and byte range of new complete lines."
+        ),
+    )
+    def access_log_sensor(
+        context: dg.SensorEvaluationContext,
+        postgres: PostgresResource,
+        log_sources: LogSourcesResource,
+    ) -> dg.SensorResult | dg.SkipReason:
+        files = log_sources.files()
+        if not files:
+            return dg.SkipReason(
+                "no log file configured: set [parser] logfile in config.ini or XRAY_PARSER_LOGFILE"
+            )
+        try:
+            with postgres.connect(timeout=3) as conn:
+                states = [s for s in (file_state(p) for p in files) if s is not None]
+                keys = [s.identity.key for s in states]
+                for path in files:
+                    keys.extend(
+                        s.identity.key
+                        for s in (file_state(p) for p in rotated_siblings(path))
+                        if s is not None
+                    )
+                loaded = committed_ranges(conn, keys)
+        except DatabaseError as exc:
+            return dg.SkipReason(f"database unreachable: {exc}")
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        specs, new_cursor, notes = plan_requests(
+            files, loaded, cursor, max_bytes=log_sources.max_run_bytes, now=time.time()
+        )
+        for note in notes:
+            context.log.warning(note)
+        if not specs:
+            missing = [str(p) for p in files if not p.exists()]
+            reason = "no new complete lines"
+            if missing:
+                reason += f"; not found: {', '.join(missing)}"
+            return dg.SensorResult(skip_reason=reason, cursor=json.dumps(new_cursor))
+        first_day = partitions_def.start.date()
+        today = partitions_def.get_last_partition_key()
+        requests = []
+        for spec in specs:
+            day = spec["day"] or today
+            if day < first_day.isoformat():
+                day = first_day.isoformat()
+            requests.append(
+                dg.RunRequest(
+                    run_key=spec["run_key"],
+                    partition_key=day,
+                    run_config={
+                        "ops": {
+                            "logs": {
+                                "config": {k: spec[k] for k in ("path", "identity", "start", "end")}
+                            }
+                        }
+                    },
+                    tags={
+                        "xray/source": spec["path"],
+                        "xray/range": f"{spec['start']}-{spec['end']}",
+                    },
+                )
+            )
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(new_cursor))
+
+    return access_log_sensor

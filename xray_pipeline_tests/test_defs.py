@@ -1,0 +1,196 @@
+"""The Dagster code location: definitions, sensor ticks, and a sensor range materialized."""
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from xray_pipeline.core.pg import connect
+from xray_pipeline.definitions import build_definitions
+from xray_pipeline.settings import load_settings
+
+
+def line(day: int, second: int, user: str = "u1") -> str:
+    return (
+        f"2025/01/{day:02d} 12:00:{second:02d}.000001 from 198.51.100.7:40000 accepted "
+        f"tcp:a.example:443 [in >> out] email: {user}\n"
+    )
+
+
+def make_defs(db_url: str, *logfiles: Path, **extra) -> dg.Definitions:
+    overrides = {
+        "postgresql.url": db_url,
+        "parser.logfile": [str(p) for p in logfiles],
+        "dagster.start_date": "2024-12-01",
+        **extra,
+    }
+    return build_definitions(load_settings(None, overrides, env={}))
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None):
+    sensor = defs.resolve_sensor_def("access_log_sensor")
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
+    return sensor(context)
+
+
+def skip_text(result) -> str:
+    if isinstance(result, dg.SkipReason):
+        return result.skip_message
+    assert not result.run_requests
+    return result.skip_reason.skip_message
+
+
+def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest):
+    job = defs.resolve_job_def("load_logs_job")
+    return job.execute_in_process(
+        run_config=request.run_config, partition_key=request.partition_key, instance=instance
+    )
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def test_definitions_are_pinned(tmp_path: Path):
+    defs = make_defs("postgresql://u@127.0.0.1:1/x", tmp_path / "access.log")
+    repo = defs.get_repository_def()
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {"logs"}
+    assert [s.name for s in repo.sensor_defs] == ["access_log_sensor"]
+    assert {j.name for j in repo.get_all_jobs()} >= {"load_logs_job"}
+    sensor = defs.resolve_sensor_def("access_log_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    logs = defs.resolve_assets_def("logs")
+    partitions = logs.partitions_def
+    assert isinstance(partitions, dg.DailyPartitionsDefinition)
+    assert partitions.get_partition_keys()[0] == "2024-12-01"
+
+
+def test_skips_say_why(fresh_db_url: str, tmp_path: Path, instance):
+    nothing = tick(make_defs(fresh_db_url), instance)
+    assert "no log file configured" in skip_text(nothing)
+    path = tmp_path / "access.log"
+    missing = tick(make_defs(fresh_db_url, path), instance)
+    assert "no new complete lines" in skip_text(missing) and "not found" in skip_text(missing)
+    down = tick(make_defs("postgresql://u@127.0.0.1:1/x", path), instance)
+    assert "database unreachable" in skip_text(down)
+    path.write_text("2025/01/01 12:00:00 from 198.51.100.7:1 acc")  # no complete line yet
+    partial = tick(make_defs(fresh_db_url, path), instance)
+    assert "no new complete lines" in skip_text(partial)
+
+
+def test_new_bytes_day_split_materialize_and_cursor(fresh_db_url: str, tmp_path: Path, instance):
+    path = tmp_path / "access.log"
+    text = "".join(line(1, s) for s in range(5)) + "".join(line(2, s) for s in range(3))
+    path.write_text(text + "2025/01/02 12:00:59 partial")
+    defs = make_defs(fresh_db_url, path)
+    result = tick(defs, instance)
+    requests = result.run_requests
+    assert [r.partition_key for r in requests] == ["2025-01-01", "2025-01-02"]
+    boundary = text.index("2025/01/02")
+    configs = [r.run_config["ops"]["logs"]["config"] for r in requests]
+    assert [(c["start"], c["end"]) for c in configs] == [(0, boundary), (boundary, len(text))]
+    assert requests[0].run_key.endswith(f":0-{boundary}")
+    cursor = json.loads(result.cursor)
+    assert list(cursor.values())[0]["end"] == len(text)
+
+    # the ranges are in flight: the next tick requests nothing new
+    again = tick(defs, instance, cursor=result.cursor)
+    assert not again.run_requests
+
+    outputs = [materialize(defs, instance, r) for r in requests]
+    assert all(o.success for o in outputs)
+    events = outputs[0].get_asset_materialization_events()
+    metadata = events[0].materialization.metadata
+    assert metadata["dagster/row_count"].value == 5
+    assert metadata["lines"].value == 5
+    assert metadata["range"].value == f"0-{boundary}"
+    assert metadata["lag_seconds"].value > 0
+    with connect(fresh_db_url) as conn:
+        rows = conn.execute(
+            "SELECT tableoid::regclass::text, count(*) FROM logs GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert rows == [("logs_2025_01_01", 5), ("logs_2025_01_02", 3)]
+
+    # a second run of the same range loads nothing twice
+    rerun = materialize(defs, instance, requests[0])
+    assert (
+        rerun.get_asset_materialization_events()[0]
+        .materialization.metadata["chunks_already_loaded"]
+        .value
+        == 1
+    )
+
+    # the partial line completes: only it is requested
+    with path.open("a") as fh:
+        fh.write("\n")
+    later = tick(defs, instance, cursor=result.cursor)
+    [req] = later.run_requests
+    assert req.run_config["ops"]["logs"]["config"]["start"] == len(text)
+
+
+def test_rotation_rename_copytruncate_and_truncation(fresh_db_url: str, tmp_path: Path, instance):
+    path = tmp_path / "access.log"
+    path.write_text("".join(line(1, s) for s in range(4)))
+    defs = make_defs(fresh_db_url, path)
+    first = tick(defs, instance)
+    for r in first.run_requests:
+        materialize(defs, instance, r)
+
+    # rename + create: the renamed file's tail and the new file are both requested
+    rotated = tmp_path / "access.log.1"
+    path.rename(rotated)
+    with rotated.open("a") as fh:
+        fh.write(line(1, 50, "old-tail"))
+    path.write_text(line(1, 55, "new"))
+    result = tick(defs, instance, cursor=first.cursor)
+    configs = sorted(
+        (r.run_config["ops"]["logs"]["config"] for r in result.run_requests),
+        key=lambda c: c["path"],
+    )
+    assert [(Path(c["path"]).name, c["start"]) for c in configs] == [
+        ("access.log", 0),
+        ("access.log.1", rotated.stat().st_size - len(line(1, 50, "old-tail"))),
+    ]
+    for r in result.run_requests:
+        assert materialize(defs, instance, r).success
+
+    # truncation to zero: the new content starts at offset 0 as a new source
+    with path.open("r+") as fh:
+        fh.truncate(0)
+    path.write_text(line(2, 1, "after-truncate"))
+    truncated = tick(defs, instance, cursor=result.cursor)
+    [req] = truncated.run_requests
+    assert req.run_config["ops"]["logs"]["config"]["start"] == 0
+    assert req.partition_key == "2025-01-02"
+    assert materialize(defs, instance, req).success
+    with connect(fresh_db_url) as conn:
+        users = {r[0] for r in conn.execute("SELECT email FROM users").fetchall()}
+        total = conn.execute("SELECT count(*) FROM logs").fetchone()[0]
+    assert {"old-tail", "new", "after-truncate"} <= users
+    assert total == 7
+
+
+def test_run_keys_are_stable_for_the_same_range(fresh_db_url: str, tmp_path: Path, instance):
+    path = tmp_path / "access.log"
+    path.write_text(line(1, 1))
+    defs = make_defs(fresh_db_url, path)
+    a = tick(defs, instance).run_requests
+    b = tick(defs, instance).run_requests  # no cursor: the same range, the same run key
+    assert [r.run_key for r in a] == [r.run_key for r in b]
+
+
+def test_lines_before_start_date_go_to_the_first_partition(fresh_db_url, tmp_path, instance):
+    path = tmp_path / "access.log"
+    path.write_text("2020/05/05 00:00:00 from 192.0.2.1:1 accepted tcp:x.example:1\n")
+    [req] = tick(make_defs(fresh_db_url, path), instance).run_requests
+    assert req.partition_key == "2024-12-01"
+    today = dt.date.today().isoformat()
+    shutil.copy(path, tmp_path / "junk.log")
+    (tmp_path / "junk.log").write_text("banner without time\n")
+    [junk] = tick(make_defs(fresh_db_url, tmp_path / "junk.log"), instance).run_requests
+    assert junk.partition_key in {today, (dt.date.today() + dt.timedelta(days=1)).isoformat()}
