@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -460,14 +461,8 @@ class _progress:
 # --------------------------------------------------------------------------- demo
 
 
-@app.command("demo")
-def demo(
-    lines: Annotated[
-        int, typer.Option("--lines", "-n", help="lines appended to the demo log per run", min=0)
-    ] = 20_000,
-) -> None:
-    """The main job on the embedded database: append generated lines to a demo log, load
-    what is new exactly once, and show what the database holds."""
+def _demo_once(settings: Settings, lines: int) -> None:
+    """Append generated lines to the demo log, load them, show what the database holds."""
     import datetime as dt
     import zoneinfo
 
@@ -475,7 +470,6 @@ def demo(
     from xray_pipeline.core.ingest import export_stats, ingest_files
     from xray_pipeline.core.pg import database_url, list_partitions, session
 
-    settings = STATE.settings()
     log = settings.home / "demo" / "access.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(zoneinfo.ZoneInfo(settings.timezone)).replace(tzinfo=None)
@@ -504,6 +498,154 @@ def demo(
             + ", ".join(name for name, _ in list_partitions(conn))
         )
     console.print(f"query it: psql {database_url(settings)}")
+
+
+def _run_services(
+    settings: Settings,
+    logfiles: list[str],
+    *,
+    host: str,
+    port: int,
+    ready_timeout: float,
+    demo_rate: float | None = None,
+) -> None:
+    """Dagster webserver + daemon (and the demo generator) until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from xray_pipeline.core import services
+    from xray_pipeline.core.generate import follow
+    from xray_pipeline.core.pg import embedded_server, session
+
+    lock = services.InstanceLock(settings.home / "up.pid")
+    try:
+        lock.acquire()
+    except services.AlreadyRunning as exc:
+        err_console.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    started_db = False
+    proc = None
+    stop = threading.Event()
+    generator = None
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        if settings.uses_embedded:
+            started_db = not embedded_server(settings).status().running
+        with session(settings) as conn:
+            conn.commit()
+        if demo_rate is not None:
+            log = Path(logfiles[0])
+            log.parent.mkdir(parents=True, exist_ok=True)
+
+            def write_forever() -> None:
+                for _ in follow(log, rate=demo_rate, timezone=settings.timezone):
+                    if stop.is_set():
+                        return
+
+            generator = threading.Thread(target=write_forever, name="demo-generator", daemon=True)
+            generator.start()
+            console.print(f"demo: appending {demo_rate:g} generated lines/s to {log}")
+        log_file = settings.home / "dagster" / "dagster-dev.log"
+        proc = services.start_dagster(
+            settings,
+            host=host,
+            port=port,
+            extra_env=services.child_env(settings, logfiles),
+            log_file=log_file,
+        )
+        console.print(f"Dagster UI: http://{host}:{port}  (logs: {log_file})")
+        console.print("waiting for the first sensor tick ...")
+        if services.wait_ready(settings, proc, timeout=ready_timeout):
+            console.print(
+                "ready: access_log_sensor is ticking; runs and daily partitions of `logs` "
+                "appear in the UI. Ctrl-C stops everything."
+            )
+        elif proc.poll() is not None:
+            tail = log_file.read_text(errors="replace").splitlines()[-15:]
+            err_console.print("error: dagster dev exited:\n" + "\n".join(tail))
+            raise typer.Exit(1)
+        else:
+            err_console.print(
+                f"warning: no sensor tick after {ready_timeout:.0f} s; see {log_file}"
+            )
+        while proc.poll() is None:
+            time.sleep(0.5)
+        err_console.print(f"dagster dev exited with code {proc.returncode}; see {log_file}")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        stop.set()
+        if proc is not None:
+            services.stop_group(proc)
+        if generator is not None:
+            generator.join(timeout=5)
+        if started_db:
+            embedded_server(settings).stop()
+        signal.signal(signal.SIGTERM, previous)
+        lock.release()
+    console.print("stopped; no process left running")
+
+
+@app.command("up")
+def up_cmd(
+    logfile: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--logfile", "-l", help="log file or glob (repeatable; default [parser] logfile)"
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Dagster UI address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Dagster UI port")] = 3000,
+    ready_timeout: Annotated[
+        float, typer.Option("--ready-timeout", help="seconds to wait for the first sensor tick")
+    ] = 180,
+) -> None:
+    """Run the pipeline on real logs: the database, the Dagster UI and daemon with
+    access_log_sensor watching the files, until Ctrl-C or SIGTERM."""
+    settings = STATE.settings(**{"parser.logfile": logfile})
+    if not settings.logfiles:
+        err_console.print(
+            "error: no log file given; pass --logfile PATH or set [parser] logfile in config.ini"
+        )
+        raise typer.Exit(2)
+    _run_services(
+        settings, list(settings.logfiles), host=host, port=port, ready_timeout=ready_timeout
+    )
+
+
+@app.command("demo")
+def demo(
+    rate: Annotated[
+        float, typer.Option("--rate", help="generated lines per second appended to the demo log")
+    ] = 20.0,
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="no Dagster: append --lines lines, load them, print, exit"),
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", help="with --once: lines to append", min=0)
+    ] = 20_000,
+    host: Annotated[str, typer.Option("--host", help="Dagster UI address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Dagster UI port")] = 3000,
+    ready_timeout: Annotated[
+        float, typer.Option("--ready-timeout", help="seconds to wait for the first sensor tick")
+    ] = 180,
+) -> None:
+    """The main job on the embedded database: a generator appends realistic lines to a demo
+    log and Dagster's access_log_sensor loads them, day by day, until Ctrl-C."""
+    settings = STATE.settings()
+    if once:
+        _demo_once(settings, lines)
+        return
+    log = settings.home / "demo" / "access.log"
+    _run_services(
+        settings, [str(log)], host=host, port=port, ready_timeout=ready_timeout, demo_rate=rate
+    )
 
 
 # --------------------------------------------------------------------------- entry point

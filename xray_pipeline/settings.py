@@ -163,6 +163,7 @@ OPTIONS: tuple[Option, ...] = (
         "2019-01-01",
         "first day of the daily partitions (older lines go to this day's partition)",
     ),
+    Option("dagster", "database", _parse_str, "dagster", "database of Dagster's own storage"),
     Option("dagster", "sensor_interval", _parse_positive_int, 5, "seconds between sensor ticks"),
     Option(
         "dagster",

@@ -156,10 +156,10 @@ def test_embedded_commands_refuse_external_database(command: str):
 
 def test_demo_appends_and_loads_exactly_once(fresh_db_url: str, tmp_path: Path):
     env = {"XRAY_DATABASE_URL": fresh_db_url, "XRAY_HOME": str(tmp_path)}
-    first = run_cli("demo", "--lines", "3000", env=env)
+    first = run_cli("demo", "--once", "--lines", "3000", env=env)
     assert first.returncode == 0, first.stderr
     assert "loaded 3,000 new lines" in first.stdout
-    second = run_cli("demo", "--lines", "500", env=env)
+    second = run_cli("demo", "--once", "--lines", "500", env=env)
     assert "loaded 500 new lines" in second.stdout
     with connect(fresh_db_url) as conn:
         total = conn.execute(

@@ -96,7 +96,7 @@ def test_new_bytes_day_split_materialize_and_cursor(fresh_db_url: str, tmp_path:
     assert [(c["start"], c["end"]) for c in configs] == [(0, boundary), (boundary, len(text))]
     assert requests[0].run_key.endswith(f":0-{boundary}")
     cursor = json.loads(result.cursor)
-    assert list(cursor.values())[0]["end"] == len(text)
+    assert next(iter(cursor.values()))["end"] == len(text)
 
     # the ranges are in flight: the next tick requests nothing new
     again = tick(defs, instance, cursor=result.cursor)

@@ -296,7 +296,7 @@ def dagster_storage_url(settings: Settings) -> str:
     SQLAlchemy 2.1 reads plain `postgresql://` as psycopg 3, which dagster-postgres cannot use.
     """
     return with_database(
-        database_url(settings), DAGSTER_DATABASE_NAME, scheme="postgresql+psycopg2"
+        database_url(settings), settings.get("dagster.database"), scheme="postgresql+psycopg2"
     )
 
 

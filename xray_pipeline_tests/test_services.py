@@ -1,0 +1,158 @@
+"""End to end: the real Dagster daemon and webserver load appended lines through the sensor."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from xray_pipeline.core.pg import connect, with_database
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def line(second: int) -> str:
+    now = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime())
+    return f"{now}.{second:06d} from 198.51.100.7:1 accepted tcp:e2e.example:443 [in >> out] email: e2e\n"
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.mark.timeout(400)
+def test_up_loads_appended_lines_and_stops_cleanly(fresh_db_url: str, tmp_path: Path):
+    log = tmp_path / "access.log"
+    log.write_text(line(1))
+    dagster_db = f"dagster_test_{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    env.update(
+        XRAY_DATABASE_URL=fresh_db_url,
+        XRAY_HOME=str(tmp_path / "home"),
+        XRAY_DAGSTER_DATABASE=dagster_db,
+        XRAY_DAGSTER_SENSOR_INTERVAL="5",
+    )
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "xray_pipeline.cli",
+        "up",
+        "--logfile",
+        str(log),
+        "--port",
+        str(port),
+        "--ready-timeout",
+        "240",
+    ]
+    out = (tmp_path / "up.out").open("w+")
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        wait_for(lambda: "ready:" in (tmp_path / "up.out").read_text(), 300, "the first tick")
+        # a second instance on the same home refuses to start and says why
+        second = subprocess.run(
+            cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert second.returncode == 1
+        assert "already running" in second.stderr
+
+        with log.open("a") as fh:
+            fh.write("".join(line(i) for i in range(2, 12)))
+
+        def loaded() -> int:
+            with connect(fresh_db_url) as conn:
+                return conn.execute("SELECT count(*) FROM logs").fetchone()[0] >= 11
+
+        wait_for(loaded, 120, "the appended lines in logs")
+        children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert children, "dagster dev should be running"
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    text = (tmp_path / "up.out").read_text()
+    assert "stopped; no process left running" in text, text
+    time.sleep(1)
+    assert not [
+        pid
+        for pid in children
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    with connect(fresh_db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 11
+        assert conn.execute("SELECT count(DISTINCT run_id) FROM ingest_ledger").fetchone()[0] >= 1
+    with connect(with_database(fresh_db_url, "postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
+
+
+@pytest.mark.timeout(400)
+def test_demo_generates_loads_and_stops_on_sigterm(fresh_db_url: str, tmp_path: Path):
+    dagster_db = f"dagster_test_{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    env.update(
+        XRAY_DATABASE_URL=fresh_db_url,
+        XRAY_HOME=str(tmp_path / "home"),
+        XRAY_DAGSTER_DATABASE=dagster_db,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "xray_pipeline.cli",
+        "demo",
+        "--rate",
+        "50",
+        "--port",
+        str(free_port()),
+        "--ready-timeout",
+        "240",
+    ]
+    out_path = tmp_path / "demo.out"
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=out_path.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: "ready:" in out_path.read_text(), 300, "the first tick")
+
+        def loaded() -> bool:
+            with connect(fresh_db_url) as conn:
+                return conn.execute("SELECT count(*) FROM ingest_ledger").fetchone()[0] > 0
+
+        wait_for(loaded, 120, "a sensor run to load generated lines")
+        children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert "stopped; no process left running" in out_path.read_text()
+    time.sleep(1)
+    assert not [
+        pid
+        for pid in children
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert (tmp_path / "home" / "demo" / "access.log").stat().st_size > 0
+    with connect(with_database(fresh_db_url, "postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
