@@ -21,17 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psycopg import sql  # noqa: E402
+from psycopg import sql
 
-from bench._common import OUT  # noqa: E402
-from xray_pipeline.core.generate import GeneratorConfig, build_frame, render  # noqa: E402
-from xray_pipeline.core.pg import connect, database_url, with_database  # noqa: E402
-from xray_pipeline.settings import load_settings  # noqa: E402
+from bench._common import OUT
+from xray_pipeline.core.generate import GeneratorConfig, build_frame, render
+from xray_pipeline.core.pg import connect, database_url, with_database
+from xray_pipeline.settings import load_settings
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -58,9 +58,20 @@ def main() -> None:
         port = sock.getsockname()[1]
     out = (OUT / "freshness-up.out").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xray_pipeline.cli", "up", "--logfile", str(log),
-         "--port", str(port)],
-        env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "xray_pipeline.cli",
+            "up",
+            "--logfile",
+            str(log),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     appended: list[tuple[float, int]] = []  # (time, file size after the write)
     seen: list[tuple[float, int]] = []  # (time, loaded end offset)
@@ -89,12 +100,14 @@ def main() -> None:
         started = time.monotonic()
         with log.open("ab") as fh:
             while time.monotonic() - started < args.seconds:
-                frame = render(build_frame(GeneratorConfig(lines=per_tick, seed=tick_seed(len(appended))),
-                                           timestamps=None))
+                frame = render(
+                    build_frame(
+                        GeneratorConfig(lines=per_tick, seed=tick_seed(len(appended))),
+                        timestamps=None,
+                    )
+                )
                 now_local = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime())
-                text = "\n".join(
-                    now_local + line[19:] for line in frame["line"].to_list()
-                ) + "\n"
+                text = "\n".join(now_local + line[19:] for line in frame["line"].to_list()) + "\n"
                 fh.write(text.encode())
                 fh.flush()
                 appended.append((time.time(), fh.tell()))
@@ -123,19 +136,27 @@ def main() -> None:
         ).fetchall()
     launch = [float(s) - float(c) for c, s, _ in runs]
     load = [float(e) - float(s) for _, s, e in runs]
-    print(f"appended {len(appended) * per_tick:,} lines at {args.rate:g} lines/s for "
-          f"{args.seconds:g} s; {len(runs)} successful runs")
-    print(f"append -> queryable: p50 {percentile(delays, 0.5):.1f} s, "
-          f"p95 {percentile(delays, 0.95):.1f} s, max {max(delays):.1f} s"
-          + (f" ({missing} batches never seen)" if missing else ""))
-    print(f"per run: queue + launch mean {statistics.mean(launch):.1f} s, "
-          f"load (run start to end) mean {statistics.mean(load):.1f} s; "
-          f"sensor interval {settings.get('dagster.sensor_interval')} s (a line waits up to "
-          "one interval for the next tick, plus the daemon's own loop)")
+    print(
+        f"appended {len(appended) * per_tick:,} lines at {args.rate:g} lines/s for "
+        f"{args.seconds:g} s; {len(runs)} successful runs"
+    )
+    print(
+        f"append -> queryable: p50 {percentile(delays, 0.5):.1f} s, "
+        f"p95 {percentile(delays, 0.95):.1f} s, max {max(delays):.1f} s"
+        + (f" ({missing} batches never seen)" if missing else "")
+    )
+    print(
+        f"per run: queue + launch mean {statistics.mean(launch):.1f} s, "
+        f"load (run start to end) mean {statistics.mean(load):.1f} s; "
+        f"sensor interval {settings.get('dagster.sensor_interval')} s (a line waits up to "
+        "one interval for the next tick, plus the daemon's own loop)"
+    )
     print(f"target: p95 < 15 s: {'met' if percentile(delays, 0.95) < 15 else 'NOT met'}")
     with connect(server, autocommit=True) as admin:
         for db in (name, dagster_db):
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
+            )
 
 
 def tick_seed(n: int) -> int:

@@ -23,9 +23,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Manage the database: the embedded server and the schema.")
-config_app = typer.Typer(help="Inspect the effective settings.")
+db_app = typer.Typer(
+    help="Manage the database: the embedded server and the schema.", rich_markup_mode=None
+)
+config_app = typer.Typer(help="Inspect the effective settings.", rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 
@@ -45,6 +48,11 @@ class State:
 
 
 STATE = State()
+
+LogfileOption = Annotated[
+    list[str] | None,
+    typer.Option("--logfile", "-l", help="log file or glob (repeatable; default [parser] logfile)"),
+]
 
 
 @app.callback()
@@ -363,12 +371,7 @@ def generate_cmd(
 
 @app.command("ingest")
 def ingest_cmd(
-    logfile: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--logfile", "-l", help="log file or glob (repeatable; default [parser] logfile)"
-        ),
-    ] = None,
+    logfile: LogfileOption = None,
     from_start: Annotated[
         bool,
         typer.Option("--from-start", help="also load holes before the last loaded byte"),
@@ -593,12 +596,7 @@ def _run_services(
 
 @app.command("up")
 def up_cmd(
-    logfile: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--logfile", "-l", help="log file or glob (repeatable; default [parser] logfile)"
-        ),
-    ] = None,
+    logfile: LogfileOption = None,
     host: Annotated[str, typer.Option("--host", help="Dagster UI address")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Dagster UI port")] = 3000,
     ready_timeout: Annotated[

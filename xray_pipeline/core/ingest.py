@@ -203,6 +203,8 @@ class RunStats:
         ):
             setattr(self, name, getattr(self, name) + getattr(result, name))
         self.rejects += result.reject_rows
+        if result.newest_ts is not None:
+            self.newest_ts = max(self.newest_ts or result.newest_ts, result.newest_ts)
         days = set(self.days_touched) | {d.isoformat() for d in result.days}
         self.days_touched = sorted(days)
 
@@ -446,8 +448,6 @@ def load_range(
         before_commit=None,
     ):
         stats.add(result)
-        if result.newest_ts is not None:
-            stats.newest_ts = max(stats.newest_ts or result.newest_ts, result.newest_ts)
     stats.source = str(found)
     stats.finished = _now()
     stats.duration_s = round(time.perf_counter() - started, 3)
