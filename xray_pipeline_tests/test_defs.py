@@ -194,3 +194,38 @@ def test_lines_before_start_date_go_to_the_first_partition(fresh_db_url, tmp_pat
     (tmp_path / "junk.log").write_text("banner without time\n")
     [junk] = tick(make_defs(fresh_db_url, tmp_path / "junk.log"), instance).run_requests
     assert junk.partition_key in {today, (dt.date.today() + dt.timedelta(days=1)).isoformat()}
+
+
+def test_copytruncate_and_per_file_node(fresh_db_url: str, tmp_path: Path, instance):
+    path = tmp_path / "access.log"
+    path.write_text("".join(line(1, s) for s in range(3)))
+    defs = make_defs(fresh_db_url, Path(f"edge-01={path}"))
+    first = tick(defs, instance)
+    assert first.run_requests[0].run_config["ops"]["logs"]["config"]["node"] == "edge-01"
+    for r in first.run_requests:
+        materialize(defs, instance, r)
+    with path.open("a") as fh:
+        fh.write(line(1, 40, "late"))
+    shutil.copyfile(path, tmp_path / "access.log.1")
+    with path.open("r+") as fh:
+        fh.truncate(0)
+    path.write_text(line(1, 45, "fresh"))
+    result = tick(defs, instance, cursor=first.cursor)
+    names = sorted(
+        Path(r.run_config["ops"]["logs"]["config"]["path"]).name for r in result.run_requests
+    )
+    assert names == ["access.log", "access.log.1"]
+    for r in result.run_requests:
+        assert materialize(defs, instance, r).success
+    with connect(fresh_db_url) as conn:
+        users = {r[0] for r in conn.execute("SELECT email FROM users").fetchall()}
+        nodes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT s.node FROM logs l JOIN sources s ON s.id = l.source_id"
+            ).fetchall()
+        }
+        total = conn.execute("SELECT count(*) FROM logs").fetchone()[0]
+    assert {"late", "fresh"} <= users
+    assert nodes == {"edge-01"}
+    assert total == 5

@@ -405,12 +405,21 @@ def complete_end(path: Path, size: int) -> int:
     return 0
 
 
-def find_file(path: Path, identity: str) -> Path | None:
-    """The file holding `identity`: `path` itself, or a rotated sibling (renamed since)."""
-    for candidate in [path, *rotated_siblings(path)]:
-        state = file_state(candidate)
-        if state is not None and state.identity.key == identity:
-            return candidate
+def find_file(path: Path, identity: str, watched: Path | None = None) -> Path | None:
+    """The file holding `identity`: `path` itself, or a rotated sibling of it or of the
+    `watched` live file (renamed since); a copy with the same fingerprint (copytruncate's
+    `.1`) when no file has the identity."""
+    candidates = [path, *rotated_siblings(path)]
+    if watched is not None:
+        candidates += [watched, *rotated_siblings(watched)]
+    states = [s for s in (file_state(p) for p in dict.fromkeys(candidates)) if s is not None]
+    for state in states:
+        if state.identity.key == identity:
+            return state.path
+    fingerprint = identity.rsplit(":", 1)[-1]
+    for state in states:
+        if state.identity.fingerprint == fingerprint:
+            return state.path
     return None
 
 
@@ -425,12 +434,13 @@ def load_range(
     batch_size: int,
     node: str | None = None,
     run_id: str | None = None,
+    watched: Path | None = None,
 ) -> RunStats:
     """Load bytes [start, end) of the file with `identity` (found at `path` or among its
-    rotated siblings), exactly once."""
+    rotated siblings, or those of the `watched` live file), exactly once."""
     stats = RunStats(run_id=run_id or uuid.uuid4().hex, started=_now(), source=str(path))
     started = time.perf_counter()
-    found = find_file(path, identity)
+    found = find_file(path, identity, watched)
     if found is None:
         raise FileNotFoundError(
             f"no file with identity {identity} at {path} or among its rotated copies"

@@ -18,6 +18,8 @@ class LogRangeConfig(dg.Config):
     identity: str | None = None
     start: int | None = None
     end: int | None = None
+    node: str | None = None
+    watched: str | None = None
 
 
 def build_logs_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -59,8 +61,9 @@ def build_logs_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefini
                 config.end,
                 timezone=postgres.timezone,
                 batch_size=postgres.batch_size,
-                node=log_sources.node,
+                node=config.node or log_sources.node,
                 run_id=context.run.run_id,
+                watched=Path(config.watched) if config.watched else None,
             )
         lag = None
         if stats.newest_ts is not None:
@@ -79,7 +82,7 @@ def build_logs_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefini
                 "lines_per_s": stats.lines_per_s,
                 "lag_seconds": dg.MetadataValue.float(lag) if lag is not None else None,
                 "source": stats.source,
-                "node": log_sources.node or "",
+                "node": config.node or log_sources.node or "",
                 "range": f"{config.start}-{config.end}",
                 "chunks_already_loaded": stats.chunks_already_loaded,
                 "new_users": stats.new_users,

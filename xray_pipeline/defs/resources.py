@@ -32,11 +32,23 @@ class PostgresResource(dg.ConfigurableResource):
 
 
 class LogSourcesResource(dg.ConfigurableResource):
-    """The access logs to watch: files or globs, and the node name stored with their rows."""
+    """The access logs to watch: files or globs, each optionally `NODE=PATH` to name the
+    server it comes from (multi-server setups); `node` is the default node name. The node is
+    stored with the file's source, so every row of that file carries it."""
 
     paths: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
     node: str | None = None
     max_run_bytes: int = 64 * 1024 * 1024
 
+    def entries(self) -> list[tuple[Path, str | None]]:
+        """(file, node) for every configured file, globs expanded."""
+        found: list[tuple[Path, str | None]] = []
+        for entry in self.paths:
+            node, sep, pattern = entry.partition("=")
+            if not sep or "/" in node:
+                node, pattern = self.node, entry
+            found.extend((path, node or self.node) for path in expand_paths([pattern]))
+        return list(dict.fromkeys(found))
+
     def files(self) -> list[Path]:
-        return expand_paths(self.paths)
+        return [path for path, _ in self.entries()]

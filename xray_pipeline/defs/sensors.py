@@ -35,9 +35,13 @@ def plan_requests(
     in flight is not requested again before its run commits it to the ledger.
     """
     candidates: list[Path] = []
+    base_of: dict[Path, Path] = {}
     for path in files:
         candidates.append(path)
-        candidates.extend(rotated_siblings(path))
+        base_of.setdefault(path, path)
+        for sibling in rotated_siblings(path):
+            candidates.append(sibling)
+            base_of.setdefault(sibling, path)
     states = [s for s in (file_state(p) for p in dict.fromkeys(candidates)) if s is not None]
     tasks, notes = plan_reads(
         [s for s in states if s.identity.key in loaded or s.path in set(files)]
@@ -71,6 +75,7 @@ def plan_requests(
                     "start": request.start,
                     "end": request.end,
                     "day": request.day.isoformat() if request.day else None,
+                    "watched": str(base_of.get(task.path, task.path)),
                     "run_key": request.key + (f"#retry{retry}" if retry else ""),
                 }
             )
@@ -117,6 +122,7 @@ def build_access_log_sensor(
         except DatabaseError as exc:
             return dg.SkipReason(f"database unreachable: {exc}")
         cursor = json.loads(context.cursor) if context.cursor else {}
+        node_of = {str(path): node for path, node in log_sources.entries()}
         specs, new_cursor, notes = plan_requests(
             files, loaded, cursor, max_bytes=log_sources.max_run_bytes, now=time.time()
         )
@@ -142,7 +148,11 @@ def build_access_log_sensor(
                     run_config={
                         "ops": {
                             "logs": {
-                                "config": {k: spec[k] for k in ("path", "identity", "start", "end")}
+                                "config": {
+                                    **{k: spec[k] for k in ("path", "identity", "start", "end")},
+                                    "node": node_of.get(spec["watched"]),
+                                    "watched": spec["watched"],
+                                }
                             }
                         }
                     },
