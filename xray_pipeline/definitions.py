@@ -3,9 +3,12 @@
 import dagster as dg
 
 from xray_pipeline.defs.assets import build_logs_asset
-from xray_pipeline.defs.jobs import build_load_logs_job
+from xray_pipeline.defs.checks import build_checks
+from xray_pipeline.defs.jobs import build_check_job, build_load_logs_job
 from xray_pipeline.defs.partitions import daily_partitions
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
+from xray_pipeline.defs.rollups import build_rollup_assets
+from xray_pipeline.defs.schedules import build_checks_schedule, build_maintenance
 from xray_pipeline.defs.sensors import build_access_log_sensor
 from xray_pipeline.settings import Settings, load_settings
 
@@ -15,14 +18,35 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     partitions = daily_partitions(settings)
     logs = build_logs_asset(partitions)
+    rollups = build_rollup_assets(partitions)
     load_logs_job = build_load_logs_job()
+    check_job = build_check_job()
+    maintenance_job, maintenance_schedule = build_maintenance(
+        settings.timezone,
+        settings.get("retention.ahead_days"),
+        settings.get("retention.days"),
+        settings.get("retention.rollup_days"),
+    )
     return dg.Definitions(
-        assets=[logs],
-        jobs=[load_logs_job],
+        assets=[logs, *rollups],
+        asset_checks=build_checks(
+            settings.timezone,
+            settings.get("checks.reject_rate"),
+            settings.get("checks.freshness_minutes"),
+        ),
+        jobs=[load_logs_job, check_job, maintenance_job],
+        schedules=[maintenance_schedule, build_checks_schedule(check_job, settings.timezone)],
         sensors=[
             build_access_log_sensor(
                 load_logs_job, partitions, settings.get("dagster.sensor_interval")
-            )
+            ),
+            dg.AutomationConditionSensorDefinition(
+                "rollups_automation_sensor",
+                target=dg.AssetSelection.assets(*rollups),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=30,
+                description="Refreshes a day of the rollups after that day of `logs` changed.",
+            ),
         ],
         resources={
             "postgres": PostgresResource(

@@ -61,6 +61,13 @@ def _parse_stats_format(raw: str) -> str:
     return value
 
 
+def _parse_fraction(raw: str) -> float:
+    value = float(raw.strip())
+    if not 0 <= value <= 1:
+        raise ValueError("expected a number from 0 to 1")
+    return value
+
+
 def _parse_date(raw: str) -> str:
     import datetime as dt
 
@@ -171,6 +178,19 @@ OPTIONS: tuple[Option, ...] = (
         _parse_positive_int,
         64 * 1024 * 1024,
         "largest byte range one sensor run loads",
+    ),
+    Option("retention", "days", _parse_positive_int, None, "days of raw rows kept (unset: all)"),
+    Option(
+        "retention", "rollup_days", _parse_positive_int, None, "days of rollups kept (unset: all)"
+    ),
+    Option("retention", "ahead_days", _parse_positive_int, 3, "days of partitions created ahead"),
+    Option("checks", "reject_rate", _parse_fraction, 0.05, "share of rejected lines that warns"),
+    Option(
+        "checks",
+        "freshness_minutes",
+        _parse_positive_int,
+        15,
+        "newest row older than this while the log is written fails the freshness check",
     ),
     Option(
         "general",

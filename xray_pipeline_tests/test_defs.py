@@ -59,9 +59,32 @@ def instance():
 def test_definitions_are_pinned(tmp_path: Path):
     defs = make_defs("postgresql://u@127.0.0.1:1/x", tmp_path / "access.log")
     repo = defs.get_repository_def()
-    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {"logs"}
-    assert [s.name for s in repo.sensor_defs] == ["access_log_sensor"]
-    assert {j.name for j in repo.get_all_jobs()} >= {"load_logs_job"}
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
+        "logs",
+        "daily_traffic",
+        "daily_user_ips",
+    }
+    assert sorted(s.name for s in repo.sensor_defs) == [
+        "access_log_sensor",
+        "rollups_automation_sensor",
+    ]
+    assert sorted(s.name for s in repo.schedule_defs) == [
+        "data_quality_schedule",
+        "partition_maintenance_schedule",
+    ]
+    assert {j.name for j in repo.get_all_jobs()} >= {
+        "load_logs_job",
+        "check_logs_job",
+        "partition_maintenance_job",
+    }
+    assert {c.name for c in repo.asset_graph.asset_check_keys} == {
+        "logs_reconciliation",
+        "logs_ledger_contiguity",
+        "logs_reject_rate",
+        "logs_freshness",
+        "daily_traffic_matches_logs",
+        "daily_user_ips_matches_logs",
+    }
     sensor = defs.resolve_sensor_def("access_log_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     logs = defs.resolve_assets_def("logs")

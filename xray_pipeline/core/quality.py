@@ -1,0 +1,151 @@
+"""Rollups, data-quality checks and partition maintenance: the SQL behind the daily operations."""
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from xray_pipeline.core.pg import ensure_partitions, list_partitions, load_query, partition_name
+
+ROLLUPS = ("daily_traffic", "daily_user_ips")
+
+
+def rebuild_rollup(conn: psycopg.Connection, table: str, day: dt.date, timezone: str) -> int:
+    """Replace one day of a rollup table from `logs`, in one transaction; returns its rows."""
+    if table not in ROLLUPS:
+        raise ValueError(f"unknown rollup {table}")
+    with conn.transaction():
+        conn.execute(sql.SQL("DELETE FROM {} WHERE day = %s").format(sql.Identifier(table)), (day,))
+        inserted = conn.execute(
+            load_query(f"rollup_{table}"), {"day": day, "tz": timezone}
+        ).rowcount
+    return inserted
+
+
+def day_row_count(conn: psycopg.Connection, day: dt.date, timezone: str) -> int:
+    return conn.execute(
+        "SELECT count(*) FROM logs, xray_day_bounds(%s, %s) b WHERE ts >= b.lo AND ts < b.hi",
+        (day, timezone),
+    ).fetchone()[0]
+
+
+def rollup_totals(
+    conn: psycopg.Connection, table: str, day: dt.date, timezone: str
+) -> tuple[int, int]:
+    """(the day's total connections in a rollup, the day's rows in logs)."""
+    if table not in ROLLUPS:
+        raise ValueError(f"unknown rollup {table}")
+    total = conn.execute(
+        sql.SQL("SELECT coalesce(sum(connections), 0) FROM {} WHERE day = %s").format(
+            sql.Identifier(table)
+        ),
+        (day,),
+    ).fetchone()[0]
+    return int(total), day_row_count(conn, day, timezone)
+
+
+@dataclass
+class Reconciliation:
+    """For the ledger ranges that put rows into a day: lines read vs rows stored."""
+
+    ranges: int
+    lines: int
+    rows: int
+    rejects: int
+
+    @property
+    def ok(self) -> bool:
+        return self.lines == self.rows
+
+
+def reconcile_day(conn: psycopg.Connection, day: dt.date, timezone: str) -> Reconciliation:
+    row = conn.execute(load_query("reconcile_day"), {"day": day, "tz": timezone}).fetchone()
+    return Reconciliation(ranges=row[0], lines=int(row[1]), rows=row[2], rejects=row[3])
+
+
+def ledger_holes(conn: psycopg.Connection) -> list[tuple[str, int, int]]:
+    """(source path, from, to) for every byte range missing between two loaded ranges."""
+    rows = conn.execute(
+        """
+        SELECT s.path, prev_end, start_offset FROM (
+            SELECT source_id, start_offset,
+                   coalesce(lag(end_offset) OVER (PARTITION BY source_id ORDER BY start_offset), 0)
+                       AS prev_end
+            FROM ingest_ledger
+        ) x JOIN sources s ON s.id = x.source_id
+        WHERE start_offset <> prev_end
+        ORDER BY 1, 2
+        """
+    ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def newest_row(conn: psycopg.Connection) -> dt.datetime | None:
+    return conn.execute("SELECT max(ts) FROM logs").fetchone()[0]
+
+
+@dataclass
+class MaintenanceReport:
+    created: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    rollup_rows_deleted: int = 0
+    dns_rows_deleted: int = 0
+    rejects_deleted: int = 0
+
+
+def maintain(
+    conn: psycopg.Connection,
+    *,
+    today: dt.date,
+    timezone: str,
+    ahead_days: int = 3,
+    retention_days: int | None = None,
+    rollup_retention_days: int | None = None,
+) -> MaintenanceReport:
+    """Create the next days' partitions; drop raw data (and rollups) past their retention.
+
+    A partition is detached CONCURRENTLY (no exclusive lock on `logs` for readers) and then
+    dropped; `dns_queries` and `rejects` rows older than the cutoff are deleted.
+    """
+    report = MaintenanceReport()
+    conn.commit()
+    previous = conn.autocommit
+    conn.autocommit = True
+    try:
+        days = [today + dt.timedelta(days=i) for i in range(ahead_days + 1)]
+        report.created = ensure_partitions(conn, days, timezone)
+        if retention_days is not None:
+            cutoff = today - dt.timedelta(days=retention_days)
+            for name, _ in list_partitions(conn):
+                try:
+                    day = dt.datetime.strptime(name, "logs_%Y_%m_%d").date()
+                except ValueError:
+                    continue
+                if day < cutoff and name == partition_name(day):
+                    conn.execute(
+                        sql.SQL("ALTER TABLE logs DETACH PARTITION {} CONCURRENTLY").format(
+                            sql.Identifier(name)
+                        )
+                    )
+                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                    report.dropped.append(name)
+            lo = conn.execute(
+                "SELECT lo FROM xray_day_bounds(%s, %s)", (cutoff, timezone)
+            ).fetchone()[0]
+            report.dns_rows_deleted = conn.execute(
+                "DELETE FROM dns_queries WHERE ts < %s", (lo,)
+            ).rowcount
+            report.rejects_deleted = conn.execute(
+                "DELETE FROM rejects WHERE ts < %s", (lo,)
+            ).rowcount
+        if rollup_retention_days is not None:
+            cutoff = today - dt.timedelta(days=rollup_retention_days)
+            for table in ROLLUPS:
+                report.rollup_rows_deleted += conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE day < %s").format(sql.Identifier(table)),
+                    (cutoff,),
+                ).rowcount
+    finally:
+        conn.autocommit = previous
+    return report

@@ -1,0 +1,67 @@
+"""Daily rollups of `logs`, partitioned like it and refreshed when their day changes."""
+
+import datetime as dt
+
+import dagster as dg
+
+from xray_pipeline.core.quality import rebuild_rollup, rollup_totals
+from xray_pipeline.defs.assets import POOL
+from xray_pipeline.defs.resources import PostgresResource
+
+DESCRIPTIONS = {
+    "daily_traffic": (
+        "Per local day x user x protocol x inbound tag x outbound tag: connections, rejected, "
+        "distinct destinations, distinct source IPs. Rebuilt for a day from `logs` whenever "
+        "that day of `logs` changes."
+    ),
+    "daily_user_ips": (
+        "Per local day x user x source address: connections, first seen, last seen. The "
+        "basis of the per-user views and of shared-account detection."
+    ),
+}
+
+
+def build_rollup_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    assets = []
+    for table, description in DESCRIPTIONS.items():
+        assets.append(_rollup(table, description, partitions_def))
+    return assets
+
+
+def _rollup(
+    table: str, description: str, partitions_def: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=table,
+        deps=["logs"],
+        partitions_def=partitions_def,
+        automation_condition=dg.AutomationCondition.eager(),
+        pool=POOL,
+        kinds={"postgres"},
+        group_name="rollups",
+        description=description,
+        check_specs=[
+            dg.AssetCheckSpec(
+                name=f"{table}_matches_logs",
+                asset=table,
+                description=f"The day's {table}.connections add up to the day's rows in logs.",
+            )
+        ],
+    )
+    def rollup(context: dg.AssetExecutionContext, postgres: PostgresResource):
+        day = dt.date.fromisoformat(context.partition_key)
+        with postgres.connect() as conn:
+            rows = rebuild_rollup(conn, table, day, postgres.timezone)
+            total, source_rows = rollup_totals(conn, table, day, postgres.timezone)
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": rows, "logs_rows": source_rows, "day": day.isoformat()},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=f"{table}_matches_logs",
+                    passed=total == source_rows,
+                    metadata={"rollup_total": total, "logs_rows": source_rows},
+                )
+            ],
+        )
+
+    return rollup

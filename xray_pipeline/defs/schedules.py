@@ -1,0 +1,103 @@
+"""Daily partition maintenance and hourly data-quality checks."""
+
+import datetime as dt
+import zoneinfo
+
+import dagster as dg
+
+from xray_pipeline.core.quality import maintain
+from xray_pipeline.defs.resources import PostgresResource
+
+
+class MaintenanceConfig(dg.Config):
+    """Override the day the maintenance counts from (default: today in the Xray zone)."""
+
+    today: str | None = None
+
+
+def build_maintenance(
+    timezone: str,
+    ahead_days: int,
+    retention_days: int | None,
+    rollup_retention_days: int | None,
+):
+    @dg.op(
+        description=(
+            "Create the next days' partitions of `logs` ahead of time; drop partitions older "
+            "than [retention] days and rollup rows older than [retention] rollup_days."
+        )
+    )
+    def maintain_partitions(
+        context: dg.OpExecutionContext, config: MaintenanceConfig, postgres: PostgresResource
+    ) -> dict:
+        today = (
+            dt.date.fromisoformat(config.today)
+            if config.today
+            else dt.datetime.now(zoneinfo.ZoneInfo(timezone)).date()
+        )
+        with postgres.connect() as conn:
+            report = maintain(
+                conn,
+                today=today,
+                timezone=timezone,
+                ahead_days=ahead_days,
+                retention_days=retention_days,
+                rollup_retention_days=rollup_retention_days,
+            )
+        context.add_output_metadata(
+            {
+                "today": today.isoformat(),
+                "created": dg.MetadataValue.json(report.created),
+                "dropped": dg.MetadataValue.json(report.dropped),
+                "rollup_rows_deleted": report.rollup_rows_deleted,
+                "dns_rows_deleted": report.dns_rows_deleted,
+                "rejects_deleted": report.rejects_deleted,
+            }
+        )
+        context.log.info(
+            f"created {len(report.created)} partition(s), dropped {len(report.dropped)}"
+        )
+        return {"created": report.created, "dropped": report.dropped}
+
+    @dg.job(
+        name="partition_maintenance_job",
+        executor_def=dg.in_process_executor,
+        description="Partitions of `logs` ahead of time, and retention.",
+    )
+    def partition_maintenance_job():
+        maintain_partitions()
+
+    schedule = dg.ScheduleDefinition(
+        name="partition_maintenance_schedule",
+        job=partition_maintenance_job,
+        cron_schedule="10 0 * * *",
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Daily, just after midnight in the Xray zone.",
+    )
+    return partition_maintenance_job, schedule
+
+
+CHECKS = ("logs_reconciliation", "logs_reject_rate")  # the checks that take a day
+
+
+def build_checks_schedule(check_job, timezone: str):
+    @dg.schedule(
+        name="data_quality_schedule",
+        job=check_job,
+        cron_schedule="5 * * * *",
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Hourly: the data-quality checks of `logs` on today (in the Xray zone).",
+    )
+    def data_quality_schedule(context: dg.ScheduleEvaluationContext):
+        today = context.scheduled_execution_time.astimezone(zoneinfo.ZoneInfo(timezone)).date()
+        return dg.RunRequest(
+            run_key=f"checks-{context.scheduled_execution_time.isoformat()}",
+            run_config={
+                "ops": {f"logs_{name}": {"config": {"day": today.isoformat()}} for name in CHECKS}
+            },
+            tags={"xray/day": today.isoformat()},
+        )
+
+    return data_quality_schedule
