@@ -8,6 +8,17 @@ from xray_pipeline.core.quality import rebuild_rollup, rollup_totals
 from xray_pipeline.defs.assets import POOL
 from xray_pipeline.defs.resources import PostgresResource
 
+# A day of a rollup is rebuilt after that day of `logs` changed (the latest day while lines
+# arrive, or an older day rebuilt by a backfill), once no run of either is in progress. Not
+# `eager()`: it only looks at the latest day and waits for every upstream day to exist.
+ROLLUP_CONDITION = (
+    dg.AutomationCondition.any_deps_updated().since(
+        dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
+    )
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+).with_label("day of logs changed")
+
 DESCRIPTIONS = {
     "daily_traffic": (
         "Per local day x user x protocol x inbound tag x outbound tag: connections, rejected, "
@@ -35,7 +46,7 @@ def _rollup(
         name=table,
         deps=["logs"],
         partitions_def=partitions_def,
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=ROLLUP_CONDITION,
         pool=POOL,
         kinds={"postgres"},
         group_name="rollups",
