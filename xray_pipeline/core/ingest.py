@@ -143,8 +143,9 @@ def plan_reads(
     for state in states:
         key = state.identity.key
         live = explicit is None or state.path in explicit
-        if key not in loaded and not live and state.identity.fingerprint in by_fingerprint:
-            # a copy of a known file (copytruncate's `.1`): same bytes, another inode
+        if key not in loaded and state.identity.fingerprint in by_fingerprint:
+            # a copy of a known file (copytruncate's `.1`, a `.gz` archive of it): the same
+            # bytes at the same offsets, another inode: it is that source
             key = by_fingerprint[state.identity.fingerprint]
         if key in seen:
             continue

@@ -164,6 +164,13 @@ def _csv(frame: pl.DataFrame, columns: tuple[str, ...]) -> bytes:
     return buffer.getvalue()
 
 
+def copy_prepared(conn: psycopg.Connection, prepared: "PreparedChunk") -> None:
+    """COPY a prepared chunk's rows into logs, dns_queries and rejects (caller's transaction)."""
+    _copy_bytes(conn, "logs", LOGS_COLUMNS, prepared.logs_csv)
+    _copy_bytes(conn, "dns_queries", DNS_COLUMNS, prepared.dns_csv)
+    _copy_bytes(conn, "rejects", REJECT_COLUMNS, prepared.rejects_csv)
+
+
 def _copy_bytes(conn: psycopg.Connection, table: str, columns: tuple[str, ...], data: bytes):
     if not data:
         return
@@ -261,7 +268,12 @@ class PreparedChunk:
 
 
 def prepare_chunk(
-    conn: psycopg.Connection, parsed: ParsedChunk, source: SourceRef, *, timezone: str
+    conn: psycopg.Connection,
+    parsed: ParsedChunk,
+    source: SourceRef,
+    *,
+    timezone: str,
+    ingest_id: int | None = None,
 ) -> PreparedChunk:
     """Everything a load needs before its transaction: partitions, reference ids, CSV.
 
@@ -272,9 +284,10 @@ def prepare_chunk(
     days = chunk_days(parsed)
     if days:
         ensure_partitions(conn, days, timezone)
-    ingest_id = conn.execute(
-        "SELECT nextval(pg_get_serial_sequence('ingest_ledger', 'id'))"
-    ).fetchone()[0]
+    if ingest_id is None:
+        ingest_id = conn.execute(
+            "SELECT nextval(pg_get_serial_sequence('ingest_ledger', 'id'))"
+        ).fetchone()[0]
     logs, counts = build_log_rows(conn, parsed.access, source.id, ingest_id)
     dns = parsed.dns.with_columns(
         pl.lit(source.id).alias("source_id"),
@@ -349,9 +362,7 @@ def commit_chunk(
         if row is None:
             result.already_loaded = True
             return result
-        _copy_bytes(conn, "logs", LOGS_COLUMNS, prepared.logs_csv)
-        _copy_bytes(conn, "dns_queries", DNS_COLUMNS, prepared.dns_csv)
-        _copy_bytes(conn, "rejects", REJECT_COLUMNS, prepared.rejects_csv)
+        copy_prepared(conn, prepared)
         if before_commit is not None:
             before_commit()
     result.ingest_id = prepared.ingest_id

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from xray_pipeline.core.ingest import load_range
+from xray_pipeline.core.rebuild import rebuild_day
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 
 POOL = "xray_postgres"
@@ -27,13 +28,17 @@ def build_logs_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefini
         name="logs",
         partitions_def=partitions_def,
         retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+        # a backfill rebuilds up to a week of days per run
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=7),
         pool=POOL,
         kinds={"postgres", "polars"},
         group_name="ingest",
         description=(
             "Access-log records in the daily-partitioned `logs` table (plus `dns_queries` and "
-            "`rejects`): each run loads one byte range planned by access_log_sensor, exactly "
-            "once (the ingest ledger refuses a second load of a range)."
+            "`rejects`): each sensor run loads one byte range planned by access_log_sensor, "
+            "exactly once (the ingest ledger refuses a second load of a range). A run without "
+            "a range (a backfill) rebuilds its days from the bytes still on disk, rotated and "
+            ".gz copies included, keeping the rows whose bytes are gone."
         ),
     )
     def logs(
@@ -48,10 +53,7 @@ def build_logs_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefini
             or config.start is None
             or config.end is None
         ):
-            raise dg.Failure(
-                "this run has no byte range: runs of `logs` are planned by access_log_sensor. "
-                "Rebuilding a whole day from the UI (a backfill) is not available yet."
-            )
+            return rebuild(context, postgres)
         with postgres.connect() as conn:
             stats = load_range(
                 conn,
@@ -90,3 +92,39 @@ def build_logs_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefini
         )
 
     return logs
+
+
+def rebuild(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
+    """Rebuild the run's days (a backfill) from the bytes on disk."""
+    reports = []
+    with postgres.connect() as conn:
+        for key in context.partition_keys:
+            report = rebuild_day(
+                conn,
+                dt.date.fromisoformat(key),
+                timezone=postgres.timezone,
+                batch_size=postgres.batch_size,
+            )
+            reports.append(report)
+            if report.missing:
+                context.log.warning(
+                    f"{key}: {len(report.missing)} of {report.ranges} range(s) are no longer on "
+                    f"disk; their rows were kept as they were: {report.missing[:5]}"
+                )
+            context.log.info(
+                f"{key}: re-read {len(report.reread)} range(s), rows {report.rows_before} -> "
+                f"{report.rows_after}"
+            )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(r.rows_after for r in reports),
+            "days": dg.MetadataValue.json([r.day.isoformat() for r in reports]),
+            "ranges_reread": sum(len(r.reread) for r in reports),
+            "ranges_missing": sum(len(r.missing) for r in reports),
+            "complete": all(r.complete for r in reports),
+            "rows_before": sum(r.rows_before for r in reports),
+            "rows_after": sum(r.rows_after for r in reports),
+            "reread": dg.MetadataValue.json([x for r in reports for x in r.reread][:50]),
+            "missing": dg.MetadataValue.json([x for r in reports for x in r.missing][:50]),
+        }
+    )
