@@ -388,8 +388,16 @@ def ingest_cmd(
     The source files are never modified. Running it again loads nothing new; two runs at
     once on the same file are safe (the second leaves the file to the first).
     """
-    from xray_pipeline.core.ingest import expand_paths, export_stats, ingest_files
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.ingest import (
+        LocalOffsets,
+        expand_paths,
+        export_stats,
+        ingest_files,
+        remember_offsets,
+        spool_files,
+    )
+    from xray_pipeline.core.pg import DatabaseUnavailable, session
+    from xray_pipeline.core.spool import SpoolFull, spooled_ranges
 
     settings = STATE.settings(
         **{"parser.logfile": logfile, "parser.node": node, "parser.batch_size": batch_size}
@@ -400,17 +408,40 @@ def ingest_cmd(
         )
         raise typer.Exit(2)
     paths = expand_paths(settings.logfiles)
-    with session(settings) as conn, _progress() as progress:
-        stats = ingest_files(
-            conn,
-            paths,
-            timezone=settings.timezone,
-            batch_size=settings.batch_size,
-            node=settings.node,
-            from_start=from_start,
-            on_total=progress.total,
-            on_progress=progress.advance,
-        )
+    offsets = LocalOffsets(settings.home / "offsets.json")
+    spooler = _spooler(settings)
+    try:
+        with session(settings) as conn, _progress() as progress:
+            _replay_waiting(conn, settings)
+            stats = ingest_files(
+                conn,
+                paths,
+                timezone=settings.timezone,
+                batch_size=settings.batch_size,
+                node=settings.node,
+                from_start=from_start,
+                on_total=progress.total,
+                on_progress=progress.advance,
+                spooler=spooler,
+            )
+            if stats.mode == "online":
+                remember_offsets(conn, offsets)
+    except DatabaseUnavailable as exc:
+        err_console.print(f"warning: {exc}")
+        err_console.print("PostgreSQL is unreachable: parsing into the offline spool instead")
+        try:
+            stats = spool_files(
+                paths,
+                spooler=spooler,
+                spooled=spooled_ranges(settings.spool_dir),
+                known=offsets.read(),
+                timezone=settings.timezone,
+                batch_size=settings.batch_size,
+                node=settings.node,
+            )
+        except SpoolFull as full:
+            err_console.print(f"warning: {full}")
+            raise typer.Exit(0) from full
     export_stats(stats, settings.stats_output, settings.stats_format)
     err_console.print(
         f"{stats.lines:,} lines ({stats.access_rows:,} access, {stats.dns_rows:,} dns, "
@@ -426,6 +457,84 @@ def ingest_cmd(
             else ""
         )
     )
+    if stats.spooled_chunks:
+        err_console.print(
+            f"warning: {stats.spooled_lines:,} lines in {stats.spooled_chunks} segment(s) wait "
+            f"in {settings.spool_dir} (mode: offline); they load with `xray-pipeline replay` "
+            "or the next ingest once PostgreSQL answers"
+        )
+
+
+def _spooler(settings: Settings):
+    from xray_pipeline.core.spool import write_segment
+
+    limit = settings.get("parser.spool_max_mb") * 1024 * 1024
+
+    def spool(parsed, source):
+        return write_segment(
+            settings.spool_dir,
+            parsed,
+            identity=source.identity,
+            source_path=source.path,
+            node=source.node or settings.node,
+            timezone=settings.timezone,
+            max_bytes=limit,
+        )
+
+    return spool
+
+
+def _replay_waiting(conn, settings: Settings) -> tuple[int, int]:
+    """Replay the waiting segments; (segments, lines) loaded."""
+    from xray_pipeline.core.spool import replay
+
+    done = lines = 0
+    for segment, results, damaged in replay(conn, settings.spool_dir):
+        if damaged:
+            err_console.print(
+                f"warning: {segment.path.name} is damaged; kept aside in "
+                f"{settings.spool_dir / 'corrupt'} (nothing of it was loaded)"
+            )
+            continue
+        done += 1
+        lines += sum(r.lines for r in results)
+    if done:
+        err_console.print(f"replayed {done} spooled segment(s): {lines:,} lines loaded")
+    return done, lines
+
+
+@app.command("replay")
+def replay_cmd() -> None:
+    """Load the segments spooled while PostgreSQL was down (exactly once; safe to repeat)."""
+    from xray_pipeline.core.pg import session
+
+    settings = STATE.settings()
+    with session(settings) as conn:
+        done, _ = _replay_waiting(conn, settings)
+    if not done:
+        console.print(f"nothing waits in {settings.spool_dir}")
+
+
+spool_app = typer.Typer(help="The offline spool.", rich_markup_mode=None)
+app.add_typer(spool_app, name="spool")
+
+
+@spool_app.command("status")
+def spool_status() -> None:
+    """List the segments waiting in the offline spool."""
+    from xray_pipeline.core.spool import describe, spool_size
+
+    settings = STATE.settings()
+    rows = describe(settings.spool_dir)
+    if not rows:
+        console.print(f"the spool {settings.spool_dir} is empty")
+        return
+    table = Table(title=f"{settings.spool_dir}: {spool_size(settings.spool_dir) / 1e6:,.1f} MB")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
 
 
 class _progress:

@@ -148,6 +148,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("parser", "batch_size", _parse_positive_int, 4 * 1024 * 1024, "bytes read per chunk"),
     Option(
         "parser",
+        "spool_max_mb",
+        _parse_positive_int,
+        1024,
+        "size limit of the offline spool; when full, ingestion pauses",
+    ),
+    Option(
+        "parser",
         "timezone",
         _parse_timezone,
         "UTC",

@@ -36,15 +36,24 @@ def snapshot(url: str, day: str) -> tuple[list, list, list]:
 
 def backfill(url: str, log: Path, *days: str) -> dict:
     defs = build_definitions(
-        load_settings(None, {"postgresql.url": url, "parser.logfile": [str(log)],
-                             "dagster.start_date": "2025-11-01"}, env={})
+        load_settings(
+            None,
+            {
+                "postgresql.url": url,
+                "parser.logfile": [str(log)],
+                "dagster.start_date": "2025-11-01",
+            },
+            env={},
+        )
     )
     job = defs.resolve_job_def("load_logs_job")
     tags = {}
     key = days[0]
     if len(days) > 1:
-        tags = {"dagster/asset_partition_range_start": days[0],
-                "dagster/asset_partition_range_end": days[-1]}
+        tags = {
+            "dagster/asset_partition_range_start": days[0],
+            "dagster/asset_partition_range_end": days[-1],
+        }
         key = None
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(partition_key=key, tags=tags, instance=instance)

@@ -1,7 +1,9 @@
 """One-shot ingestion: plan what is new in each file, parse and load it chunk by chunk."""
 
+import contextlib
 import datetime as dt
 import glob
+import json
 import os
 import time
 import uuid
@@ -21,8 +23,13 @@ from xray_pipeline.core.load import (
     prepare_chunk,
     register_source,
 )
-from xray_pipeline.core.parse import parse_chunk
+from xray_pipeline.core.parse import ParsedChunk, parse_chunk
+from xray_pipeline.core.pg import DatabaseUnavailable
+from xray_pipeline.core.spool import is_unavailable
 from xray_pipeline.core.tail import FileIdentity, identify, iter_chunks, open_log
+
+# spools one parsed chunk of a source and returns the segment's path
+Spooler = Callable[[ParsedChunk, SourceRef], Path]
 
 
 @dataclass(frozen=True)
@@ -185,7 +192,18 @@ class RunStats:
     days_touched: list[str] = field(default_factory=list)
     chunks: int = 0
     chunks_already_loaded: int = 0
+    spooled_chunks: int = 0
+    spooled_lines: int = 0
+    spool: str = ""
     newest_ts: dt.datetime | None = field(default=None, repr=False)
+
+    def spooled(self, segment: Path) -> None:
+        header = json.loads(segment.open("rb").readline())
+        self.mode = "offline"
+        self.spool = str(segment.parent)
+        self.spooled_chunks += 1
+        self.spooled_lines += header["lines"]
+        self.bytes += header["end"] - header["start"]
 
     def add(self, result: LoadResult) -> None:
         self.chunks += 1
@@ -236,8 +254,12 @@ def ingest_files(
     on_progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     before_commit: Callable[[], None] | None = None,
+    spooler: Spooler | None = None,
 ) -> RunStats:
-    """Load what is new in `paths` (and the still-growing rotated copies of known files)."""
+    """Load what is new in `paths` (and the still-growing rotated copies of known files).
+
+    With a `spooler`, chunks that cannot be loaded because PostgreSQL went away are spooled
+    instead (the run's statistics say `mode: offline`)."""
     stats = RunStats(run_id=run_id or uuid.uuid4().hex, started=_now())
     started = time.perf_counter()
     explicit = set(paths)
@@ -277,15 +299,21 @@ def ingest_files(
                 batch_size=batch_size,
                 run_id=stats.run_id,
                 before_commit=before_commit,
+                spooler=spooler,
             ):
+                if isinstance(result, Path):
+                    stats.spooled(result)
+                    continue
                 stats.add(result)
                 if on_progress is not None:
                     on_progress(result.bytes)
         finally:
-            conn.execute(
-                "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_key(task.identity),)
-            )
-            conn.commit()
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(
+                    "SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
+                    (_lock_key(task.identity),),
+                )
+                conn.commit()
     stats.finished = _now()
     stats.duration_s = round(time.perf_counter() - started, 3)
     stats.lines_per_s = round(stats.lines / stats.duration_s, 1) if stats.duration_s else 0.0
@@ -294,17 +322,30 @@ def ingest_files(
 
 def _prepared_chunks(
     conn_info: str, task: ReadTask, source: SourceRef, *, timezone: str, batch_size: int
-) -> Iterator[PreparedChunk]:
+) -> Iterator[tuple[ParsedChunk, PreparedChunk | None]]:
     """Read, parse and prepare the task's chunks in a worker with its own connection, one
-    chunk ahead of the caller, so that preparing chunk N+1 overlaps the COPY of chunk N."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        worker_conn = pool.submit(psycopg.connect, conn_info, autocommit=True).result()
+    chunk ahead of the caller, so that preparing chunk N+1 overlaps the COPY of chunk N.
 
-        def prepare(offset: int, chunk: bytes) -> PreparedChunk:
+    When PostgreSQL cannot be reached, the chunk comes without its preparation (None), and
+    so do the ones after it: the caller spools them."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        state: dict = {"conn": None, "offline": False}
+
+        def prepare(offset: int, chunk: bytes) -> tuple[ParsedChunk, PreparedChunk | None]:
             parsed = parse_chunk(
                 chunk, source=str(task.path), base_offset=offset, timezone=timezone
             )
-            return prepare_chunk(worker_conn, parsed, source, timezone=timezone)
+            if state["offline"]:
+                return parsed, None
+            try:
+                if state["conn"] is None:
+                    state["conn"] = psycopg.connect(conn_info, autocommit=True, connect_timeout=5)
+                return parsed, prepare_chunk(state["conn"], parsed, source, timezone=timezone)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                state["offline"] = True
+                return parsed, None
 
         try:
             with open_log(task.path) as fh:
@@ -319,7 +360,9 @@ def _prepared_chunks(
                 if pending is not None:
                     yield pending.result()
         finally:
-            worker_conn.close()
+            if state["conn"] is not None:
+                with contextlib.suppress(Exception):
+                    state["conn"].close()
 
 
 def _load_task(
@@ -331,27 +374,40 @@ def _load_task(
     batch_size: int,
     run_id: str,
     before_commit: Callable[[], None] | None,
-) -> Iterator[LoadResult]:
+    spooler: Spooler | None = None,
+) -> Iterator[LoadResult | Path]:
+    """Load the task's chunks; yields a LoadResult per loaded chunk, or the segment path of
+    a chunk spooled because PostgreSQL went away (when a `spooler` is given)."""
     log = logger.bind(source=str(task.path), run_id=run_id)
-    for prepared in _prepared_chunks(
-        _conninfo(conn),
-        task,
-        source,
-        timezone=timezone,
-        batch_size=batch_size,
+    offline = False
+    for parsed, prepared in _prepared_chunks(
+        _conninfo(conn), task, source, timezone=timezone, batch_size=batch_size
     ):
-        result = commit_chunk(conn, prepared, source, run_id=run_id, before_commit=before_commit)
-        if result.already_loaded:
-            log.info("bytes {}-{} already loaded", result.start_offset, result.end_offset)
-        else:
-            log.debug(
-                "loaded bytes {}-{}: {} lines", result.start_offset, result.end_offset, result.lines
-            )
-        yield result
+        if not offline and prepared is not None:
+            try:
+                result = commit_chunk(
+                    conn, prepared, source, run_id=run_id, before_commit=before_commit
+                )
+            except Exception as exc:
+                if spooler is None or not is_unavailable(exc):
+                    raise
+                log.warning("PostgreSQL went away ({}); spooling the rest", str(exc).strip())
+                offline = True
+            else:
+                if result.already_loaded:
+                    log.info("bytes {}-{} already loaded", result.start_offset, result.end_offset)
+                yield result
+                continue
+        if spooler is None:
+            raise DatabaseUnavailable("PostgreSQL went away during the load")
+        offline = True
+        yield spooler(parsed, source)
 
 
 def _conninfo(conn: psycopg.Connection) -> str:
     """A connection string for a second connection to the same database, same credentials."""
+    if conn.closed:
+        return ""
     params = conn.info.get_parameters()
     password = conn.info.password
     if password:
@@ -389,6 +445,87 @@ def export_stats(stats: RunStats, output: str, fmt: str) -> None:
         if new_file:
             writer.writeheader()
         writer.writerow(record)
+
+
+def spool_files(
+    paths: list[Path],
+    *,
+    spooler: Spooler,
+    spooled: dict[str, list[tuple[int, int]]],
+    known: dict[str, list[tuple[int, int]]],
+    timezone: str,
+    batch_size: int,
+    node: str | None = None,
+    run_id: str | None = None,
+) -> RunStats:
+    """PostgreSQL is unreachable: parse what is new and spool it, without the database.
+
+    What is new is planned from `known` (the ranges last known to be loaded, kept locally)
+    and `spooled` (the ranges already in the spool), so the same bytes are not spooled twice.
+    """
+    stats = RunStats(run_id=run_id or uuid.uuid4().hex, started=_now(), mode="offline")
+    started = time.perf_counter()
+    candidates: list[Path] = []
+    for path in paths:
+        candidates.append(path)
+        if path.suffix != ".gz":
+            candidates.extend(rotated_siblings(path))
+    states = [s for s in (file_state(p) for p in dict.fromkeys(candidates)) if s is not None]
+    loaded: dict[str, list[tuple[int, int]]] = {}
+    for ranges in (known, spooled):
+        for key, items in ranges.items():
+            loaded.setdefault(key, []).extend(items)
+    tasks, notes = plan_reads(states, loaded, explicit=set(paths))
+    for note in notes:
+        logger.warning(note)
+    stats.source = ",".join(sorted({str(t.path) for t in tasks})) or ",".join(map(str, paths))
+    for task in tasks:
+        source = SourceRef(id=0, identity=task.identity, path=str(task.path), node=node)
+        with open_log(task.path) as fh:
+            for offset, chunk in iter_chunks(
+                fh, batch_size, start=task.start, end=task.end, partial_tail=False
+            ):
+                parsed = parse_chunk(
+                    chunk, source=str(task.path), base_offset=offset, timezone=timezone
+                )
+                stats.spooled(spooler(parsed, source))
+    stats.finished = _now()
+    stats.duration_s = round(time.perf_counter() - started, 3)
+    return stats
+
+
+class LocalOffsets:
+    """The loaded ranges last seen per source, kept in a small JSON file, so that an ingest
+    can plan (and spool) while PostgreSQL is unreachable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, list[tuple[int, int]]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return {k: [tuple(r) for r in v] for k, v in data.items()}
+
+    def write(self, ranges: dict[str, list[tuple[int, int]]]) -> None:
+        merged: dict[str, list[tuple[int, int]]] = {}
+        for key, items in ranges.items():
+            merged[key] = [(0, max(end for _, end in items))] if items else []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged))
+        tmp.replace(self.path)
+
+
+def remember_offsets(conn: psycopg.Connection, offsets: LocalOffsets) -> None:
+    """Refresh the local record from the ledger (the last loaded byte of every source)."""
+    rows = conn.execute(
+        "SELECT s.identity, max(l.end_offset) FROM sources s "
+        "JOIN ingest_ledger l ON l.source_id = s.id GROUP BY s.identity"
+    ).fetchall()
+    conn.commit()
+    offsets.write({identity: [(0, end)] for identity, end in rows})
 
 
 def complete_end(path: Path, size: int) -> int:

@@ -1,0 +1,237 @@
+"""The offline buffer against a real PostgreSQL that is stopped, killed and restarted."""
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from xray_pipeline.core.generate import GeneratorConfig, write_log
+from xray_pipeline.core.ingest import ingest_files
+from xray_pipeline.core.pg import EmbeddedServer, apply_migrations, connect
+from xray_pipeline.core.spool import replay, segments, write_segment
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LINES = 3_000
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A server of these tests' own, to stop and kill without disturbing the others."""
+    home = PROJECT_ROOT / ".xray" / f"test-fault-{uuid.uuid4().hex[:8]}"
+    srv = EmbeddedServer(home)
+    srv.start()
+    yield srv
+    srv.stop("immediate")
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def db(server: EmbeddedServer):
+    """A fresh database on the fault server, and the server running."""
+    server.start()
+    name = f"fault_{uuid.uuid4().hex[:8]}"
+    with connect(server.url("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = server.url(name)
+    with connect(url) as conn:
+        apply_migrations(conn)
+        conn.commit()
+    yield url
+    server.start()
+    with connect(server.url("postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "xray_pipeline.cli", *args],
+        env=full,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def exactly_once(url: str, lines: int) -> None:
+    with connect(url) as conn:
+        rows = conn.execute(
+            "SELECT source_id, byte_offset FROM logs UNION ALL "
+            "SELECT source_id, byte_offset FROM dns_queries UNION ALL "
+            "SELECT source_id, byte_offset FROM rejects"
+        ).fetchall()
+        ledger = conn.execute("SELECT coalesce(sum(lines), 0) FROM ingest_ledger").fetchone()[0]
+    assert len(rows) == lines, (len(rows), lines)
+    assert len(set(rows)) == lines
+    assert ledger == lines
+
+
+@pytest.fixture
+def env(db: str, tmp_path: Path) -> dict:
+    return {
+        "XRAY_DATABASE_URL": db,
+        "XRAY_HOME": str(tmp_path / "home"),
+        "XRAY_PARSER_BATCH_SIZE": "65536",
+    }
+
+
+def test_down_before_the_run_spools_then_replays_once(server, db, env, tmp_path):
+    log = tmp_path / "access.log"
+    write_log(GeneratorConfig(lines=LINES, other_share=0.3), log)
+    server.stop()
+    first = cli("ingest", "--logfile", str(log), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "offline" in first.stderr and "spool" in first.stderr
+    spool = tmp_path / "home" / "spool"
+    waiting = segments(spool)
+    assert waiting and sum(s.lines for s in waiting) == LINES
+    stats = (tmp_path / "home" / "stats.jsonl").read_text()
+    assert '"mode": "offline"' in stats
+    # a second offline run does not spool the same bytes again
+    again = cli("ingest", "--logfile", str(log), env=env)
+    assert again.returncode == 0 and len(segments(spool)) == len(waiting)
+    status = cli("spool", "status", env=env)
+    assert str(len(waiting)) in status.stdout or "access.log" in status.stdout
+
+    server.start()
+    replayed = cli("replay", env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"{LINES:,} lines loaded" in replayed.stderr
+    exactly_once(db, LINES)
+    assert "nothing waits" in cli("replay", env=env).stdout
+    assert cli("ingest", "--logfile", str(log), env=env).returncode == 0
+    exactly_once(db, LINES)
+
+
+def test_down_in_the_middle_of_a_copy(server, db, tmp_path):
+    log = tmp_path / "access.log"
+    write_log(GeneratorConfig(lines=LINES), log)
+    spool = tmp_path / "spool"
+    calls = []
+
+    def crash_server():
+        calls.append(1)
+        if len(calls) == 2:
+            server.stop("immediate")  # the postmaster dies inside the load's transaction
+
+    def spooler(parsed, source):
+        return write_segment(
+            spool,
+            parsed,
+            identity=source.identity,
+            source_path=source.path,
+            node=None,
+            timezone="UTC",
+        )
+
+    conn = connect(db)
+    stats = ingest_files(
+        conn,
+        [log],
+        timezone="UTC",
+        batch_size=64 * 1024,
+        before_commit=crash_server,
+        spooler=spooler,
+    )
+    conn.close()
+    assert stats.mode == "offline" and stats.spooled_chunks >= 1
+    assert stats.lines + stats.spooled_lines == LINES
+    server.start()
+    with connect(db) as conn:
+        list(replay(conn, spool))
+    exactly_once(db, LINES)
+
+
+def test_down_during_a_replay_then_finished(server, db, tmp_path):
+    log = tmp_path / "access.log"
+    write_log(GeneratorConfig(lines=LINES), log)
+    spool = tmp_path / "spool"
+    from xray_pipeline.core.parse import parse_chunk
+    from xray_pipeline.core.tail import identify, iter_chunks
+
+    identity = identify(log).key
+    with log.open("rb") as fh:
+        for offset, chunk in iter_chunks(fh, 64 * 1024):
+            write_segment(
+                spool,
+                parse_chunk(chunk, base_offset=offset),
+                identity=identity,
+                source_path=str(log),
+                node=None,
+                timezone="UTC",
+            )
+    total = len(segments(spool))
+    conn = connect(db)
+    with pytest.raises(Exception):  # noqa: B017 (the server is gone: any driver error)
+        for n, _ in enumerate(replay(conn, spool)):
+            if n == 0:
+                server.stop("immediate")
+    conn.close()
+    assert 0 < len(segments(spool)) < total
+    server.start()
+    with connect(db) as conn:
+        list(replay(conn, spool))
+    exactly_once(db, LINES)
+
+
+def test_damaged_segment_is_kept_aside_and_never_half_loaded(db, tmp_path):
+    log = tmp_path / "access.log"
+    write_log(GeneratorConfig(lines=500), log)
+    spool = tmp_path / "spool"
+    from xray_pipeline.core.parse import parse_chunk
+    from xray_pipeline.core.tail import identify
+
+    data = log.read_bytes()
+    path = write_segment(
+        spool,
+        parse_chunk(data),
+        identity=identify(log).key,
+        source_path=str(log),
+        node=None,
+        timezone="UTC",
+    )
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])  # a torn write
+    (spool / "stray.tmp").write_bytes(b"{half")  # a crash before the rename: ignored
+    with connect(db) as conn:
+        outcomes = list(replay(conn, spool))
+    assert [damaged for _, _, damaged in outcomes] == [True]
+    assert (spool / "corrupt" / path.name).exists()
+    with connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM ingest_ledger").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 0
+    # the lines are still in the log: an online ingest loads them
+    with connect(db) as conn:
+        ingest_files(conn, [log], timezone="UTC", batch_size=64 * 1024)
+    exactly_once(db, 500)
+
+
+def test_two_replays_at_once_load_once(server, db, env, tmp_path):
+    log = tmp_path / "access.log"
+    write_log(GeneratorConfig(lines=LINES), log)
+    server.stop()
+    assert cli("ingest", "--logfile", str(log), env=env).returncode == 0
+    server.start()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    full.update(env)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "xray_pipeline.cli", "replay"],
+            env=full,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        proc.wait(timeout=180)
+        assert proc.returncode == 0, proc.stderr.read()
+    exactly_once(db, LINES)
