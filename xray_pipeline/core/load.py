@@ -206,8 +206,9 @@ def build_log_rows(
             | set(access["dest_network"].drop_nulls().unique().to_list())
         ),
     )
+    # sorted: concurrent loads then insert shared keys in the same order (no deadlock)
     users, new_users = _upsert_names(
-        conn, "users", "email", access["email"].drop_nulls().unique().to_list()
+        conn, "users", "email", sorted(access["email"].drop_nulls().unique().to_list())
     )
     tags, new_tags = _upsert_names(
         conn,
@@ -218,7 +219,12 @@ def build_log_rows(
             | set(access["outbound_tag"].drop_nulls().unique().to_list())
         ),
     )
-    pairs = access.select("dest_host", "dest_port").drop_nulls("dest_host").unique()
+    pairs = (
+        access.select("dest_host", "dest_port")
+        .drop_nulls("dest_host")
+        .unique()
+        .sort("dest_host", "dest_port", nulls_last=True)
+    )
     endpoints, new_endpoints = _upsert_endpoints(conn, pairs)
     ips = _valid_ips(access["src_ip"].drop_nulls().unique().to_list())
 
