@@ -5,8 +5,13 @@ import dagster as dg
 from xray_pipeline.defs.assets import build_logs_asset
 from xray_pipeline.defs.checks import build_checks
 from xray_pipeline.defs.jobs import build_check_job, build_load_logs_job
+from xray_pipeline.defs.offline import build_offline_buffer_sensor, offline_buffer
 from xray_pipeline.defs.partitions import daily_partitions
-from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
+from xray_pipeline.defs.resources import (
+    LogSourcesResource,
+    OfflineSpoolResource,
+    PostgresResource,
+)
 from xray_pipeline.defs.rollups import build_rollup_assets
 from xray_pipeline.defs.schedules import build_checks_schedule, build_maintenance
 from xray_pipeline.defs.sensors import build_access_log_sensor
@@ -21,6 +26,12 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     rollups = build_rollup_assets(partitions)
     load_logs_job = build_load_logs_job()
     check_job = build_check_job()
+    replay_job = dg.define_asset_job(
+        name="replay_offline_buffer_job",
+        selection=dg.AssetSelection.assets("offline_buffer"),
+        executor_def=dg.in_process_executor,
+        description="Replay the segments of the offline spool.",
+    )
     maintenance_job, maintenance_schedule = build_maintenance(
         settings.timezone,
         settings.get("retention.ahead_days"),
@@ -28,18 +39,19 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         settings.get("retention.rollup_days"),
     )
     return dg.Definitions(
-        assets=[logs, *rollups],
+        assets=[logs, *rollups, offline_buffer],
         asset_checks=build_checks(
             settings.timezone,
             settings.get("checks.reject_rate"),
             settings.get("checks.freshness_minutes"),
         ),
-        jobs=[load_logs_job, check_job, maintenance_job],
+        jobs=[load_logs_job, check_job, maintenance_job, replay_job],
         schedules=[maintenance_schedule, build_checks_schedule(check_job, settings.timezone)],
         sensors=[
             build_access_log_sensor(
                 load_logs_job, partitions, settings.get("dagster.sensor_interval")
             ),
+            build_offline_buffer_sensor(replay_job),
             dg.AutomationConditionSensorDefinition(
                 "rollups_automation_sensor",
                 target=dg.AssetSelection.assets(*rollups),
@@ -54,6 +66,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                 timezone=settings.timezone,
                 batch_size=settings.batch_size,
             ),
+            "offline_spool": OfflineSpoolResource(path=str(settings.spool_dir)),
             "log_sources": LogSourcesResource(
                 paths=list(settings.logfiles),
                 node=settings.node,

@@ -63,9 +63,11 @@ def test_definitions_are_pinned(tmp_path: Path):
         "logs",
         "daily_traffic",
         "daily_user_ips",
+        "offline_buffer",
     }
     assert sorted(s.name for s in repo.sensor_defs) == [
         "access_log_sensor",
+        "offline_buffer_sensor",
         "rollups_automation_sensor",
     ]
     assert sorted(s.name for s in repo.schedule_defs) == [
@@ -76,6 +78,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "load_logs_job",
         "check_logs_job",
         "partition_maintenance_job",
+        "replay_offline_buffer_job",
     }
     assert {c.name for c in repo.asset_graph.asset_check_keys} == {
         "logs_reconciliation",
@@ -84,6 +87,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "logs_freshness",
         "daily_traffic_matches_logs",
         "daily_user_ips_matches_logs",
+        "offline_buffer_not_stale",
     }
     sensor = defs.resolve_sensor_def("access_log_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

@@ -235,3 +235,61 @@ def test_two_replays_at_once_load_once(server, db, env, tmp_path):
         proc.wait(timeout=180)
         assert proc.returncode == 0, proc.stderr.read()
     exactly_once(db, LINES)
+
+
+def test_offline_buffer_sensor_and_asset(server, db, tmp_path):
+    import dagster as dg
+
+    from xray_pipeline.core.parse import parse_chunk
+    from xray_pipeline.core.tail import identify
+    from xray_pipeline.definitions import build_definitions
+    from xray_pipeline.settings import load_settings
+
+    log = tmp_path / "access.log"
+    write_log(GeneratorConfig(lines=800), log)
+    spool = tmp_path / "home" / "spool"
+
+    def defs_for(url: str) -> dg.Definitions:
+        return build_definitions(
+            load_settings(
+                None,
+                {
+                    "postgresql.url": url,
+                    "general.home": str(tmp_path / "home"),
+                    "parser.logfile": [str(log)],
+                    "dagster.start_date": "2025-11-01",
+                },
+                env={},
+            )
+        )
+
+    defs = defs_for(db)
+    sensor = defs.resolve_sensor_def("offline_buffer_sensor")
+    with dg.instance_for_test() as instance:
+        empty = sensor(dg.build_sensor_context(instance=instance, resources=defs.resources))
+        assert "empty" in empty.skip_message
+        write_segment(
+            spool,
+            parse_chunk(log.read_bytes()),
+            identity=identify(log).key,
+            source_path=str(log),
+            node=None,
+            timezone="UTC",
+        )
+        down_defs = defs_for("postgresql://postgres@127.0.0.1:1/x")
+        down = down_defs.resolve_sensor_def("offline_buffer_sensor")(
+            dg.build_sensor_context(instance=instance, resources=down_defs.resources)
+        )
+        assert "database unreachable" in down.skip_message
+        request = sensor(dg.build_sensor_context(instance=instance, resources=defs.resources))
+        assert request.run_key.startswith("replay-")
+        result = defs.resolve_job_def("replay_offline_buffer_job").execute_in_process(
+            instance=instance
+        )
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["lines_loaded"].value == 800
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+    assert segments(spool) == []
+    exactly_once(db, 800)

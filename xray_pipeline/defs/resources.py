@@ -52,3 +52,13 @@ class LogSourcesResource(dg.ConfigurableResource):
 
     def files(self) -> list[Path]:
         return [path for path, _ in self.entries()]
+
+
+class OfflineSpoolResource(dg.ConfigurableResource):
+    """The offline spool: JSONL segments written while PostgreSQL was unreachable."""
+
+    path: str
+    max_age_minutes: int = 60
+
+    def folder(self) -> Path:
+        return Path(self.path)
