@@ -214,6 +214,84 @@ def db_psql(ctx: typer.Context) -> None:
     raise typer.Exit(result.returncode)
 
 
+# --------------------------------------------------------------------------- migrate
+
+
+@app.command("migrate")
+def migrate_cmd(
+    drop_old: Annotated[
+        bool | None,
+        typer.Option("--drop-old/--keep-old", help="drop the legacy tables once all days verified"),
+    ] = None,
+    batch_days: Annotated[
+        int, typer.Option("--batch-days", help="days whose partitions are prepared at once", min=1)
+    ] = 7,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be done")] = False,
+) -> None:
+    """Move a legacy `logs` table (the original tool's, plain or partitioned) to this schema,
+    day by day, resumable, verified; the database stays usable meanwhile."""
+    from xray_pipeline.core.migrate import MigrationError, migrate, plan
+    from xray_pipeline.core.pg import session
+
+    settings = STATE.settings(**{"migration.drop_old": drop_old})
+    with session(settings, upgrade=False) as conn:
+        if dry_run:
+            report = plan(conn, settings.timezone)
+            _say_layout(report.layout)
+            if report.days_total:
+                console.print(
+                    f"dry run: would move {report.rows_total:,} rows over "
+                    f"{report.days_total} days; nothing was changed"
+                )
+            return
+        with _progress() as progress:
+
+            def on_day(result, done: int, total: int) -> None:
+                if progress.bar is None and sys.stderr.isatty():
+                    progress.total(0, force=total)
+                progress.advance(1)
+
+            try:
+                report = migrate(
+                    conn,
+                    timezone=settings.timezone,
+                    batch_days=batch_days,
+                    drop_old=settings.get("migration.drop_old"),
+                    on_day=on_day,
+                )
+            except MigrationError as exc:
+                err_console.print(f"error: {exc}")
+                raise typer.Exit(1) from exc
+    _say_layout(report.layout)
+    if report.days:
+        table = Table(title="migrated days")
+        for column in ("day", "rows", "seconds"):
+            table.add_column(column)
+        for day in report.days:
+            table.add_row(day.day.isoformat(), f"{day.rows:,}", f"{day.seconds:.2f}")
+        console.print(table)
+    if report.layout not in ("ours", "empty"):
+        console.print(
+            f"{report.rows_total:,} rows over {report.days_total} days verified "
+            f"({report.days_done_before} were done by an earlier run)"
+            + (
+                "; legacy tables dropped"
+                if report.dropped_old
+                else "; legacy tables kept as legacy_* (--drop-old drops them)"
+            )
+        )
+
+
+def _say_layout(layout: str) -> None:
+    console.print({
+        "ours": "the database already has the partitioned schema: nothing to migrate",
+        "empty": "no logs table: the schema is created, nothing to migrate",
+        "legacy": "found the original tool's unpartitioned logs table",
+        "legacy_partitioned": "found the original tool's partitioned logs table",
+        "in_progress": "resuming a migration (legacy tables renamed aside as legacy_*)",
+    }[layout])  # fmt: skip
+
+
 # --------------------------------------------------------------------------- parse / generate
 
 
@@ -547,10 +625,24 @@ class _progress:
     def __enter__(self) -> "_progress":
         return self
 
-    def total(self, total: int) -> None:
-        if sys.stderr.isatty() and total > 16 * 1024 * 1024:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+    def total(self, total: int, *, force: int | None = None) -> None:
+        """A bar for `total` bytes when large, or for `force` items (days) on a terminal."""
+        if not sys.stderr.isatty():
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeRemainingColumn,
+        )
 
+        if force is not None:
+            self.bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=err_console)  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task("migrating days", total=force)
+        elif total > 16 * 1024 * 1024:
             self.bar = Progress(
                 "{task.description}",
                 BarColumn(),

@@ -13,7 +13,11 @@ from xray_pipeline.defs.resources import (
     PostgresResource,
 )
 from xray_pipeline.defs.rollups import build_rollup_assets
-from xray_pipeline.defs.schedules import build_checks_schedule, build_maintenance
+from xray_pipeline.defs.schedules import (
+    build_checks_schedule,
+    build_maintenance,
+    build_migration_job,
+)
 from xray_pipeline.defs.sensors import build_access_log_sensor
 from xray_pipeline.settings import Settings, load_settings
 
@@ -45,7 +49,13 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             settings.get("checks.reject_rate"),
             settings.get("checks.freshness_minutes"),
         ),
-        jobs=[load_logs_job, check_job, maintenance_job, replay_job],
+        jobs=[
+            load_logs_job,
+            check_job,
+            maintenance_job,
+            replay_job,
+            build_migration_job(settings.timezone, settings.get("migration.drop_old")),
+        ],
         schedules=[maintenance_schedule, build_checks_schedule(check_job, settings.timezone)],
         sensors=[
             build_access_log_sensor(

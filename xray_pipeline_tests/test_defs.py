@@ -79,6 +79,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "check_logs_job",
         "partition_maintenance_job",
         "replay_offline_buffer_job",
+        "migrate_legacy_logs_job",
     }
     assert {c.name for c in repo.asset_graph.asset_check_keys} == {
         "logs_reconciliation",

@@ -101,3 +101,60 @@ def build_checks_schedule(check_job, timezone: str):
         )
 
     return data_quality_schedule
+
+
+class MigrationConfig(dg.Config):
+    """Options of the legacy migration ([migration] drop_old by default)."""
+
+    drop_old: bool | None = None
+    batch_days: int = 7
+    dry_run: bool = False
+
+
+def build_migration_job(timezone: str, drop_old_default: bool):
+    @dg.op(
+        description=(
+            "Move the original tool's `logs` table to the partitioned schema, day by day, "
+            "resumable and verified (see `xray-pipeline migrate`)."
+        )
+    )
+    def migrate_legacy_logs(
+        context: dg.OpExecutionContext, config: MigrationConfig, postgres: PostgresResource
+    ) -> dict:
+        from xray_pipeline.core.migrate import migrate, plan
+
+        with postgres.connect(upgrade=False) as conn:
+            if config.dry_run:
+                report = plan(conn, timezone)
+            else:
+                report = migrate(
+                    conn,
+                    timezone=timezone,
+                    batch_days=config.batch_days,
+                    drop_old=drop_old_default if config.drop_old is None else config.drop_old,
+                    on_day=lambda r, done, total: context.log.info(
+                        f"{r.day}: {r.rows} rows in {r.seconds:.2f} s ({done}/{total})"
+                    ),
+                )
+        context.add_output_metadata(
+            {
+                "layout": report.layout,
+                "dry_run": config.dry_run,
+                "days_total": report.days_total,
+                "rows_total": report.rows_total,
+                "days_migrated_now": len(report.days),
+                "days_done_before": report.days_done_before,
+                "dropped_old": report.dropped_old,
+            }
+        )
+        return {"layout": report.layout, "days": len(report.days)}
+
+    @dg.job(
+        name="migrate_legacy_logs_job",
+        executor_def=dg.in_process_executor,
+        description="Migrate a legacy unpartitioned `logs` table to this schema.",
+    )
+    def migrate_legacy_logs_job():
+        migrate_legacy_logs()
+
+    return migrate_legacy_logs_job
