@@ -214,6 +214,46 @@ def db_psql(ctx: typer.Context) -> None:
     raise typer.Exit(result.returncode)
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def api_database_url(settings: Settings) -> str:
+    """[api] database_url, else the configured database as the read-only `xray_api` role."""
+    from xray_pipeline.core.pg import database_url, session, with_database
+
+    if settings.get("api.database_url"):
+        return settings.get("api.database_url")
+    with session(settings) as conn:  # applies the migrations, which create the role
+        has_role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'xray_api'").fetchone()
+        dbname = conn.info.dbname
+    url = database_url(settings)
+    if not has_role or not settings.uses_embedded:
+        # an external server wants a password for the role: use [api] database_url for it
+        return url
+    return with_database(url, dbname).replace("://postgres@", "://xray_api@", 1)
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="port to listen on")] = 8000,
+) -> None:
+    """Run the API sidecar (docs at /docs); read-only, optional bearer token (XRAY_API_TOKEN)."""
+    import uvicorn
+
+    from xray_pipeline.api.main import create_app
+
+    settings = STATE.settings()
+    app_ = create_app(
+        api_database_url(settings),
+        token=settings.get("api.token"),
+        cors_origins=settings.get("api.cors_origins"),
+        statement_timeout_ms=settings.get("api.statement_timeout_ms"),
+    )
+    console.print(f"API: http://{host}:{port}  (OpenAPI docs: http://{host}:{port}/docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 # --------------------------------------------------------------------------- migrate
 
 

@@ -1,0 +1,77 @@
+"""The FastAPI sidecar: create_app() with a lifespan that owns one async connection pool."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from xray_pipeline.api.routers import health, logs
+
+
+def create_app(
+    database_url: str,
+    *,
+    token: str | None = None,
+    cors_origins: tuple[str, ...] = (),
+    statement_timeout_ms: int = 5000,
+    pool_size: int = 8,
+) -> FastAPI:
+    """The sidecar for `database_url`; read-only connections with a statement timeout."""
+    options = f"-c statement_timeout={statement_timeout_ms} -c default_transaction_read_only=on"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            timeout=5,
+            kwargs={"autocommit": True, "options": options, "connect_timeout": 3,
+                    "application_name": "xray-pipeline-api"},
+        )  # fmt: skip
+        # the API starts even when the database is down; /health/ready says so
+        await pool.open(wait=False)
+        app.state.pool = pool
+        app.state.token = token
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="xray-pipeline API",
+        summary="Analytics over the Xray access logs kept by xray-pipeline.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET"],
+            allow_headers=["Authorization"],
+        )  # fmt: skip
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the database is unavailable; retry later"},
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def too_slow(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the query took longer than the statement timeout; narrow it "
+                               "with from/to or more filters"},
+        )  # fmt: skip
+
+    app.include_router(health.router)
+    app.include_router(logs.router)
+    return app

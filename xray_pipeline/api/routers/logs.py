@@ -1,0 +1,157 @@
+"""GET /api/logs: filtered, newest first, offset or keyset (cursor) pagination."""
+
+import base64
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from xray_pipeline.api.deps import get_pool, require_token
+from xray_pipeline.api.schemas import LogItem, LogPage
+
+router = APIRouter(prefix="/api", tags=["logs"], dependencies=[Depends(require_token)])
+
+EXACT_COUNT_LIMIT = 10_000
+
+SELECT_ITEMS = """
+SELECT l.ts, l.status, coalesce(host(l.src_ip), l.src_host) AS src_ip, l.src_port,
+       sp.name AS src_network, dp.name AS dest_network, e.host AS dest_host,
+       e.port AS dest_port, l.dest_url, ti.name AS inbound_tag, tout.name AS outbound_tag,
+       u.email, l.reason, s.node, s.path AS source, l.source_id, l.byte_offset
+FROM logs l
+JOIN sources s ON s.id = l.source_id
+LEFT JOIN protocols sp ON sp.id = l.src_protocol_id
+LEFT JOIN protocols dp ON dp.id = l.dest_protocol_id
+LEFT JOIN endpoints e ON e.id = l.endpoint_id
+LEFT JOIN tags ti ON ti.id = l.inbound_tag_id
+LEFT JOIN tags tout ON tout.id = l.outbound_tag_id
+LEFT JOIN users u ON u.id = l.user_id
+WHERE {where}
+ORDER BY l.ts DESC, l.source_id DESC, l.byte_offset DESC
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def encode_cursor(ts: dt.datetime, source_id: int, byte_offset: int) -> str:
+    raw = f"{ts.isoformat()}|{source_id}|{byte_offset}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, int, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        ts, source_id, offset = base64.urlsafe_b64decode(padded).decode().split("|")
+        return dt.datetime.fromisoformat(ts), int(source_id), int(offset)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(status_code=422, detail="cursor: not a cursor of this API") from exc
+
+
+def build_filters(
+    *, search, protocol, tag, user, status, node, from_, to, cursor
+) -> tuple[sql.Composable, dict]:
+    """The WHERE clause (bound values only; text is resolved to ids on small tables)."""
+    conds: list[str] = []
+    params: dict = {}
+    if from_ is not None:
+        conds.append("l.ts >= %(from)s")
+        params["from"] = from_
+    if to is not None:
+        conds.append("l.ts < %(to)s")
+        params["to"] = to
+    if status is not None:
+        conds.append("l.status = %(status)s")
+        params["status"] = status
+    if protocol is not None:
+        conds.append("l.dest_protocol_id IN (SELECT id FROM protocols WHERE name = %(protocol)s)")
+        params["protocol"] = protocol
+    if tag is not None:
+        conds.append(
+            "(l.inbound_tag_id IN (SELECT id FROM tags WHERE name = %(tag)s) "
+            "OR l.outbound_tag_id IN (SELECT id FROM tags WHERE name = %(tag)s))"
+        )
+        params["tag"] = tag
+    if user is not None:
+        conds.append("l.user_id IN (SELECT id FROM users WHERE email = %(user)s)")
+        params["user"] = user
+    if node is not None:
+        conds.append("l.source_id IN (SELECT id FROM sources WHERE node = %(node)s)")
+        params["node"] = node
+    if search:
+        conds.append(
+            "(l.user_id IN (SELECT id FROM users WHERE email ILIKE %(pattern)s) "
+            "OR l.endpoint_id IN (SELECT id FROM endpoints WHERE host ILIKE %(pattern)s) "
+            "OR host(l.src_ip) LIKE %(pattern)s OR l.src_host ILIKE %(pattern)s)"
+        )
+        params["pattern"] = _like(search)
+    if cursor is not None:
+        c_ts, c_src, c_off = decode_cursor(cursor)
+        conds.append("(l.ts, l.source_id, l.byte_offset) < (%(c_ts)s, %(c_src)s, %(c_off)s)")
+        params.update(c_ts=c_ts, c_src=c_src, c_off=c_off)
+    where = sql.SQL(" AND ".join(conds) if conds else "true")
+    return where, params
+
+
+@router.get("/logs", response_model=LogPage, summary="Access-log records, newest first")
+async def list_logs(
+    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+    search: Annotated[
+        str | None,
+        Query(max_length=200, description="substring of destination host, user email or source"),
+    ] = None,
+    protocol: Annotated[str | None, Query(max_length=16, description="tcp or udp")] = None,
+    tag: Annotated[str | None, Query(max_length=200, description="inbound or outbound tag")] = None,
+    user: Annotated[str | None, Query(max_length=320, description="exact user email")] = None,
+    status: Annotated[Literal["accepted", "rejected"] | None, Query()] = None,
+    node: Annotated[str | None, Query(max_length=200)] = None,
+    from_: Annotated[
+        dt.datetime | None, Query(alias="from", description="ISO 8601, inclusive")
+    ] = None,
+    to: Annotated[dt.datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of a page")
+    ] = None,
+) -> LogPage:
+    for name, value in (("from", from_), ("to", to)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(422, detail=f"{name}: give a time zone (e.g. 2025-01-01T00:00Z)")
+    where, params = build_filters(
+        search=search, protocol=protocol, tag=tag, user=user, status=status, node=node,
+        from_=from_, to=to, cursor=cursor,
+    )  # fmt: skip
+    params.update(limit=limit, offset=offset)
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql.SQL(SELECT_ITEMS).format(where=where), params)
+        rows = await cur.fetchall()
+        count_params = {k: v for k, v in params.items() if k not in ("limit", "offset")}
+        count_params["cap"] = EXACT_COUNT_LIMIT + 1
+        await cur.execute(
+            sql.SQL(
+                "SELECT count(*) AS n FROM (SELECT 1 FROM logs l WHERE {} LIMIT %(cap)s) x"
+            ).format(where),
+            count_params,
+        )
+        total = (await cur.fetchone())["n"]
+        estimate = total > EXACT_COUNT_LIMIT
+        if estimate:
+            await cur.execute(
+                sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM logs l WHERE {}").format(where),
+                count_params,
+            )
+            plan = (await cur.fetchone())["QUERY PLAN"]
+            total = max(int(plan[0]["Plan"]["Plan Rows"]), total)
+    next_cursor = None
+    if len(rows) == limit:
+        last = rows[-1]
+        next_cursor = encode_cursor(last["ts"], last["source_id"], last["byte_offset"])
+    items = [LogItem(**{k: v for k, v in r.items() if k != "source_id"}) for r in rows]
+    return LogPage(items=items, total=total, total_is_estimate=estimate, next_cursor=next_cursor)
