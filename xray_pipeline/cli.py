@@ -249,6 +249,7 @@ def serve_cmd(
         token=settings.get("api.token"),
         cors_origins=settings.get("api.cors_origins"),
         statement_timeout_ms=settings.get("api.statement_timeout_ms"),
+        timezone=settings.timezone,
     )
     console.print(f"API: http://{host}:{port}  (OpenAPI docs: http://{host}:{port}/docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")

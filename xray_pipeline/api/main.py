@@ -9,7 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from xray_pipeline.api.routers import health, logs
+from xray_pipeline.api.routers import health, logs, stats
 
 
 def create_app(
@@ -19,6 +19,7 @@ def create_app(
     cors_origins: tuple[str, ...] = (),
     statement_timeout_ms: int = 5000,
     pool_size: int = 8,
+    timezone: str = "UTC",
 ) -> FastAPI:
     """The sidecar for `database_url`; read-only connections with a statement timeout."""
     options = f"-c statement_timeout={statement_timeout_ms} -c default_transaction_read_only=on"
@@ -38,6 +39,7 @@ def create_app(
         await pool.open(wait=False)
         app.state.pool = pool
         app.state.token = token
+        app.state.timezone = timezone
         try:
             yield
         finally:
@@ -73,5 +75,6 @@ def create_app(
         )  # fmt: skip
 
     app.include_router(health.router)
+    app.include_router(stats.router)
     app.include_router(logs.router)
     return app
