@@ -248,3 +248,37 @@ def test_timeseries_buckets_add_up(client, data_url):
     )
     assert too_long.status_code == 422
     assert client.get("/api/timeseries", params={"bucket": "week"}).status_code == 422
+
+
+def test_users_list_detail_and_ips_window(client, data_url):
+    from xray_pipeline.core.quality import rebuild_rollup
+
+    with connect(data_url) as conn:
+        for day in (dt.date(2025, 11, 17), dt.date(2025, 11, 18)):
+            rebuild_rollup(conn, "daily_user_ips", day, "UTC")
+        email, n, last, first = conn.execute(
+            "SELECT u.email, count(*), max(l.ts), min(l.ts) FROM logs l JOIN users u "
+            "ON u.id = l.user_id GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
+        ).fetchone()
+        ips = conn.execute(
+            "SELECT count(DISTINCT coalesce(host(src_ip), src_host)) FROM logs l JOIN users u "
+            "ON u.id = l.user_id WHERE u.email = %s AND ts > %s AND ts <= %s",
+            (email, last - dt.timedelta(hours=6), last),
+        ).fetchone()[0]
+    listing = client.get("/api/users", params={"limit": 500}).json()
+    row = next(item for item in listing["items"] if item["email"] == email)
+    assert row["connections"] == n and listing["total"] == 25
+    window = {"from": "2025-11-01T00:00Z", "to": "2025-12-01T00:00Z"}
+    detail = client.get(f"/api/users/{email}", params=window).json()
+    assert detail["connections"] == n
+    assert dt.datetime.fromisoformat(detail["last_seen"]) == last
+    assert dt.datetime.fromisoformat(detail["first_seen"]) == first
+    assert sum(s["connections"] for s in detail["sessions"]) == n
+    assert sum(i["connections"] for i in detail["source_ips"]) == n
+    assert len(detail["top_destinations"]) <= 10
+    signal = client.get(
+        f"/api/users/{email}/ips", params={"window": 360, "at": last.isoformat()}
+    ).json()
+    assert signal["distinct_ips"] == ips
+    assert client.get("/api/users/nobody-here").status_code == 404
+    assert client.get(f"/api/users/{email}/ips", params={"window": 0}).status_code == 422

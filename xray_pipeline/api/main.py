@@ -9,7 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from xray_pipeline.api.routers import health, logs, stats
+from xray_pipeline.api.routers import health, logs, stats, users
 
 
 def create_app(
@@ -77,4 +77,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(stats.router)
     app.include_router(logs.router)
+    app.include_router(users.router)
     return app

@@ -1,0 +1,148 @@
+"""Users: the list with connection counts, one user's activity, and the IPs-in-a-window signal
+that operators use to find shared accounts."""
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from xray_pipeline.api.deps import get_pool, require_token
+
+router = APIRouter(prefix="/api/users", tags=["users"], dependencies=[Depends(require_token)])
+
+Email = Annotated[str, Path(max_length=320, description="the user's email as Xray prints it")]
+
+
+async def _user_id(cur, email: str) -> int:
+    await cur.execute("SELECT id FROM users WHERE email = %s", (email,))
+    row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(404, detail=f"no user {email!r}")
+    return row["id"]
+
+
+def _window(from_: dt.datetime | None, to: dt.datetime | None, days: int):
+    for name, value in (("from", from_), ("to", to)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(422, detail=f"{name}: give a time zone (e.g. 2025-01-01T00:00Z)")
+    hi = to or dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    lo = from_ or hi - dt.timedelta(days=days)
+    return lo, hi
+
+
+@router.get("", summary="Users with connection counts and last seen (from the daily rollups)")
+async def list_users(
+    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+    search: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> dict:
+    pattern = None
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT u.email, coalesce(sum(d.connections), 0)::bigint AS connections,
+                   max(d.last_seen) AS last_seen, count(DISTINCT d.source) AS source_ips
+            FROM users u LEFT JOIN daily_user_ips d ON d.user_id = u.id
+            WHERE %(pattern)s::text IS NULL OR u.email ILIKE %(pattern)s
+            GROUP BY u.email
+            ORDER BY max(d.last_seen) DESC NULLS LAST, u.email
+            LIMIT %(limit)s OFFSET %(offset)s
+            """,
+            {"pattern": pattern, "limit": limit, "offset": offset},
+        )
+        items = await cur.fetchall()
+        await cur.execute(
+            "SELECT count(*) AS n FROM users WHERE %(p)s::text IS NULL OR email ILIKE %(p)s",
+            {"p": pattern},
+        )
+        total = (await cur.fetchone())["n"]
+    return {"items": items, "total": total}
+
+
+@router.get("/{email}", summary="One user: first/last seen, source IPs, destinations, sessions")
+async def user_detail(
+    email: Email,
+    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+    from_: Annotated[dt.datetime | None, Query(alias="from")] = None,
+    to: Annotated[dt.datetime | None, Query()] = None,
+    session_gap_minutes: Annotated[int, Query(ge=1, le=1440)] = 30,
+    top: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict:
+    lo, hi = _window(from_, to, days=30)
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        uid = await _user_id(cur, email)
+        params = {"uid": uid, "lo": lo, "hi": hi, "gap": dt.timedelta(minutes=session_gap_minutes),
+                  "top": top}  # fmt: skip
+        await cur.execute(
+            "SELECT min(ts) AS first_seen, max(ts) AS last_seen, count(*) AS connections "
+            "FROM logs WHERE user_id = %(uid)s AND ts >= %(lo)s AND ts < %(hi)s",
+            params,
+        )
+        summary = await cur.fetchone()
+        await cur.execute(
+            "SELECT coalesce(host(src_ip), src_host) AS ip, count(*) AS connections, "
+            "max(ts) AS last_seen FROM logs WHERE user_id = %(uid)s AND ts >= %(lo)s "
+            "AND ts < %(hi)s GROUP BY 1 ORDER BY 3 DESC",
+            params,
+        )
+        ips = await cur.fetchall()
+        await cur.execute(
+            "SELECT e.host, e.port, count(*) AS connections FROM logs l "
+            "JOIN endpoints e ON e.id = l.endpoint_id WHERE l.user_id = %(uid)s "
+            "AND l.ts >= %(lo)s AND l.ts < %(hi)s GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT %(top)s",
+            params,
+        )
+        destinations = await cur.fetchall()
+        await cur.execute(
+            """
+            SELECT min(ts) AS start, max(ts) AS "end", count(*) AS connections
+            FROM (
+                SELECT ts, sum(new) OVER (ORDER BY ts) AS session
+                FROM (
+                    SELECT ts, (lag(ts) OVER (ORDER BY ts) IS NULL
+                                OR ts - lag(ts) OVER (ORDER BY ts) > %(gap)s)::int AS new
+                    FROM logs WHERE user_id = %(uid)s AND ts >= %(lo)s AND ts < %(hi)s
+                ) x
+            ) y GROUP BY session ORDER BY 1 DESC LIMIT 200
+            """,
+            params,
+        )
+        sessions = await cur.fetchall()
+    return {
+        "email": email,
+        "from": lo,
+        "to": hi,
+        **summary,
+        "source_ips": ips,
+        "top_destinations": destinations,
+        "sessions": sessions,
+    }
+
+
+@router.get("/{email}/ips", summary="Source IPs active in the last `window` minutes")
+async def user_ips(
+    email: Email,
+    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+    window: Annotated[int, Query(ge=1, le=10_080, description="minutes")] = 60,
+    at: Annotated[dt.datetime | None, Query(description="end of the window (default now)")] = None,
+) -> dict:
+    if at is not None and at.tzinfo is None:
+        raise HTTPException(422, detail="at: give a time zone (e.g. 2025-01-01T00:00Z)")
+    hi = at or dt.datetime.now(dt.UTC)
+    lo = hi - dt.timedelta(minutes=window)
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        uid = await _user_id(cur, email)
+        await cur.execute(
+            "SELECT coalesce(host(src_ip), src_host) AS ip, count(*) AS connections, "
+            "min(ts) AS first_seen, max(ts) AS last_seen FROM logs WHERE user_id = %s "
+            "AND ts > %s AND ts <= %s GROUP BY 1 ORDER BY 4 DESC",
+            (uid, lo, hi),
+        )
+        ips = await cur.fetchall()
+    return {"email": email, "window_minutes": window, "from": lo, "to": hi,
+            "distinct_ips": len(ips), "ips": ips}  # fmt: skip
