@@ -282,3 +282,15 @@ def test_users_list_detail_and_ips_window(client, data_url):
     assert signal["distinct_ips"] == ips
     assert client.get("/api/users/nobody-here").status_code == 404
     assert client.get(f"/api/users/{email}/ips", params={"window": 0}).status_code == 422
+
+
+def test_metrics_in_prometheus_text(client):
+    client.get("/api/logs", params={"limit": 1})
+    client.get("/api/logs", params={"limit": 0})
+    text = client.get("/metrics").text
+    assert 'xray_api_requests_total{method="GET",route="/api/logs",status="200"}' in text
+    assert 'status="422"' in text
+    assert "xray_api_request_seconds_count" in text
+    assert 'xray_api_pool{figure="pool_size"}' in text
+    lag = float(text.split("xray_ingest_lag_seconds ")[-1])
+    assert lag > 0

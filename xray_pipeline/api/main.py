@@ -9,7 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from xray_pipeline.api.routers import health, logs, stats, users
+from xray_pipeline.api.routers import health, logs, metrics, stats, users
 
 
 def create_app(
@@ -51,6 +51,9 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
+    request_metrics = metrics.RequestMetrics()
+    app.state.metrics = request_metrics
+    app.middleware("http")(request_metrics.middleware)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET"],
@@ -75,6 +78,7 @@ def create_app(
         )  # fmt: skip
 
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(stats.router)
     app.include_router(logs.router)
     app.include_router(users.router)
