@@ -1,5 +1,6 @@
 """Shared dependencies: the connection pool and the bearer token."""
 
+import datetime as dt
 import secrets
 
 from fastapi import Depends, HTTPException, Request, status
@@ -28,3 +29,29 @@ async def require_token(
             detail="a valid bearer token is required (Authorization: Bearer <XRAY_API_TOKEN>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def bad_param(name: str, message: str) -> HTTPException:
+    """A 422 in FastAPI's own validation-error shape, naming the query parameter."""
+    return HTTPException(
+        status_code=422,
+        detail=[{"loc": ["query", name], "msg": f"{name}: {message}", "type": "value_error"}],
+    )
+
+
+def clean(text: str | None) -> str | None:
+    """Query text without NUL characters (PostgreSQL text cannot hold them, and no stored
+    value contains one)."""
+    return None if text is None else text.replace("\x00", "")
+
+
+def utc(name: str, value: dt.datetime | None) -> dt.datetime | None:
+    """A query time as UTC; 422 naming the parameter when it has no zone or cannot be one."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise bad_param(name, "give a time zone (e.g. 2025-01-01T00:00Z)")
+    try:
+        return value.astimezone(dt.UTC)
+    except (OverflowError, ValueError) as exc:
+        raise bad_param(name, "out of range") from exc

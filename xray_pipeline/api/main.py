@@ -69,6 +69,15 @@ def create_app(
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(psycopg.DataError)
+    async def out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return JSONResponse(
+            status_code=422,
+            content={"detail": [{"loc": ["query"], "msg": f"a parameter is out of range: {first}",
+                                 "type": "value_error"}]},
+        )  # fmt: skip
+
     @app.exception_handler(psycopg.errors.QueryCanceled)
     async def too_slow(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(

@@ -4,15 +4,23 @@ import base64
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from xray_pipeline.api.deps import get_pool, require_token
+from xray_pipeline.api.deps import bad_param, clean, get_pool, require_token, utc
 from xray_pipeline.api.schemas import LogItem, LogPage
 
-router = APIRouter(prefix="/api", tags=["logs"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api",
+    tags=["logs"],
+    dependencies=[Depends(require_token)],
+    responses={
+        401: {"description": "bearer token missing or wrong"},
+        503: {"description": "database unavailable"},
+    },
+)
 
 EXACT_COUNT_LIMIT = 10_000
 
@@ -51,7 +59,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int, int]:
         ts, source_id, offset = base64.urlsafe_b64decode(padded).decode().split("|")
         return dt.datetime.fromisoformat(ts), int(source_id), int(offset)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPException(status_code=422, detail="cursor: not a cursor of this API") from exc
+        raise bad_param("cursor", "not a cursor of this API") from exc
 
 
 def build_filters(
@@ -121,9 +129,8 @@ async def list_logs(
         str | None, Query(max_length=200, description="next_cursor of a page")
     ] = None,
 ) -> LogPage:
-    for name, value in (("from", from_), ("to", to)):
-        if value is not None and value.tzinfo is None:
-            raise HTTPException(422, detail=f"{name}: give a time zone (e.g. 2025-01-01T00:00Z)")
+    from_, to = utc("from", from_), utc("to", to)
+    search, protocol, tag, user, node = map(clean, (search, protocol, tag, user, node))
     where, params = build_filters(
         search=search, protocol=protocol, tag=tag, user=user, status=status, node=node,
         from_=from_, to=to, cursor=cursor,

@@ -5,13 +5,21 @@ import datetime as dt
 import zoneinfo
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from xray_pipeline.api.deps import get_pool, require_token
+from xray_pipeline.api.deps import bad_param, clean, get_pool, require_token, utc
 
-router = APIRouter(prefix="/api", tags=["stats"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api",
+    tags=["stats"],
+    dependencies=[Depends(require_token)],
+    responses={
+        401: {"description": "bearer token missing or wrong"},
+        503: {"description": "database unavailable"},
+    },
+)
 
 
 def split_window(
@@ -40,19 +48,18 @@ def split_window(
     return days, windows
 
 
-async def _bounds(cur, lo: dt.datetime | None, hi: dt.datetime | None):
-    if lo is None or hi is None:
-        await cur.execute("SELECT min(ts) AS lo, max(ts) AS hi FROM logs")
-        row = await cur.fetchone()
-        lo = lo or row["lo"]
-        hi = hi or (row["hi"] + dt.timedelta(microseconds=1) if row["hi"] else None)
-    return lo, hi
-
-
-def _check_zone(**values: dt.datetime | None) -> None:
-    for name, value in values.items():
-        if value is not None and value.tzinfo is None:
-            raise HTTPException(422, detail=f"{name}: give a time zone (e.g. 2025-01-01T00:00Z)")
+async def _bounds(cur, lo: dt.datetime | None, hi: dt.datetime | None, tz: str):
+    """The asked window, narrowed to the local days that hold data (None, None when empty)."""
+    await cur.execute("SELECT min(ts) AS lo, max(ts) AS hi FROM logs")
+    row = await cur.fetchone()
+    if row["lo"] is None:
+        return None, None
+    zone = zoneinfo.ZoneInfo(tz)
+    first = dt.datetime.combine(row["lo"].astimezone(zone).date(), dt.time(), zone)
+    after_last = dt.datetime.combine(
+        row["hi"].astimezone(zone).date() + dt.timedelta(days=1), dt.time(), zone
+    )
+    return max(lo or first, first), min(hi or after_last, after_last)
 
 
 LIVE_WHERE = (
@@ -68,10 +75,10 @@ async def stats(
     from_: Annotated[dt.datetime | None, Query(alias="from")] = None,
     to: Annotated[dt.datetime | None, Query()] = None,
 ) -> dict:
-    _check_zone(**{"from": from_, "to": to})
+    from_, to = utc("from", from_), utc("to", to)
     tz = request.app.state.timezone
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        lo, hi = await _bounds(cur, from_, to)
+        lo, hi = await _bounds(cur, from_, to, tz)
         if lo is None or hi is None or lo >= hi:
             return {"from": lo, "to": hi, "connections": 0, "accepted": 0, "rejected": 0,
                     "unique_users": 0, "protocols": {}, "inbound_tags": {}, "outbound_tags": {},
@@ -135,15 +142,18 @@ async def timeseries(
     user: Annotated[str | None, Query(max_length=320)] = None,
     tag: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict:
-    _check_zone(**{"from": from_, "to": to})
+    from_, to = utc("from", from_), utc("to", to)
     tz = request.app.state.timezone
+    if bucket == "hour" and from_ and to and to - from_ > dt.timedelta(days=93):
+        raise bad_param("from", "hourly buckets cover at most 93 days (narrow from/to)")
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        lo, hi = await _bounds(cur, from_, to)
+        lo, hi = await _bounds(cur, from_, to, tz)
         if lo is None or hi is None or lo >= hi:
             return {"bucket": bucket, "points": []}
         if bucket == "hour" and hi - lo > dt.timedelta(days=93):
-            raise HTTPException(422, detail="from/to: hourly buckets cover at most 93 days")
+            raise bad_param("from", "hourly buckets cover at most 93 days (narrow from/to)")
         filters, params = [], {"lo": lo, "hi": hi, "tz": tz, "bucket": bucket}
+        user, tag = clean(user), clean(tag)
         if user is not None:
             filters.append("l.user_id IN (SELECT id FROM users WHERE email = %(user)s)")
             params["user"] = user

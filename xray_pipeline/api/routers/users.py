@@ -8,15 +8,24 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from xray_pipeline.api.deps import get_pool, require_token
+from xray_pipeline.api.deps import bad_param, clean, get_pool, require_token, utc
 
-router = APIRouter(prefix="/api/users", tags=["users"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/api/users",
+    tags=["users"],
+    dependencies=[Depends(require_token)],
+    responses={
+        401: {"description": "bearer token missing or wrong"},
+        503: {"description": "database unavailable"},
+        404: {"description": "no such user"},
+    },
+)
 
 Email = Annotated[str, Path(max_length=320, description="the user's email as Xray prints it")]
 
 
 async def _user_id(cur, email: str) -> int:
-    await cur.execute("SELECT id FROM users WHERE email = %s", (email,))
+    await cur.execute("SELECT id FROM users WHERE email = %s", (clean(email),))
     row = await cur.fetchone()
     if row is None:
         raise HTTPException(404, detail=f"no user {email!r}")
@@ -24,11 +33,12 @@ async def _user_id(cur, email: str) -> int:
 
 
 def _window(from_: dt.datetime | None, to: dt.datetime | None, days: int):
-    for name, value in (("from", from_), ("to", to)):
-        if value is not None and value.tzinfo is None:
-            raise HTTPException(422, detail=f"{name}: give a time zone (e.g. 2025-01-01T00:00Z)")
-    hi = to or dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    lo = from_ or hi - dt.timedelta(days=days)
+    from_, to = utc("from", from_), utc("to", to)
+    try:
+        hi = to or dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        lo = from_ or hi - dt.timedelta(days=days)
+    except OverflowError as exc:
+        raise bad_param("to", "out of range") from exc
     return lo, hi
 
 
@@ -40,6 +50,7 @@ async def list_users(
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> dict:
     pattern = None
+    search = clean(search)
     if search:
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -131,10 +142,11 @@ async def user_ips(
     window: Annotated[int, Query(ge=1, le=10_080, description="minutes")] = 60,
     at: Annotated[dt.datetime | None, Query(description="end of the window (default now)")] = None,
 ) -> dict:
-    if at is not None and at.tzinfo is None:
-        raise HTTPException(422, detail="at: give a time zone (e.g. 2025-01-01T00:00Z)")
-    hi = at or dt.datetime.now(dt.UTC)
-    lo = hi - dt.timedelta(minutes=window)
+    hi = utc("at", at) or dt.datetime.now(dt.UTC)
+    try:
+        lo = hi - dt.timedelta(minutes=window)
+    except OverflowError as exc:
+        raise bad_param("at", "out of range") from exc
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         uid = await _user_id(cur, email)
         await cur.execute(
