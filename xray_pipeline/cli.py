@@ -752,9 +752,11 @@ def _run_services(
     host: str,
     port: int,
     ready_timeout: float,
+    api_port: int | None = None,
     demo_rate: float | None = None,
 ) -> None:
-    """Dagster webserver + daemon (and the demo generator) until Ctrl-C or SIGTERM."""
+    """Dagster webserver + daemon, the API sidecar (and the demo generator) until Ctrl-C or
+    SIGTERM."""
     import signal
     import threading
 
@@ -770,6 +772,7 @@ def _run_services(
         raise typer.Exit(1) from exc
     started_db = False
     proc = None
+    api_proc = None
     stop = threading.Event()
     generator = None
 
@@ -803,6 +806,11 @@ def _run_services(
             log_file=log_file,
         )
         console.print(f"Dagster UI: http://{host}:{port}  (logs: {log_file})")
+        if api_port:
+            api_proc = services.start_api(
+                settings, host=host, port=api_port, log_file=settings.home / "api.log"
+            )
+            console.print(f"API: http://{host}:{api_port}  (docs: http://{host}:{api_port}/docs)")
         console.print("waiting for the first sensor tick ...")
         if services.wait_ready(settings, proc, timeout=ready_timeout):
             console.print(
@@ -827,6 +835,8 @@ def _run_services(
         stop.set()
         if proc is not None:
             services.stop_group(proc)
+        if api_proc is not None:
+            services.stop_group(api_proc)
         if generator is not None:
             generator.join(timeout=5)
         if started_db:
@@ -844,6 +854,9 @@ def up_cmd(
     ready_timeout: Annotated[
         float, typer.Option("--ready-timeout", help="seconds to wait for the first sensor tick")
     ] = 180,
+    api_port: Annotated[
+        int, typer.Option("--api-port", help="port of the API sidecar (0: do not start it)")
+    ] = 8000,
 ) -> None:
     """Run the pipeline on real logs: the database, the Dagster UI and daemon with
     access_log_sensor watching the files, until Ctrl-C or SIGTERM."""
@@ -854,7 +867,12 @@ def up_cmd(
         )
         raise typer.Exit(2)
     _run_services(
-        settings, list(settings.logfiles), host=host, port=port, ready_timeout=ready_timeout
+        settings,
+        list(settings.logfiles),
+        host=host,
+        port=port,
+        ready_timeout=ready_timeout,
+        api_port=api_port or None,
     )
 
 
@@ -875,6 +893,9 @@ def demo(
     ready_timeout: Annotated[
         float, typer.Option("--ready-timeout", help="seconds to wait for the first sensor tick")
     ] = 180,
+    api_port: Annotated[
+        int, typer.Option("--api-port", help="port of the API sidecar (0: do not start it)")
+    ] = 8000,
 ) -> None:
     """The main job on the embedded database: a generator appends realistic lines to a demo
     log and Dagster's access_log_sensor loads them, day by day, until Ctrl-C."""
@@ -884,7 +905,13 @@ def demo(
         return
     log = settings.home / "demo" / "access.log"
     _run_services(
-        settings, [str(log)], host=host, port=port, ready_timeout=ready_timeout, demo_rate=rate
+        settings,
+        [str(log)],
+        host=host,
+        port=port,
+        ready_timeout=ready_timeout,
+        api_port=api_port or None,
+        demo_rate=rate,
     )
 
 

@@ -51,6 +51,7 @@ def test_up_loads_appended_lines_and_stops_cleanly(fresh_db_url: str, tmp_path: 
         XRAY_DAGSTER_SENSOR_INTERVAL="5",
     )
     port = free_port()
+    api_port = free_port()
     cmd = [
         sys.executable,
         "-m",
@@ -62,6 +63,8 @@ def test_up_loads_appended_lines_and_stops_cleanly(fresh_db_url: str, tmp_path: 
         str(port),
         "--ready-timeout",
         "240",
+        "--api-port",
+        str(api_port),
     ]
     out = (tmp_path / "up.out").open("w+")
     proc = subprocess.Popen(
@@ -84,6 +87,17 @@ def test_up_loads_appended_lines_and_stops_cleanly(fresh_db_url: str, tmp_path: 
                 return conn.execute("SELECT count(*) FROM logs").fetchone()[0] >= 11
 
         wait_for(loaded, 120, "the appended lines in logs")
+
+        def api_answers() -> bool:
+            import httpx
+
+            try:
+                page = httpx.get(f"http://127.0.0.1:{api_port}/api/logs", timeout=5).json()
+            except (httpx.HTTPError, ValueError):
+                return False
+            return page["total"] >= 11
+
+        wait_for(api_answers, 60, "the API sidecar to serve the rows")
         children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         assert children, "dagster dev should be running"
     finally:
@@ -124,6 +138,8 @@ def test_demo_generates_loads_and_stops_on_sigterm(fresh_db_url: str, tmp_path: 
         str(free_port()),
         "--ready-timeout",
         "240",
+        "--api-port",
+        str(free_port()),
     ]
     out_path = tmp_path / "demo.out"
     proc = subprocess.Popen(

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -293,3 +294,23 @@ def test_offline_buffer_sensor_and_asset(server, db, tmp_path):
     assert check.passed
     assert segments(spool) == []
     exactly_once(db, 800)
+
+
+def test_api_gives_503_while_the_database_is_down_then_recovers(server, db):
+    from fastapi.testclient import TestClient
+
+    from xray_pipeline.api.main import create_app
+
+    with TestClient(create_app(db)) as client:
+        assert client.get("/api/logs").status_code == 200
+        server.stop("immediate")
+        down = client.get("/api/logs")
+        assert down.status_code == 503 and "unavailable" in down.json()["detail"]
+        assert client.get("/health/ready").status_code == 503
+        assert client.get("/health").status_code == 200
+        server.start()
+        deadline = time.monotonic() + 30
+        while client.get("/api/logs").status_code != 200:
+            assert time.monotonic() < deadline, "the pool did not recover"
+            time.sleep(0.5)
+        assert client.get("/health/ready").status_code == 200

@@ -121,6 +121,17 @@ def start_dagster(
     )  # fmt: skip
 
 
+def start_api(settings: Settings, *, host: str, port: int, log_file: Path) -> subprocess.Popen:
+    """`xray-pipeline serve` in its own process group, logging to `log_file`."""
+    env = {**os.environ, **child_env(settings, list(settings.logfiles))}
+    out = log_file.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "xray_pipeline.cli", "serve", "--host", host, "--port", str(port)],
+        cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_reset_sigint,
+    )  # fmt: skip
+
+
 def last_sensor_tick(settings: Settings) -> float | None:
     """The time of the newest recorded sensor tick in the instance, or None."""
     try:
