@@ -1,0 +1,205 @@
+"""API benchmark: 10,000,000 generated lines (30 days, 5,000 users), p50/p95 per endpoint.
+
+In one run on one server: the sidecar's latencies over 200 requests per endpoint with typical
+filters; the same questions answered the naive way (a count(*) over the five-way join plus an
+ILIKE scan, as the original sidecar does); and 20 concurrent clients for 30 s (errors counted).
+Usage: uv run python bench/api.py [--lines N] [--requests R]
+"""
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import uvicorn
+from psycopg import sql
+
+from bench._common import OUT, ensure_log
+from xray_pipeline.api.main import create_app
+from xray_pipeline.core.pg import apply_migrations, connect, database_url, with_database
+from xray_pipeline.core.quality import rebuild_rollup
+from xray_pipeline.settings import load_settings
+
+DB = "xray_bench_api"
+NAIVE = """
+SELECT count(*) FROM logs l
+LEFT JOIN users u ON u.id = l.user_id LEFT JOIN endpoints e ON e.id = l.endpoint_id
+LEFT JOIN protocols p ON p.id = l.dest_protocol_id LEFT JOIN tags t ON t.id = l.inbound_tag_id
+LEFT JOIN tags t2 ON t2.id = l.outbound_tag_id
+WHERE e.host ILIKE %(s)s OR u.email ILIKE %(s)s OR host(l.src_ip) ILIKE %(s)s
+"""
+NAIVE_PAGE = NAIVE.replace("SELECT count(*)", "SELECT l.*, u.email, e.host").rstrip() + (
+    " ORDER BY l.ts DESC LIMIT 50"
+)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def prepare(server: str, lines: int) -> str:
+    url = with_database(server, DB)
+    with connect(server, autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone()
+        if not exists:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
+    with connect(url) as conn:
+        apply_migrations(conn)
+        conn.commit()
+        have = conn.execute("SELECT coalesce(sum(lines), 0) FROM ingest_ledger").fetchone()[0]
+    if have < lines:
+        log = ensure_log(OUT / "api.log", lines, days=30, users=5000)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+        env.update(XRAY_DATABASE_URL=url, XRAY_STATS_OUTPUT=str(OUT / "api-stats.jsonl"))
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "xray_pipeline.cli",
+                "--log-level",
+                "WARNING",
+                "ingest",
+                "--logfile",
+                str(log),
+            ],
+            env=env,
+            check=True,
+        )
+        print(f"ingested {lines:,} lines in {time.perf_counter() - started:.0f} s")
+        with connect(url) as conn:
+            days = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM logs ORDER BY 1"
+                ).fetchall()
+            ]
+            for day in days:
+                for table in ("daily_traffic", "daily_user_ips"):
+                    rebuild_rollup(conn, table, day, "UTC")
+            conn.execute("ANALYZE")
+            conn.commit()
+    return url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=10_000_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--naive-requests", type=int, default=5)
+    parser.add_argument("--concurrency-seconds", type=float, default=30)
+    args = parser.parse_args()
+
+    url = prepare(database_url(load_settings()), args.lines)
+    with connect(url) as conn:
+        rows = conn.execute("SELECT count(*) FROM logs").fetchone()[0]
+        email = conn.execute(
+            "SELECT email FROM users WHERE id = (SELECT user_id FROM logs "
+            "WHERE user_id IS NOT NULL ORDER BY ts DESC LIMIT 1)"
+        ).fetchone()[0]
+        last = conn.execute("SELECT max(ts) FROM logs").fetchone()[0]
+    print(f"logs: {rows:,} rows")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(url, pool_size=8), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    threading.Thread(target=server.run, daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/health/ready").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    week = (last - dt.timedelta(days=7)).isoformat()
+    scenarios = {
+        "/api/logs (first page)": ("/api/logs", {}),
+        "/api/logs?user= (first page)": ("/api/logs", {"user": email}),
+        "/api/logs?search= (first page)": ("/api/logs", {"search": "site12"}),
+        "/api/logs?status=rejected&from=7d": ("/api/logs", {"status": "rejected", "from": week}),
+        "/api/logs/stats (all time)": ("/api/logs/stats", {}),
+        "/api/logs/stats (last 7 days)": ("/api/logs/stats", {"from": week}),
+        "/api/timeseries?bucket=day": ("/api/timeseries", {"bucket": "day"}),
+        "/api/users/{email}/ips?window=60": (
+            f"/api/users/{email}/ips",
+            {"window": 60, "at": last.isoformat()},
+        ),
+    }
+    results = {}
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for name, (path, params) in scenarios.items():
+            client.get(path, params=params)  # warm
+            times = []
+            for _ in range(args.requests):
+                started = time.perf_counter()
+                response = client.get(path, params=params)
+                times.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, (name, response.text[:200])
+            results[name] = times
+            print(f"{name:40s} p50 {pct(times, 0.5):7.1f} ms   p95 {pct(times, 0.95):7.1f} ms")
+
+    naive = []
+    with connect(url) as conn:
+        for _ in range(args.naive_requests):
+            started = time.perf_counter()
+            conn.execute(NAIVE, {"s": "%site12%"}).fetchone()
+            conn.execute(NAIVE_PAGE, {"s": "%site12%"}).fetchall()
+            naive.append((time.perf_counter() - started) * 1000)
+    ours = results["/api/logs?search= (first page)"]
+    print(
+        f"naive search (count(*) over the join + ILIKE scan), {len(naive)} runs: "
+        f"p50 {pct(naive, 0.5):,.0f} ms; ratio to /api/logs?search= p50: "
+        f"{pct(naive, 0.5) / pct(ours, 0.5):,.0f}x"
+    )
+
+    async def load() -> tuple[int, int]:
+        ok = errors = 0
+        deadline = time.monotonic() + args.concurrency_seconds
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+            async def worker() -> None:
+                nonlocal ok, errors
+                while time.monotonic() < deadline:
+                    path, params = random.choice(list(scenarios.values()))
+                    try:
+                        response = await client.get(path, params=params)
+                        ok += response.status_code == 200
+                        errors += response.status_code != 200
+                    except httpx.HTTPError:
+                        errors += 1
+
+            await asyncio.gather(*(worker() for _ in range(20)))
+        return ok, errors
+
+    ok, errors = asyncio.run(load())
+    print(
+        f"20 concurrent clients for {args.concurrency_seconds:g} s: {ok:,} requests answered, "
+        f"{errors} errors ({ok / args.concurrency_seconds:,.0f} requests/s)"
+    )
+    first = max(
+        pct(results[k], 0.95) for k in ("/api/logs (first page)", "/api/logs/stats (all time)")
+    )
+    print(
+        f"target: p95 < 50 ms for /api/logs first page and /api/logs/stats at {rows:,} rows: "
+        f"{'met' if first < 50 and errors == 0 else 'NOT met'}"
+    )
+    server.should_exit = True
+
+
+if __name__ == "__main__":
+    main()
