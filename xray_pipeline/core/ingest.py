@@ -85,6 +85,16 @@ def file_state(path: Path) -> FileState | None:
     return FileState(path, identity, size, compressed)
 
 
+def watched_states(paths: list[Path], *, include_siblings: bool = True) -> list[FileState]:
+    """The states of the files and (unless compressed) their rotated siblings."""
+    candidates: list[Path] = []
+    for path in paths:
+        candidates.append(path)
+        if include_siblings and path.suffix != ".gz":
+            candidates.extend(rotated_siblings(path))
+    return [s for s in (file_state(p) for p in dict.fromkeys(candidates)) if s is not None]
+
+
 def committed_ranges(
     conn: psycopg.Connection, identities: list[str]
 ) -> dict[str, list[tuple[int, int]]]:
@@ -263,12 +273,7 @@ def ingest_files(
     stats = RunStats(run_id=run_id or uuid.uuid4().hex, started=_now())
     started = time.perf_counter()
     explicit = set(paths)
-    candidates: list[Path] = []
-    for path in paths:
-        candidates.append(path)
-        if include_siblings and path.suffix != ".gz":
-            candidates.extend(rotated_siblings(path))
-    states = [s for s in (file_state(p) for p in dict.fromkeys(candidates)) if s is not None]
+    states = watched_states(paths, include_siblings=include_siblings)
     for path in paths:
         if not path.exists():
             logger.warning("{} does not exist (yet); nothing to read there", path)
@@ -465,12 +470,7 @@ def spool_files(
     """
     stats = RunStats(run_id=run_id or uuid.uuid4().hex, started=_now(), mode="offline")
     started = time.perf_counter()
-    candidates: list[Path] = []
-    for path in paths:
-        candidates.append(path)
-        if path.suffix != ".gz":
-            candidates.extend(rotated_siblings(path))
-    states = [s for s in (file_state(p) for p in dict.fromkeys(candidates)) if s is not None]
+    states = watched_states(paths)
     loaded: dict[str, list[tuple[int, int]]] = {}
     for ranges in (known, spooled):
         for key, items in ranges.items():

@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from xray_pipeline.api.deps import bad_param, clean, get_pool, require_token, utc
+from xray_pipeline.api.routers.logs import TAG_FILTER
 
 router = APIRouter(
     prefix="/api",
@@ -164,10 +165,7 @@ async def timeseries(
             filters.append("l.user_id IN (SELECT id FROM users WHERE email = %(user)s)")
             params["user"] = user
         if tag is not None:
-            filters.append(
-                "(l.inbound_tag_id IN (SELECT id FROM tags WHERE name = %(tag)s) OR "
-                "l.outbound_tag_id IN (SELECT id FROM tags WHERE name = %(tag)s))"
-            )
+            filters.append(TAG_FILTER)
             params["tag"] = tag
         extra = "".join(f" AND {f}" for f in filters)
         await cur.execute(
