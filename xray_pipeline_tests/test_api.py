@@ -10,6 +10,7 @@ from xray_pipeline.api.main import create_app
 from xray_pipeline.core.generate import GeneratorConfig, write_log
 from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.pg import connect, ensure_partitions
+from xray_pipeline.core.quality import ROLLUPS, rebuild_rollup
 
 
 @pytest.fixture(scope="module")
@@ -197,12 +198,15 @@ def sql_stats(url: str, lo: str, hi: str) -> dict:
                 (lo, hi),
             ).fetchall()
         )
-        outbound = dict(
-            conn.execute(
-                "SELECT coalesce(t.name, '(none)'), count(*) FROM logs l LEFT JOIN tags t "
-                "ON t.id = l.outbound_tag_id WHERE ts >= %s AND ts < %s GROUP BY 1",
-                (lo, hi),
-            ).fetchall()
+        outbound, inbound = (
+            dict(
+                conn.execute(
+                    "SELECT coalesce(t.name, '(none)'), count(*) FROM logs l LEFT JOIN tags t "
+                    f"ON t.id = l.{column} WHERE ts >= %s AND ts < %s GROUP BY 1",
+                    (lo, hi),
+                ).fetchall()
+            )
+            for column in ("outbound_tag_id", "inbound_tag_id")
         )
     return {
         "connections": row[0],
@@ -211,7 +215,15 @@ def sql_stats(url: str, lo: str, hi: str) -> dict:
         "unique_users": row[2],
         "protocols": protocols,
         "outbound_tags": outbound,
+        "inbound_tags": inbound,
     }
+
+
+def rebuild_rollups(url: str, tables: tuple[str, ...] = ROLLUPS) -> None:
+    with connect(url) as conn:
+        for day in (dt.date(2025, 11, 17), dt.date(2025, 11, 18)):
+            for table in tables:
+                rebuild_rollup(conn, table, day, "UTC")
 
 
 @pytest.mark.parametrize(
@@ -222,18 +234,55 @@ def sql_stats(url: str, lo: str, hi: str) -> dict:
     ],
 )
 def test_stats_match_sql_ground_truth(client, data_url, lo, hi):
-    from xray_pipeline.core.quality import rebuild_rollup
-
-    with connect(data_url) as conn:
-        for day in (dt.date(2025, 11, 17), dt.date(2025, 11, 18)):
-            for table in ("daily_traffic", "daily_user_ips"):
-                rebuild_rollup(conn, table, day, "UTC")
+    rebuild_rollups(data_url)
     got = client.get("/api/logs/stats", params={"from": lo, "to": hi}).json()
     expected = sql_stats(data_url, lo, hi)
     for key, value in expected.items():
         assert got[key] == value, key
     if lo.endswith("00:00:00Z"):
         assert got["days_from_rollups"] == 2
+
+
+def sql_series(url: str, bucket: str, where: str = "true") -> list[tuple[str, int, int]]:
+    with connect(url) as conn:
+        rows = conn.execute(
+            f"SELECT date_trunc('{bucket}', l.ts, 'UTC'), count(*), "
+            "count(*) FILTER (WHERE l.status = 'rejected') FROM logs l "
+            "LEFT JOIN tags ti ON ti.id = l.inbound_tag_id "
+            f"LEFT JOIN tags tout ON tout.id = l.outbound_tag_id WHERE {where} GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    return [(t.isoformat(), n, r) for t, n, r in rows]
+
+
+@pytest.mark.parametrize("rolled", [(), ("hourly_traffic",)], ids=["live", "rollups"])
+@pytest.mark.parametrize("bucket", ["day", "hour"])
+def test_timeseries_match_sql_ground_truth(client, data_url, rolled, bucket):
+    with connect(data_url) as conn:
+        conn.execute("DELETE FROM hourly_traffic")
+        conn.commit()
+    rebuild_rollups(data_url, rolled)
+    window = {"from": "2025-11-17T00:00Z", "to": "2025-11-19T00:00Z"}
+    for params, where in [
+        ({}, "true"),
+        ({"tag": "direct"}, "(ti.name = 'direct' OR tout.name = 'direct')"),
+    ]:
+        got = client.get("/api/timeseries", params={"bucket": bucket, **window, **params}).json()
+        points = [
+            (dt.datetime.fromisoformat(p["t"]).isoformat(), p["connections"], p["rejected"])
+            for p in got["points"]
+        ]
+        assert points == sql_series(data_url, bucket, where)
+
+
+def test_stats_read_live_where_a_rollup_lacks_the_day(client, data_url):
+    with connect(data_url) as conn:
+        conn.execute("DELETE FROM daily_user_ips")
+        conn.commit()
+    rebuild_rollups(data_url, ("hourly_traffic",))
+    lo, hi = "2025-11-17T00:00:00Z", "2025-11-19T00:00:00Z"
+    got = client.get("/api/logs/stats", params={"from": lo, "to": hi}).json()
+    assert got["days_from_rollups"] == 0
+    assert got["unique_users"] == sql_stats(data_url, lo, hi)["unique_users"]
 
 
 def test_timeseries_buckets_add_up(client, data_url):
@@ -251,11 +300,8 @@ def test_timeseries_buckets_add_up(client, data_url):
 
 
 def test_users_list_detail_and_ips_window(client, data_url):
-    from xray_pipeline.core.quality import rebuild_rollup
-
+    rebuild_rollups(data_url, ("daily_user_ips",))
     with connect(data_url) as conn:
-        for day in (dt.date(2025, 11, 17), dt.date(2025, 11, 18)):
-            rebuild_rollup(conn, "daily_user_ips", day, "UTC")
         email, n, last, first = conn.execute(
             "SELECT u.email, count(*), max(l.ts), min(l.ts) FROM logs l JOIN users u "
             "ON u.id = l.user_id GROUP BY 1 ORDER BY 2 DESC LIMIT 1"

@@ -63,6 +63,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "logs",
         "daily_traffic",
         "daily_user_ips",
+        "hourly_traffic",
         "offline_buffer",
     }
     assert sorted(s.name for s in repo.sensor_defs) == [
@@ -88,6 +89,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "logs_freshness",
         "daily_traffic_matches_logs",
         "daily_user_ips_matches_logs",
+        "hourly_traffic_matches_logs",
         "offline_buffer_not_stale",
     }
     sensor = defs.resolve_sensor_def("access_log_sensor")

@@ -11,7 +11,7 @@ import pytest
 from xray_pipeline.core.generate import GeneratorConfig, write_log
 from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.pg import connect, ensure_partitions, list_partitions
-from xray_pipeline.core.quality import maintain, rebuild_rollup
+from xray_pipeline.core.quality import ROLLUPS, maintain, rebuild_rollup
 from xray_pipeline.definitions import build_definitions
 from xray_pipeline.settings import load_settings
 
@@ -49,8 +49,8 @@ def check_results(defs: dg.Definitions, day: str) -> dict[str, dg.AssetCheckEval
             raise_on_error=False,
         )
         rollups = dg.materialize(
-            [defs.resolve_assets_def(k) for k in ("logs", "daily_traffic", "daily_user_ips")],
-            selection=["daily_traffic", "daily_user_ips"],
+            [defs.resolve_assets_def(k) for k in ("logs", *ROLLUPS)],
+            selection=list(ROLLUPS),
             partition_key=day,
             instance=instance,
         )
@@ -65,12 +65,16 @@ def test_rollups_match_ground_truth(loaded_db):
     url, _ = loaded_db
     with connect(url) as conn:
         for day in (DAY1, DAY2):
-            for table in ("daily_traffic", "daily_user_ips"):
+            for table in ROLLUPS:
                 rebuild_rollup(conn, table, dt.date.fromisoformat(day), "UTC")
         # ground truth computed another way: from the rows, in Polars
         rows = conn.execute(
             "SELECT ts::date, user_id, dest_protocol_id, inbound_tag_id, outbound_tag_id, status, "
-            "endpoint_id, coalesce(host(src_ip), src_host) FROM logs"
+            "endpoint_id, coalesce(host(src_ip), src_host), ts FROM logs"
+        ).fetchall()
+        hourly = conn.execute(
+            "SELECT day, hour, protocol_id, inbound_tag_id, outbound_tag_id, connections, "
+            "rejected FROM hourly_traffic"
         ).fetchall()
         traffic = conn.execute(
             "SELECT day, user_id, protocol_id, inbound_tag_id, outbound_tag_id, connections, "
@@ -82,7 +86,7 @@ def test_rollups_match_ground_truth(loaded_db):
     frame = pl.DataFrame(
         rows,
         orient="row",
-        schema=["day", "user", "proto", "inb", "outb", "status", "endpoint", "src"],
+        schema=["day", "user", "proto", "inb", "outb", "status", "endpoint", "src", "ts"],
     )
     keys = ["day", "user", "proto", "inb", "outb"]
     expected = frame.group_by(keys).agg(
@@ -109,6 +113,23 @@ def test_rollups_match_ground_truth(loaded_db):
     )
     ip_keys = ["day", "user", "src"]
     assert ip_got.sort(ip_keys, nulls_last=True).equals(ip_expected.sort(ip_keys, nulls_last=True))
+    hour_keys = ["day", "hour", "proto", "inb", "outb"]
+    hour_expected = (
+        frame.with_columns(pl.col("ts").dt.truncate("1h").alias("hour"))
+        .group_by(hour_keys)
+        .agg(
+            pl.len().alias("connections"),
+            (pl.col("status") == "rejected").sum().alias("rejected"),
+        )
+        .cast({"connections": pl.Int64, "rejected": pl.Int64})
+    )
+    hour_got = pl.DataFrame(
+        hourly, orient="row", schema=[*hour_keys, "connections", "rejected"]
+    ).cast({"connections": pl.Int64, "rejected": pl.Int64})
+    assert hour_got.height < frame.height
+    assert hour_got.sort(hour_keys, nulls_last=True).equals(
+        hour_expected.select(hour_got.columns).sort(hour_keys, nulls_last=True)
+    )
 
 
 def test_rollup_assets_materialize_with_metadata(loaded_db):
@@ -116,8 +137,8 @@ def test_rollup_assets_materialize_with_metadata(loaded_db):
     defs = make_defs(url, path)
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [defs.resolve_assets_def(k) for k in ("logs", "daily_traffic", "daily_user_ips")],
-            selection=["daily_traffic", "daily_user_ips"],
+            [defs.resolve_assets_def(k) for k in ("logs", *ROLLUPS)],
+            selection=list(ROLLUPS),
             partition_key=DAY1,
             instance=instance,
         )
@@ -146,6 +167,7 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
         "logs_freshness",
         "daily_traffic_matches_logs",
         "daily_user_ips_matches_logs",
+        "hourly_traffic_matches_logs",
     }
     assert all(e.passed for e in good.values()), {k: e.metadata for k, e in good.items()}
 
@@ -170,6 +192,7 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
     # the rollups are rebuilt from the rows that are there: they match again
     assert bad["daily_traffic_matches_logs"].passed
     assert bad["daily_user_ips_matches_logs"].passed
+    assert bad["hourly_traffic_matches_logs"].passed
 
 
 def test_maintenance_creates_ahead_and_drops_past_retention(fresh_db_url: str):

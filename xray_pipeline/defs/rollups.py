@@ -29,6 +29,11 @@ DESCRIPTIONS = {
         "Per local day x user x source address: connections, first seen, last seen. The "
         "basis of the per-user views and of shared-account detection."
     ),
+    "hourly_traffic": (
+        "Per local day x local hour x protocol x inbound tag x outbound tag: connections, "
+        "rejected. No user dimension, so a day is a few thousand rows: the API's totals, "
+        "distributions and time series read it for whole past days."
+    ),
 }
 
 

@@ -23,11 +23,15 @@ router = APIRouter(
 )
 
 EXACT_COUNT_LIMIT = 10_000
-# a tag matches the inbound or the outbound tag
-TAG_FILTER = (
-    "(l.inbound_tag_id IN (SELECT id FROM tags WHERE name = %(tag)s) "
-    "OR l.outbound_tag_id IN (SELECT id FROM tags WHERE name = %(tag)s))"
-)
+
+
+def tag_filter(alias: str = "l") -> str:
+    """A tag matches the inbound or the outbound tag (of `logs` or of a rollup)."""
+    return (
+        f"({alias}.inbound_tag_id IN (SELECT id FROM tags WHERE name = %(tag)s) "
+        f"OR {alias}.outbound_tag_id IN (SELECT id FROM tags WHERE name = %(tag)s))"
+    )
+
 
 SELECT_ITEMS = """
 SELECT l.ts, l.status, coalesce(host(l.src_ip), l.src_host) AS src_ip, l.src_port,
@@ -86,7 +90,7 @@ def build_filters(
         conds.append("l.dest_protocol_id IN (SELECT id FROM protocols WHERE name = %(protocol)s)")
         params["protocol"] = protocol
     if tag is not None:
-        conds.append(TAG_FILTER)
+        conds.append(tag_filter())
         params["tag"] = tag
     if user is not None:
         conds.append("l.user_id IN (SELECT id FROM users WHERE email = %(user)s)")

@@ -1,5 +1,6 @@
-"""Aggregates: /api/logs/stats and /api/timeseries, from the daily rollups where they are
-complete (past days) plus a live query of `logs` for the rest (today, partial days)."""
+"""Aggregates: /api/logs/stats and /api/timeseries, from the rollups where they are complete
+(whole past days: `hourly_traffic` for counts, `daily_user_ips` for unique users) plus a live
+query of `logs` for the rest (today, partial days, days not rolled up yet)."""
 
 import datetime as dt
 import zoneinfo
@@ -10,7 +11,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from xray_pipeline.api.deps import bad_param, clean, get_pool, require_token, utc
-from xray_pipeline.api.routers.logs import TAG_FILTER
+from xray_pipeline.api.routers.logs import tag_filter
 
 router = APIRouter(
     prefix="/api",
@@ -74,6 +75,52 @@ def live_filter(windows: list[tuple[dt.datetime, dt.datetime]]) -> tuple[str, di
     return "(" + " OR ".join(parts) + ")", params
 
 
+async def _rolled_days(
+    cur, lo: dt.datetime, hi: dt.datetime, tables: tuple[str, ...]
+) -> set[dt.date]:
+    """The days in [lo - 1 day, hi + 1 day] that every one of `tables` holds (one index
+    probe per day and table: a day missing from one rollup is read live from `logs`)."""
+    probes = " AND ".join(
+        f"EXISTS (SELECT 1 FROM {table} r WHERE r.day = d.day)" for table in tables
+    )
+    await cur.execute(
+        "SELECT d.day FROM (SELECT g::date AS day FROM generate_series(%s::date, %s::date, "
+        f"interval '1 day') g) d WHERE {probes}",
+        ((lo - dt.timedelta(days=1)).date(), (hi + dt.timedelta(days=1)).date()),
+    )
+    return {r["day"] for r in await cur.fetchall()}
+
+
+STATS = """
+WITH parts AS (
+    SELECT protocol_id, inbound_tag_id, outbound_tag_id, connections, rejected
+      FROM hourly_traffic WHERE day = ANY(%(days)s)
+    UNION ALL
+    SELECT l.dest_protocol_id, l.inbound_tag_id, l.outbound_tag_id, count(*),
+           count(*) FILTER (WHERE l.status = 'rejected')
+      FROM logs l WHERE {live} GROUP BY 1, 2, 3
+)
+SELECT
+    coalesce(sum(connections), 0) AS connections,
+    coalesce(sum(rejected), 0) AS rejected,
+    (SELECT count(DISTINCT user_id) FROM (
+        SELECT user_id FROM daily_user_ips WHERE day = ANY(%(days)s)
+        UNION ALL
+        SELECT l.user_id FROM logs l WHERE {live}
+    ) u) AS unique_users,
+    (SELECT coalesce(jsonb_object_agg(coalesce(p.name, 'unknown'), n), '{{}}')
+       FROM (SELECT protocol_id, sum(connections) n FROM parts GROUP BY 1) x
+       LEFT JOIN protocols p ON p.id = x.protocol_id) AS protocols,
+    (SELECT coalesce(jsonb_object_agg(coalesce(t.name, '(none)'), n), '{{}}')
+       FROM (SELECT inbound_tag_id, sum(connections) n FROM parts GROUP BY 1) x
+       LEFT JOIN tags t ON t.id = x.inbound_tag_id) AS inbound_tags,
+    (SELECT coalesce(jsonb_object_agg(coalesce(t.name, '(none)'), n), '{{}}')
+       FROM (SELECT outbound_tag_id, sum(connections) n FROM parts GROUP BY 1) x
+       LEFT JOIN tags t ON t.id = x.outbound_tag_id) AS outbound_tags
+FROM parts
+"""
+
+
 @router.get("/logs/stats", summary="Totals, unique users, protocol, tag and status breakdowns")
 async def stats(
     request: Request,
@@ -89,40 +136,11 @@ async def stats(
             return {"from": lo, "to": hi, "connections": 0, "accepted": 0, "rejected": 0,
                     "unique_users": 0, "protocols": {}, "inbound_tags": {}, "outbound_tags": {},
                     "days_from_rollups": 0}  # fmt: skip
-        await cur.execute(
-            "SELECT DISTINCT day FROM daily_traffic WHERE day >= %s AND day <= %s",
-            ((lo - dt.timedelta(days=1)).date(), (hi + dt.timedelta(days=1)).date()),
-        )
-        rolled = {r["day"] for r in await cur.fetchall()}
+        rolled = await _rolled_days(cur, lo, hi, ("hourly_traffic", "daily_user_ips"))
         days, windows = split_window(lo, hi, tz, rolled)
         live, params = live_filter(windows)
         params["days"] = days
-        await cur.execute(
-            f"""
-            WITH parts AS (
-                SELECT user_id, protocol_id, inbound_tag_id, outbound_tag_id, connections,
-                       rejected FROM daily_traffic WHERE day = ANY(%(days)s)
-                UNION ALL
-                SELECT l.user_id, l.dest_protocol_id, l.inbound_tag_id, l.outbound_tag_id, 1,
-                       (l.status = 'rejected')::int FROM logs l WHERE {live}
-            )
-            SELECT
-                coalesce(sum(connections), 0) AS connections,
-                coalesce(sum(rejected), 0) AS rejected,
-                (SELECT count(DISTINCT user_id) FROM parts) AS unique_users,
-                (SELECT coalesce(jsonb_object_agg(coalesce(p.name, 'unknown'), n), '{{}}')
-                   FROM (SELECT protocol_id, sum(connections) n FROM parts GROUP BY 1) x
-                   LEFT JOIN protocols p ON p.id = x.protocol_id) AS protocols,
-                (SELECT coalesce(jsonb_object_agg(coalesce(t.name, '(none)'), n), '{{}}')
-                   FROM (SELECT inbound_tag_id, sum(connections) n FROM parts GROUP BY 1) x
-                   LEFT JOIN tags t ON t.id = x.inbound_tag_id) AS inbound_tags,
-                (SELECT coalesce(jsonb_object_agg(coalesce(t.name, '(none)'), n), '{{}}')
-                   FROM (SELECT outbound_tag_id, sum(connections) n FROM parts GROUP BY 1) x
-                   LEFT JOIN tags t ON t.id = x.outbound_tag_id) AS outbound_tags
-            FROM parts
-            """,
-            params,
-        )
+        await cur.execute(STATS.format(live=live), params)
         row = await cur.fetchone()
     connections, rejected = int(row["connections"]), int(row["rejected"])
     return {
@@ -159,23 +177,35 @@ async def timeseries(
             return {"bucket": bucket, "points": []}
         if bucket == "hour" and hi - lo > dt.timedelta(days=93):
             raise bad_param("from", "hourly buckets cover at most 93 days (narrow from/to)")
-        filters, params = [], {"lo": lo, "hi": hi, "tz": tz, "bucket": bucket}
         user, tag = clean(user), clean(tag)
-        if user is not None:
-            filters.append("l.user_id IN (SELECT id FROM users WHERE email = %(user)s)")
-            params["user"] = user
+        params: dict = {"tz": tz, "bucket": bucket, "days": []}
+        live_extra = rollup_extra = ""
         if tag is not None:
-            filters.append(TAG_FILTER)
             params["tag"] = tag
-        extra = "".join(f" AND {f}" for f in filters)
+            live_extra, rollup_extra = f" AND {tag_filter('l')}", f" AND {tag_filter('h')}"
+        if user is None:
+            # whole past days from hourly_traffic (it has every dimension but the user)
+            rolled = await _rolled_days(cur, lo, hi, ("hourly_traffic",))
+            days, windows = split_window(lo, hi, tz, rolled)
+            params["days"] = days
+        else:
+            # one user's rows come straight off the (user_id, ts) index of logs
+            windows = [(lo, hi)]
+            params["user"] = user
+            live_extra += " AND l.user_id IN (SELECT id FROM users WHERE email = %(user)s)"
+        live, window_params = live_filter(windows)
+        params.update(window_params)
         await cur.execute(
-            "SELECT date_trunc(%(bucket)s, l.ts, %(tz)s) AS t, count(*) AS connections, "
-            "count(*) FILTER (WHERE l.status = 'rejected') AS rejected FROM logs l "
-            f"WHERE l.ts >= %(lo)s AND l.ts < %(hi)s{extra} GROUP BY 1 ORDER BY 1",
+            "SELECT t, sum(connections) AS connections, sum(rejected) AS rejected FROM ("
+            "SELECT date_trunc(%(bucket)s, h.hour, %(tz)s) AS t, h.connections, h.rejected "
+            f"FROM hourly_traffic h WHERE h.day = ANY(%(days)s){rollup_extra} "
+            "UNION ALL SELECT date_trunc(%(bucket)s, l.ts, %(tz)s), count(*), "
+            "count(*) FILTER (WHERE l.status = 'rejected') FROM logs l "
+            f"WHERE {live}{live_extra} GROUP BY 1) x GROUP BY t ORDER BY t",
             params,
         )
         points = [
-            {"t": r["t"], "connections": r["connections"], "rejected": r["rejected"]}
+            {"t": r["t"], "connections": int(r["connections"]), "rejected": int(r["rejected"])}
             for r in await cur.fetchall()
         ]
     return {"bucket": bucket, "timezone": tz, "points": points}
