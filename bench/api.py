@@ -27,7 +27,7 @@ from psycopg import sql
 from bench._common import OUT, ensure_log
 from xray_pipeline.api.main import create_app
 from xray_pipeline.core.pg import apply_migrations, connect, database_url, with_database
-from xray_pipeline.core.quality import rebuild_rollup
+from xray_pipeline.core.quality import ROLLUPS, rebuild_rollup
 from xray_pipeline.settings import load_settings
 
 DB = "xray_bench_api"
@@ -78,18 +78,31 @@ def prepare(server: str, lines: int) -> str:
             check=True,
         )
         print(f"ingested {lines:,} lines in {time.perf_counter() - started:.0f} s")
-        with connect(url) as conn:
-            days = [
+    with connect(url) as conn:
+        # every rollup for every day (also on a database ingested before a rollup existed)
+        days = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM logs ORDER BY 1"
+            ).fetchall()
+        ]
+        for table in ROLLUPS:
+            have_days = {
                 r[0]
                 for r in conn.execute(
-                    "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM logs ORDER BY 1"
+                    sql.SQL("SELECT DISTINCT day FROM {}").format(sql.Identifier(table))
                 ).fetchall()
-            ]
-            for day in days:
-                for table in ("daily_traffic", "daily_user_ips"):
-                    rebuild_rollup(conn, table, day, "UTC")
-            conn.execute("ANALYZE")
-            conn.commit()
+            }
+            missing = [day for day in days if day not in have_days]
+            started = time.perf_counter()
+            for day in missing:
+                rebuild_rollup(conn, table, day, "UTC")
+            if missing:
+                print(
+                    f"{table}: {len(missing)} days rebuilt in {time.perf_counter() - started:.0f} s"
+                )
+        conn.execute("ANALYZE")
+        conn.commit()
     return url
 
 
@@ -135,6 +148,16 @@ def main() -> None:
         "/api/logs/stats (all time)": ("/api/logs/stats", {}),
         "/api/logs/stats (last 7 days)": ("/api/logs/stats", {"from": week}),
         "/api/timeseries?bucket=day": ("/api/timeseries", {"bucket": "day"}),
+        "/api/timeseries?bucket=hour&from=7d": (
+            "/api/timeseries",
+            {"bucket": "hour", "from": week},
+        ),
+        "/api/timeseries?bucket=day&tag=direct": (
+            "/api/timeseries",
+            {"bucket": "day", "tag": "direct"},
+        ),
+        "/api/users (first page)": ("/api/users", {}),
+        "/api/users/{email} (last 7 days)": (f"/api/users/{email}", {"from": week}),
         "/api/users/{email}/ips?window=60": (
             f"/api/users/{email}/ips",
             {"window": 60, "at": last.isoformat()},
@@ -191,12 +214,15 @@ def main() -> None:
         f"20 concurrent clients for {args.concurrency_seconds:g} s: {ok:,} requests answered, "
         f"{errors} errors ({ok / args.concurrency_seconds:,.0f} requests/s)"
     )
-    first = max(
-        pct(results[k], 0.95) for k in ("/api/logs (first page)", "/api/logs/stats (all time)")
-    )
+    targeted = [
+        k for k in results if k.startswith(("/api/logs (", "/api/logs?", "/api/logs/stats"))
+    ]
+    worst = max(targeted, key=lambda k: pct(results[k], 0.95))
+    met = pct(results[worst], 0.95) < 50 and errors == 0
     print(
-        f"target: p95 < 50 ms for /api/logs first page and /api/logs/stats at {rows:,} rows: "
-        f"{'met' if first < 50 and errors == 0 else 'NOT met'}"
+        f"target: p95 < 50 ms for every /api/logs first page and /api/logs/stats at {rows:,} "
+        f"rows, no errors under load: {'met' if met else 'NOT met'} "
+        f"(slowest: {worst}, p95 {pct(results[worst], 0.95):.1f} ms)"
     )
     server.should_exit = True
 

@@ -64,6 +64,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "daily_traffic",
         "daily_user_ips",
         "hourly_traffic",
+        "daily_totals",
         "offline_buffer",
     }
     assert sorted(s.name for s in repo.sensor_defs) == [
@@ -90,6 +91,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "daily_traffic_matches_logs",
         "daily_user_ips_matches_logs",
         "hourly_traffic_matches_logs",
+        "daily_totals_matches_logs",
         "offline_buffer_not_stale",
     }
     sensor = defs.resolve_sensor_def("access_log_sensor")

@@ -76,6 +76,10 @@ def test_rollups_match_ground_truth(loaded_db):
             "SELECT day, hour, protocol_id, inbound_tag_id, outbound_tag_id, connections, "
             "rejected FROM hourly_traffic"
         ).fetchall()
+        totals = conn.execute(
+            "SELECT day, protocol_id, inbound_tag_id, outbound_tag_id, connections, rejected "
+            "FROM daily_totals"
+        ).fetchall()
         traffic = conn.execute(
             "SELECT day, user_id, protocol_id, inbound_tag_id, outbound_tag_id, connections, "
             "rejected, distinct_destinations, distinct_source_ips FROM daily_traffic"
@@ -130,6 +134,16 @@ def test_rollups_match_ground_truth(loaded_db):
     assert hour_got.sort(hour_keys, nulls_last=True).equals(
         hour_expected.select(hour_got.columns).sort(hour_keys, nulls_last=True)
     )
+    total_keys = ["day", "proto", "inb", "outb"]
+    total_expected = (
+        hour_expected.group_by(total_keys)
+        .agg(pl.col("connections").sum(), pl.col("rejected").sum())
+        .sort(total_keys, nulls_last=True)
+    )
+    total_got = pl.DataFrame(
+        totals, orient="row", schema=[*total_keys, "connections", "rejected"]
+    ).cast({"connections": pl.Int64, "rejected": pl.Int64})
+    assert total_got.sort(total_keys, nulls_last=True).equals(total_expected)
 
 
 def test_rollup_assets_materialize_with_metadata(loaded_db):
@@ -168,6 +182,7 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
         "daily_traffic_matches_logs",
         "daily_user_ips_matches_logs",
         "hourly_traffic_matches_logs",
+        "daily_totals_matches_logs",
     }
     assert all(e.passed for e in good.values()), {k: e.metadata for k, e in good.items()}
 
@@ -193,6 +208,7 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
     assert bad["daily_traffic_matches_logs"].passed
     assert bad["daily_user_ips_matches_logs"].passed
     assert bad["hourly_traffic_matches_logs"].passed
+    assert bad["daily_totals_matches_logs"].passed
 
 
 def test_maintenance_creates_ahead_and_drops_past_retention(fresh_db_url: str):

@@ -8,7 +8,7 @@ from psycopg import sql
 
 from xray_pipeline.core.pg import ensure_partitions, list_partitions, load_query, partition_name
 
-ROLLUPS = ("daily_traffic", "daily_user_ips", "hourly_traffic")
+ROLLUPS = ("daily_traffic", "daily_user_ips", "hourly_traffic", "daily_totals")
 
 
 def rebuild_rollup(conn: psycopg.Connection, table: str, day: dt.date, timezone: str) -> int:

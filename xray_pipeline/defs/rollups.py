@@ -31,8 +31,12 @@ DESCRIPTIONS = {
     ),
     "hourly_traffic": (
         "Per local day x local hour x protocol x inbound tag x outbound tag: connections, "
-        "rejected. No user dimension, so a day is a few thousand rows: the API's totals, "
-        "distributions and time series read it for whole past days."
+        "rejected. No user dimension, so a day is a few thousand rows: the API's "
+        "time series read it for whole past days."
+    ),
+    "daily_totals": (
+        "Per local day x protocol x inbound tag x outbound tag: connections, rejected. About a "
+        "hundred rows a day: the API's totals and distributions read it for whole past days."
     ),
 }
 

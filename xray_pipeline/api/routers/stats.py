@@ -1,5 +1,6 @@
 """Aggregates: /api/logs/stats and /api/timeseries, from the rollups where they are complete
-(whole past days: `hourly_traffic` for counts, `daily_user_ips` for unique users) plus a live
+(whole past days: `daily_totals` for the counts, `hourly_traffic` for the time series,
+`daily_user_ips` for unique users) plus a live
 query of `logs` for the rest (today, partial days, days not rolled up yet)."""
 
 import datetime as dt
@@ -94,7 +95,7 @@ async def _rolled_days(
 STATS = """
 WITH parts AS (
     SELECT protocol_id, inbound_tag_id, outbound_tag_id, connections, rejected
-      FROM hourly_traffic WHERE day = ANY(%(days)s)
+      FROM daily_totals WHERE day = ANY(%(days)s)
     UNION ALL
     SELECT l.dest_protocol_id, l.inbound_tag_id, l.outbound_tag_id, count(*),
            count(*) FILTER (WHERE l.status = 'rejected')
@@ -103,11 +104,11 @@ WITH parts AS (
 SELECT
     coalesce(sum(connections), 0) AS connections,
     coalesce(sum(rejected), 0) AS rejected,
-    (SELECT count(DISTINCT user_id) FROM (
-        SELECT user_id FROM daily_user_ips WHERE day = ANY(%(days)s)
-        UNION ALL
-        SELECT l.user_id FROM logs l WHERE {live}
-    ) u) AS unique_users,
+    -- a probe per user (index on user_id, day) rather than a distinct over every user-day row
+    (SELECT count(*) FROM users u
+      WHERE EXISTS (SELECT 1 FROM daily_user_ips d
+                     WHERE d.user_id = u.id AND d.day = ANY(%(days)s))
+         OR EXISTS (SELECT 1 FROM logs l WHERE l.user_id = u.id AND {live})) AS unique_users,
     (SELECT coalesce(jsonb_object_agg(coalesce(p.name, 'unknown'), n), '{{}}')
        FROM (SELECT protocol_id, sum(connections) n FROM parts GROUP BY 1) x
        LEFT JOIN protocols p ON p.id = x.protocol_id) AS protocols,
@@ -136,7 +137,7 @@ async def stats(
             return {"from": lo, "to": hi, "connections": 0, "accepted": 0, "rejected": 0,
                     "unique_users": 0, "protocols": {}, "inbound_tags": {}, "outbound_tags": {},
                     "days_from_rollups": 0}  # fmt: skip
-        rolled = await _rolled_days(cur, lo, hi, ("hourly_traffic", "daily_user_ips"))
+        rolled = await _rolled_days(cur, lo, hi, ("daily_totals", "daily_user_ips"))
         days, windows = split_window(lo, hi, tz, rolled)
         live, params = live_filter(windows)
         params["days"] = days

@@ -54,15 +54,28 @@ async def list_users(
     if search:
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        # the page first (each user's last day and last seen: two index probes a user), then
+        # the counts of the page's users only: never an aggregate over every user-day row
         await cur.execute(
             """
-            SELECT u.email, coalesce(sum(d.connections), 0)::bigint AS connections,
-                   max(d.last_seen) AS last_seen, count(DISTINCT d.source) AS source_ips
-            FROM users u LEFT JOIN daily_user_ips d ON d.user_id = u.id
-            WHERE %(pattern)s::text IS NULL OR u.email ILIKE %(pattern)s
-            GROUP BY u.email
-            ORDER BY max(d.last_seen) DESC NULLS LAST, u.email
-            LIMIT %(limit)s OFFSET %(offset)s
+            WITH last_day AS (
+                SELECT u.id, u.email,
+                       (SELECT max(day) FROM daily_user_ips d WHERE d.user_id = u.id) AS day
+                FROM users u
+                WHERE %(pattern)s::text IS NULL OR u.email ILIKE %(pattern)s
+            ), page AS (
+                SELECT l.id, l.email,
+                       (SELECT max(d.last_seen) FROM daily_user_ips d
+                         WHERE d.user_id = l.id AND d.day = l.day) AS last_seen
+                FROM last_day l
+                ORDER BY 3 DESC NULLS LAST, l.email
+                LIMIT %(limit)s OFFSET %(offset)s
+            )
+            SELECT p.email, coalesce(sum(d.connections), 0)::bigint AS connections,
+                   p.last_seen, count(DISTINCT d.source) AS source_ips
+            FROM page p LEFT JOIN daily_user_ips d ON d.user_id = p.id
+            GROUP BY p.id, p.email, p.last_seen
+            ORDER BY p.last_seen DESC NULLS LAST, p.email
             """,
             {"pattern": pattern, "limit": limit, "offset": offset},
         )
