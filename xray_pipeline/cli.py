@@ -238,7 +238,8 @@ def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="port to listen on")] = 8000,
 ) -> None:
-    """Run the API sidecar (docs at /docs); read-only, optional bearer token (XRAY_API_TOKEN)."""
+    """Run the API sidecar and its dashboard (at /, API docs at /docs); read-only, optional
+    bearer token (XRAY_API_TOKEN)."""
     import uvicorn
 
     from xray_pipeline.api.main import create_app
@@ -251,7 +252,7 @@ def serve_cmd(
         statement_timeout_ms=settings.get("api.statement_timeout_ms"),
         timezone=settings.timezone,
     )
-    console.print(f"API: http://{host}:{port}  (OpenAPI docs: http://{host}:{port}/docs)")
+    console.print(f"dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
@@ -810,7 +811,9 @@ def _run_services(
             api_proc = services.start_api(
                 settings, host=host, port=api_port, log_file=settings.home / "api.log"
             )
-            console.print(f"API: http://{host}:{api_port}  (docs: http://{host}:{api_port}/docs)")
+            console.print(
+                f"dashboard: http://{host}:{api_port}/  (API docs: http://{host}:{api_port}/docs)"
+            )
         console.print("waiting for the first sensor tick ...")
         if services.wait_ready(settings, proc, timeout=ready_timeout):
             console.print(
@@ -855,7 +858,7 @@ def up_cmd(
         float, typer.Option("--ready-timeout", help="seconds to wait for the first sensor tick")
     ] = 180,
     api_port: Annotated[
-        int, typer.Option("--api-port", help="port of the API sidecar (0: do not start it)")
+        int, typer.Option("--api-port", help="port of the API and dashboard (0: none)")
     ] = 8000,
 ) -> None:
     """Run the pipeline on real logs: the database, the Dagster UI and daemon with
@@ -894,7 +897,7 @@ def demo(
         float, typer.Option("--ready-timeout", help="seconds to wait for the first sensor tick")
     ] = 180,
     api_port: Annotated[
-        int, typer.Option("--api-port", help="port of the API sidecar (0: do not start it)")
+        int, typer.Option("--api-port", help="port of the API and dashboard (0: none)")
     ] = 8000,
 ) -> None:
     """The main job on the embedded database: a generator appends realistic lines to a demo

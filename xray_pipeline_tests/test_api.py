@@ -364,6 +364,20 @@ def test_users_list_detail_and_ips_window(client, data_url):
     assert client.get(f"/api/users/{email}/ips", params={"window": 0}).status_code == 422
 
 
+def test_dashboard_and_freshness(client, data_url):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in ("/static/app.js", "/static/app.css", "/static/vendor/uplot/uPlot.iife.min.js"):
+        assert client.get(asset).status_code == 200, asset
+    assert client.get("/static/nothing.js").status_code == 404
+    with connect(data_url) as conn:
+        newest = conn.execute("SELECT max(ts) FROM logs").fetchone()[0]
+    fresh = client.get("/api/freshness").json()
+    assert dt.datetime.fromisoformat(fresh["newest_row"]) == newest
+    lag = (dt.datetime.now(dt.UTC) - newest).total_seconds()
+    assert abs(fresh["lag_seconds"] - lag) < 60
+
+
 def test_metrics_in_prometheus_text(client):
     client.get("/api/logs", params={"limit": 1})
     client.get("/api/logs", params={"limit": 0})

@@ -2,14 +2,18 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from xray_pipeline.api.routers import health, logs, metrics, stats, users
+
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(
@@ -91,4 +95,11 @@ def create_app(
     app.include_router(stats.router)
     app.include_router(logs.router)
     app.include_router(users.router)
+
+    # the dashboard: static files shipped in the package, reading only the public API
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -210,3 +210,14 @@ async def timeseries(
             for r in await cur.fetchall()
         ]
     return {"bucket": bucket, "timezone": tz, "points": points}
+
+
+@router.get("/freshness", summary="The newest row in logs and its age (the ingest lag)")
+async def freshness(pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> dict:
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT max(ts) AS newest, extract(epoch FROM now() - max(ts)) AS lag FROM logs"
+        )
+        row = await cur.fetchone()
+    lag = row["lag"]
+    return {"newest_row": row["newest"], "lag_seconds": None if lag is None else float(lag)}

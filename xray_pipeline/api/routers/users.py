@@ -110,8 +110,8 @@ async def user_detail(
         summary = await cur.fetchone()
         await cur.execute(
             "SELECT coalesce(host(src_ip), src_host) AS ip, count(*) AS connections, "
-            "max(ts) AS last_seen FROM logs WHERE user_id = %(uid)s AND ts >= %(lo)s "
-            "AND ts < %(hi)s GROUP BY 1 ORDER BY 3 DESC",
+            "min(ts) AS first_seen, max(ts) AS last_seen FROM logs WHERE user_id = %(uid)s "
+            "AND ts >= %(lo)s AND ts < %(hi)s GROUP BY 1 ORDER BY 4 DESC",
             params,
         )
         ips = await cur.fetchall()
