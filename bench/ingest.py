@@ -10,7 +10,6 @@ Usage: uv run python bench/ingest.py [--lines N] [--database-url URL]
 import argparse
 import io
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -51,22 +50,17 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
     env.update(XRAY_DATABASE_URL=url, XRAY_STATS_OUTPUT=str(OUT / "ingest-stats.jsonl"))
     started = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xray_pipeline.cli",
-            "--log-level",
-            "WARNING",
-            "ingest",
-            "--logfile",
-            str(log),
-        ],
+    child = subprocess.Popen(
+        [sys.executable, "-m", "xray_pipeline.cli", "--log-level", "WARNING", "ingest",
+         "--logfile", str(log)],
         env=env,
-        check=True,
-    )
+    )  # fmt: skip
+    # this child's own peak RSS (RUSAGE_CHILDREN would give the largest of every child)
+    _, status, usage = os.wait4(child.pid, 0)
     e2e = time.perf_counter() - started
-    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"ingest failed with exit code {os.waitstatus_to_exitcode(status)}")
+    peak_rss = usage.ru_maxrss / 1024
 
     with connect(url) as conn:
         rows = conn.execute("SELECT count(*) FROM logs").fetchone()[0]

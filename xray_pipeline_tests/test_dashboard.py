@@ -177,7 +177,8 @@ def test_overview_loads_clean_with_cards_chart_and_distributions(open_page, base
     assert page.locator("#dist-protocols li").count() >= 2
     assert page.locator("#logs-table tbody tr").count() == 50
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "overview.png", full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 1500})
+    page.screenshot(path=SCREENSHOTS / "overview.png")
     assert errors == []
 
 

@@ -150,9 +150,14 @@ function drawChart(key, container, points) {
   const data = [xs, points.map((p) => p.connections), points.map((p) => p.rejected)];
   const width = Math.max(container.clientWidth, 280);
   const chart = state.charts[key];
+  // one bucket alone (the last hour, a new log) gets an hour each side, not years
+  const lo = xs.length ? xs[0] : Date.now() / 1000 - 3600;
+  const hi = xs.length ? xs[xs.length - 1] : Date.now() / 1000;
+  const xRange = lo === hi ? { min: lo - 3600, max: hi + 3600 } : { min: lo, max: hi };
   if (chart && chart.root.parentNode === container) {
     chart.setData(data);
     chart.setSize({ width, height: 240 });
+    chart.setScale("x", xRange);
     return;
   }
   container.replaceChildren();
@@ -171,6 +176,7 @@ function drawChart(key, container, points) {
     data,
     container,
   );
+  state.charts[key].setScale("x", xRange);
 }
 
 window.addEventListener("resize", () => {
