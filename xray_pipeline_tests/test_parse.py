@@ -265,6 +265,10 @@ def test_dst_gap_time_is_kept_as_a_reject():
     parsed = parse_chunk(line, timezone="Europe/Berlin")
     assert parsed.access.height == 0
     assert parsed.rejects["reason"].to_list() == ["bad_timestamp"]
+    # the dry run still prints the time the line says (spec: ts as printed, no zone)
+    assert parsed.lines["ts"].to_list() == ["2025-03-30T02:30:00"]
+    impossible = parse_chunk(b"2025/13/45 00:00:00 from 1.2.3.4:1 accepted tcp:a.b:1\n")
+    assert impossible.lines["ts"].to_list() == [None]
 
 
 def test_generator_ground_truth_round_trip():

@@ -85,6 +85,7 @@ def test_partition_bounds_follow_timezone(conn: psycopg.Connection, timezone, lo
     assert bounds["logs_2025_11_17"] == f"FOR VALUES FROM ('{lower}') TO ('{upper}')"
     # twice is harmless
     assert ensure_partitions(conn, [dt.date(2025, 11, 17)], timezone) == []
+
     # and the partition carries every index of the parent (the partial one included)
     def index_defs(table: str) -> list[str]:
         rows = conn.execute(

@@ -20,6 +20,7 @@ from xray_pipeline.core.schema import (
 )
 
 TS = r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}(?:\.\d{1,9})?"
+TS_FORMAT = "%Y/%m/%d %H:%M:%S%.f"
 
 # The modern shape: Xray >= 1.8.24, IPv4 source (optionally tcp:/udp:), tcp/udp destination
 # without brackets, a detour and an email, nothing after. A narrow pattern runs several times
@@ -103,8 +104,10 @@ class ParsedChunk:
     @cached_property
     def lines(self) -> pl.DataFrame:
         """One row per input line, in order, with the spec's canonical fields (ts as printed,
-        ISO form, no zone; every field but `kind` null for `other`)."""
-        valid_ts = pl.col("ts_typed").is_not_null() & pl.col("kind").ne("other")
+        ISO form, no zone; every field but `kind` null for `other`). A time the zone skips
+        (a DST gap: the wrong zone configured) is still printed: it is what the line says."""
+        naive = pl.col("ts").str.to_datetime(TS_FORMAT, time_unit="us", strict=False)
+        valid_ts = naive.is_not_null() & pl.col("kind").ne("other")
         return self.rows.select(
             [
                 pl.when(valid_ts).then(_iso_ts(pl.col("ts"))).alias("ts")
@@ -189,9 +192,9 @@ def _iso_ts(col: pl.Expr) -> pl.Expr:
 
 
 def _typed_ts(col: pl.Expr, timezone: str) -> pl.Expr:
-    return col.str.to_datetime(
-        "%Y/%m/%d %H:%M:%S%.f", time_unit="us", strict=False
-    ).dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+    return col.str.to_datetime(TS_FORMAT, time_unit="us", strict=False).dt.replace_time_zone(
+        timezone, ambiguous="earliest", non_existent="null"
+    )
 
 
 def _port(col: pl.Expr) -> pl.Expr:
