@@ -1,13 +1,14 @@
 """Aggregates: /api/logs/stats and /api/timeseries, from the rollups where they are complete
 (whole past days: `daily_totals` for the counts, `hourly_traffic` for the time series,
-`daily_user_ips` for unique users) plus a live
-query of `logs` for the rest (today, partial days, days not rolled up yet)."""
+`daily_user_ips` for unique users) plus a live query of `logs` for the rest (today, partial
+days, days not rolled up yet)."""
 
 import datetime as dt
 import zoneinfo
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -81,12 +82,15 @@ async def _rolled_days(
 ) -> set[dt.date]:
     """The days in [lo - 1 day, hi + 1 day] that every one of `tables` holds (one index
     probe per day and table: a day missing from one rollup is read live from `logs`)."""
-    probes = " AND ".join(
-        f"EXISTS (SELECT 1 FROM {table} r WHERE r.day = d.day)" for table in tables
+    probes = sql.SQL(" AND ").join(
+        sql.SQL("EXISTS (SELECT 1 FROM {} r WHERE r.day = d.day)").format(sql.Identifier(table))
+        for table in tables
     )
     await cur.execute(
-        "SELECT d.day FROM (SELECT g::date AS day FROM generate_series(%s::date, %s::date, "
-        f"interval '1 day') g) d WHERE {probes}",
+        sql.SQL(
+            "SELECT d.day FROM (SELECT g::date AS day FROM generate_series(%s::date, %s::date, "
+            "interval '1 day') g) d WHERE {}"
+        ).format(probes),
         ((lo - dt.timedelta(days=1)).date(), (hi + dt.timedelta(days=1)).date()),
     )
     return {r["day"] for r in await cur.fetchall()}
