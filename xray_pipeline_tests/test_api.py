@@ -355,7 +355,15 @@ def test_users_list_detail_and_ips_window(client, data_url):
     assert dt.datetime.fromisoformat(detail["first_seen"]) == first
     assert sum(s["connections"] for s in detail["sessions"]) == n
     assert sum(i["connections"] for i in detail["source_ips"]) == n
-    assert len(detail["top_destinations"]) <= 10
+    with connect(data_url) as conn:
+        top = conn.execute(
+            "SELECT e.host, e.port, count(*) FROM logs l JOIN endpoints e ON e.id = l.endpoint_id "
+            "JOIN users u ON u.id = l.user_id WHERE u.email = %s GROUP BY 1, 2 "
+            "ORDER BY 3 DESC, 1, 2 LIMIT 10",
+            (email,),
+        ).fetchall()
+    got_top = [(d["host"], d["port"], d["connections"]) for d in detail["top_destinations"]]
+    assert got_top == [tuple(r) for r in top] and len(top) == 10
     signal = client.get(
         f"/api/users/{email}/ips", params={"window": 360, "at": last.isoformat()}
     ).json()
