@@ -271,11 +271,14 @@ def sql_series(url: str, bucket: str, where: str = "true") -> list[tuple[str, in
     return [(t.isoformat(), n, r) for t, n, r in rows]
 
 
-@pytest.mark.parametrize("rolled", [(), ("hourly_traffic",)], ids=["live", "rollups"])
+@pytest.mark.parametrize(
+    "rolled", [(), ("hourly_traffic", "daily_totals")], ids=["live", "rollups"]
+)
 @pytest.mark.parametrize("bucket", ["day", "hour"])
 def test_timeseries_match_sql_ground_truth(client, data_url, rolled, bucket):
     with connect(data_url) as conn:
         conn.execute("DELETE FROM hourly_traffic")
+        conn.execute("DELETE FROM daily_totals")
         conn.commit()
     rebuild_rollups(data_url, rolled)
     window = {"from": "2025-11-17T00:00Z", "to": "2025-11-19T00:00Z"}
