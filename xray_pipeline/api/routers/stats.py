@@ -108,11 +108,14 @@ WITH parts AS (
 SELECT
     coalesce(sum(connections), 0) AS connections,
     coalesce(sum(rejected), 0) AS rejected,
-    -- a probe per user (index on user_id, day) rather than a distinct over every user-day row
+    -- a probe per user (indexes on user_id, day and user_id, ts) rather than a distinct over
+    -- every user-day row; one EXISTS over a UNION ALL, because `EXISTS .. OR EXISTS ..` lets
+    -- the planner hash the whole of daily_user_ips instead (measured: 106 ms against 22 ms)
     (SELECT count(*) FROM users u
       WHERE EXISTS (SELECT 1 FROM daily_user_ips d
-                     WHERE d.user_id = u.id AND d.day = ANY(%(days)s))
-         OR EXISTS (SELECT 1 FROM logs l WHERE l.user_id = u.id AND {live})) AS unique_users,
+                     WHERE d.user_id = u.id AND d.day = ANY(%(days)s)
+                    UNION ALL
+                    SELECT 1 FROM logs l WHERE l.user_id = u.id AND {live})) AS unique_users,
     (SELECT coalesce(jsonb_object_agg(coalesce(p.name, 'unknown'), n), '{{}}')
        FROM (SELECT protocol_id, sum(connections) n FROM parts GROUP BY 1) x
        LEFT JOIN protocols p ON p.id = x.protocol_id) AS protocols,
