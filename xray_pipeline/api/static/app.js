@@ -9,6 +9,7 @@ const PAGE_SIZE = 50;
 const $ = (id) => document.getElementById(id);
 const state = {
   cursors: [null], // cursor of each page visited, newest page first
+  nextCursor: null, // the shown page's next_cursor (the Older button)
   filters: {},
   view: "overview",
   email: null,
