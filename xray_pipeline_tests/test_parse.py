@@ -330,20 +330,71 @@ def test_generator_ground_truth_round_trip():
         assert mismatched == 0, name
 
 
-def test_fast_path_agrees_with_tolerant_path():
-    frame = generate(GeneratorConfig(lines=20_000, other_share=0.3, seed=3))
-    lines = split_lines(("\n".join(frame["line"].to_list()) + "\n").encode())
-    both = P.classify(lines)
-    tolerant = P._tolerant_rows(lines.lazy()).collect().sort("line_no")
-    fast_share = (
+def fast_taken(lines: pl.DataFrame) -> pl.Series:
+    return (
         lines.select(pl.col("text").str.extract_groups(P.FAST_CAPTURE).alias("f"))
         .select(P._fast_ok())
         .to_series()
-        .mean()
     )
-    assert fast_share > 0.5
-    columns = [c for c in tolerant.columns if c not in {"ts_typed"}]
-    assert both.select(columns).equals(tolerant.select(columns))
+
+
+def assert_paths_agree(lines: pl.DataFrame) -> None:
+    """classify() (fast path, tolerant for the rest) gives the tolerant path's rows."""
+    both = P.classify(lines)
+    tolerant = P._tolerant_rows(lines.lazy()).collect()
+    columns = [c for c in tolerant.columns if c != "ts_typed"]
+    assert both.select(columns).to_dicts() == tolerant.select(columns).to_dicts()
+
+
+def test_fast_path_agrees_with_tolerant_path():
+    frame = generate(GeneratorConfig(lines=20_000, other_share=0.3, seed=3))
+    lines = split_lines(("\n".join(frame["line"].to_list()) + "\n").encode())
+    assert fast_taken(lines).mean() > 0.8
+    assert_paths_agree(lines)
+
+
+# Lines at the fast path's edges: each is taken by it, or left to the tolerant path, and
+# either way the row is the tolerant grammar's.
+EDGE_LINES = [
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 rejected  proxy/vmess: invalid user", True),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 rejected  bad request email: bob", True),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 rejected \tproxy: tab first", False),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 rejected  trailing space ", False),
+    ("2025/01/01 00:00:00 1.2.3.4:5 rejected", False),
+    ("2025/01/01 00:00:00 [Info]:5 accepted tcp:a.b:1", False),
+    ("2025/01/01 00:00:00 [Warning] 1.2.3.4:5 accepted tcp:a.b:1", False),
+    ("2025/01/01 00:00:00 from [::1]:5 accepted tcp:[2001:db8::2]:443 [a -> b] email: c", True),
+    ("2025/01/01 00:00:00 from [fe80::1%eth0]:5 accepted tcp:a.b:1", False),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:[Masked IPv4]:53", False),
+    ("2025/01/01 00:00:00.1234567890 from 1.2.3.4:5 accepted tcp:a.b:1", False),
+    ("2025/01/01 00:00:00.123456789 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("25/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1", False),
+    ("2025/1/1 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1", False),
+    ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 email: x", True),
+    ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 email:x ", False),
+    ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 [out]", True),
+    ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53", True),
+    ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 [out] ", False),
+    ("2025/01/01 00:00:00 from 1.2.3.4:1234567 accepted tcp:a.b:99999999", True),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1 [] email: e", True),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1 [x ->  y]", True),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1 [x >> y ==> z]", True),
+    ("2025/01/01 00:00:00 from ..:5 accepted tcp:a.b:1", True),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:[]:1", False),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:a:1:2", False),
+    ("2025/01/01 00:00:00 from udp:1.2.3.4:5 accepted tcp:a.b:1 [t] email: e f", False),
+    ("2025/01/01 00:00:00 from tcp:1.2.3.4:5 accepted tcp:a.b:1 [t] email: é@ü", True),
+    (" 2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1", False),
+    ("2025/01/01 00:00:00  from 1.2.3.4:5 accepted tcp:a.b:1", False),
+    ("2025/02/30 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("2025/01/01 00:00:00 1.1.1.1 got answer: a.b. -> [1.2.3.4] 1ms", False),
+]
+
+
+def test_fast_path_edges_agree_with_tolerant_path():
+    lines = split_lines(("\n".join(line for line, _ in EDGE_LINES) + "\n").encode())
+    assert fast_taken(lines).to_list() == [taken for _, taken in EDGE_LINES]
+    assert_paths_agree(lines)
 
 
 def test_chunk_boundaries_do_not_change_rows():
@@ -457,6 +508,12 @@ def test_property_batch_equals_single(cases):
     data = ("\n".join(line for line, _ in cases) + "\n").encode()
     parsed = parse_chunk(data)
     assert parsed.lines.drop("line_no", "byte_offset").to_dicts() == [e for _, e in cases]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(access_lines(), min_size=1, max_size=30))
+def test_property_fast_path_agrees_with_tolerant_path(cases):
+    assert_paths_agree(split_lines(("\n".join(line for line, _ in cases) + "\n").encode()))
 
 
 @settings(max_examples=300, deadline=None)
