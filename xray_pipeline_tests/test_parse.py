@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from xray_pipeline.core import parse as P
 from xray_pipeline.core.generate import TRUTH_FIELDS, GeneratorConfig, generate
@@ -338,12 +339,16 @@ def fast_taken(lines: pl.DataFrame) -> pl.Series:
     )
 
 
-def assert_paths_agree(lines: pl.DataFrame) -> None:
-    """classify() (fast path, tolerant for the rest) gives the tolerant path's rows."""
-    both = P.classify(lines)
-    tolerant = P._tolerant_rows(lines.lazy()).collect()
-    columns = [c for c in tolerant.columns if c != "ts_typed"]
-    assert both.select(columns).to_dicts() == tolerant.select(columns).to_dicts()
+def assert_paths_agree(lines: pl.DataFrame, timezone: str = "UTC") -> None:
+    """classify() (fast path, tolerant for the rest) gives the tolerant path's rows, the
+    timestamp read in `timezone` included."""
+    both = P.classify(lines, timezone)
+    tolerant = (
+        P._tolerant_rows(lines.lazy())
+        .with_columns(P._typed_ts(pl.col("ts"), timezone).alias("ts_typed"))
+        .collect()
+    )
+    assert_frame_equal(both.select(tolerant.columns), tolerant)
 
 
 def test_fast_path_agrees_with_tolerant_path():
@@ -387,14 +392,25 @@ EDGE_LINES = [
     (" 2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1", False),
     ("2025/01/01 00:00:00  from 1.2.3.4:5 accepted tcp:a.b:1", False),
     ("2025/02/30 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("2025/02/29 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("2024/02/29 23:59:59.999999999 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("2016/12/31 23:59:60.5 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("2025/01/01 24:00:00 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("2025/01/01 23:60:00 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("2025/01/01 23:59:61 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("2025/13/01 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("0000/01/01 00:00:00.1 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("2025/03/30 02:30:00 from 1.2.3.4:5 accepted tcp:a.b:1", True),
+    ("2025/10/26 02:30:00.5 from 1.2.3.4:5 accepted tcp:a.b:1", True),
     ("2025/01/01 00:00:00 1.1.1.1 got answer: a.b. -> [1.2.3.4] 1ms", False),
 ]
 
 
-def test_fast_path_edges_agree_with_tolerant_path():
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Berlin", "Asia/Shanghai"])
+def test_fast_path_edges_agree_with_tolerant_path(timezone):
     lines = split_lines(("\n".join(line for line, _ in EDGE_LINES) + "\n").encode())
     assert fast_taken(lines).to_list() == [taken for _, taken in EDGE_LINES]
-    assert_paths_agree(lines)
+    assert_paths_agree(lines, timezone)
 
 
 def test_chunk_boundaries_do_not_change_rows():

@@ -228,6 +228,27 @@ def _typed_ts(col: pl.Expr, timezone: str) -> pl.Expr:
     )
 
 
+def _typed_fixed_ts(col: pl.Expr, timezone: str) -> pl.Expr:
+    """_typed_ts for text already checked against TS (fixed widths: `2025/03/14 09:26:53`
+    then an optional fraction), by arithmetic on slices: half the time of strptime. Same
+    results: the fraction truncated to microseconds, a leap second :60 the next second, an
+    impossible date or time null."""
+
+    def number(start: int, length: int) -> pl.Expr:
+        return col.str.slice(start, length).cast(pl.Int64, strict=False)
+
+    day = col.str.slice(0, 10).str.to_date("%Y/%m/%d", strict=False)
+    hour, minute, second = number(11, 2), number(14, 2), number(17, 2)
+    fraction = col.str.slice(20, 6).str.pad_end(6, "0").cast(pl.Int64, strict=False)
+    micros = (hour * 3600 + minute * 60 + second) * 1_000_000 + fraction
+    valid = (hour < 24) & (minute < 60) & (second <= 60)
+    return (
+        pl.when(valid)
+        .then(day.cast(pl.Datetime("us")) + pl.duration(microseconds=micros))
+        .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+    )
+
+
 def _port(col: pl.Expr) -> pl.Expr:
     # 65535 fits; a longer digit run is not a port and stays null rather than failing
     return col.str.slice(0, 6).cast(pl.Int32, strict=False)
@@ -444,8 +465,8 @@ def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     through the tolerant grammar, and their values are scattered into place (no concat, no
     sort). `ts_typed` is the timestamp read in `timezone`.
     """
-    typed = _typed_ts(pl.col("ts"), timezone).alias("ts_typed")
-    rows = _fast_rows(lines.lazy()).with_columns(typed).collect()
+    fixed_typed = _typed_fixed_ts(pl.col("ts"), timezone).alias("ts_typed")
+    rows = _fast_rows(lines.lazy()).with_columns(fixed_typed).collect()
     inbound, outbound = _split_detours(rows.get_column("detour"))
     rows = rows.with_columns(
         inbound.cast(pl.String).alias("inbound_tag"),
@@ -454,6 +475,7 @@ def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     slow_index = rows.get_column("fast").not_().arg_true()
     if slow_index.len() == 0:
         return rows
+    typed = _typed_ts(pl.col("ts"), timezone).alias("ts_typed")
     slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(typed).collect()
     return rows.with_columns(
         rows.get_column(name).cast(slow.schema[name]).scatter(slow_index, slow.get_column(name))
