@@ -250,8 +250,8 @@ def _typed_fixed_ts(col: pl.Expr, timezone: str) -> pl.Expr:
 
 
 def _port(col: pl.Expr) -> pl.Expr:
-    # 65535 fits; a longer digit run is not a port and stays null rather than failing
-    return col.str.slice(0, 6).cast(pl.Int32, strict=False)
+    # the number the line prints; a digit run too long for an integer stays null
+    return col.cast(pl.Int32, strict=False)
 
 
 def _duration(col: pl.Expr) -> pl.Expr:
@@ -292,12 +292,13 @@ def _fast_ok() -> pl.Expr:
 
 
 def _fast_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
-    """Every line -> the row columns as the fast path sees them: filled for the lines it
-    takes (`fast`), null for the others (the tolerant path fills those in). The detour stays
-    whole here: classify() splits its few distinct values once."""
+    """Every line -> the row columns as the fast path sees them, `fast` saying which lines
+    it takes. Only `kind` and `status` are masked by it: on the other lines the fields are
+    null or, where the capture matched but _fast_ok() did not, overwritten by the tolerant
+    path (classify() writes every row column of those lines). The detour stays whole here:
+    classify() splits its few distinct values once."""
     null = pl.lit(None, pl.String)
     fast = pl.col("fast")
-    accepted = _f("f", "dest_network").is_not_null()
     reason = _f("f", "reason")
     return (
         lines.with_columns(pl.col("text").str.extract_groups(FAST_CAPTURE).alias("f"))
@@ -308,26 +309,24 @@ def _fast_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
             "text",
             "fast",
             pl.when(fast).then(pl.lit("access")).alias("kind"),
-            pl.when(fast).then(_f("f", "ts")).alias("ts"),
-            pl.when(fast).then(_f("f", "src_network")).alias("src_network"),
-            pl.when(fast).then(pl.coalesce(_f("f", "src6"), _f("f", "src_ip"))).alias("src_ip"),
-            pl.when(fast).then(_port(_f("f", "src_port"))).alias("src_port"),
-            pl.when(fast)
-            .then(pl.when(accepted).then(pl.lit("accepted")).otherwise(pl.lit("rejected")))
-            .alias("status"),
-            pl.when(fast).then(_f("f", "dest_network")).alias("dest_network"),
-            pl.when(fast)
-            .then(pl.coalesce(_f("f", "dest6"), _f("f", "dest_host")))
-            .alias("dest_host"),
-            pl.when(fast).then(_port(_f("f", "dest_port"))).alias("dest_port"),
-            null.alias("dest_url"),
-            pl.when(fast).then(_f("f", "detour")).alias("detour"),
-            pl.when(fast & accepted)
-            .then(pl.coalesce(_f("f", "email"), _f("f", "email2")))
+            _f("f", "ts").alias("ts"),
+            _f("f", "src_network").alias("src_network"),
+            pl.coalesce(_f("f", "src6"), _f("f", "src_ip")).alias("src_ip"),
+            _port(_f("f", "src_port")).alias("src_port"),
+            pl.when(fast & _f("f", "dest_network").is_not_null())
+            .then(pl.lit("accepted"))
             .when(fast)
-            .then(reason.str.extract(REJECTED_EMAIL, 1))
-            .alias("email"),
-            pl.when(fast).then(reason).alias("reason"),
+            .then(pl.lit("rejected"))
+            .alias("status"),
+            _f("f", "dest_network").alias("dest_network"),
+            pl.coalesce(_f("f", "dest6"), _f("f", "dest_host")).alias("dest_host"),
+            _port(_f("f", "dest_port")).alias("dest_port"),
+            null.alias("dest_url"),
+            _f("f", "detour").alias("detour"),
+            pl.coalesce(
+                _f("f", "email"), _f("f", "email2"), reason.str.extract(REJECTED_EMAIL, 1)
+            ).alias("email"),
+            reason.alias("reason"),
             null.alias("other_reason"),
             null.alias("server"),
             null.alias("dns_status"),
@@ -337,14 +336,16 @@ def _fast_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _split_detours(detour: pl.Series) -> tuple[pl.Expr, pl.Expr]:
-    """Inbound and outbound tag expressions for a detour column, from its distinct values
-    (a log has a handful of tag pairs: the regex runs on those, not on every line)."""
+def _split_detours(detour: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """Inbound and outbound tags of a detour column, from its distinct values (a log has a
+    handful of tag pairs: the regex runs on those, not on every line). Each line then finds
+    its pair by its code in an Enum of those values: one hash a line, not one a column."""
     distinct = detour.drop_nulls().unique()
     parts = distinct.to_frame("d").select(pl.col("d").str.extract_groups(DETOUR)).unnest("d")
+    codes = detour.cast(pl.Enum(distinct)).to_physical()
     return (
-        pl.col("detour").replace_strict(distinct, parts["inbound_tag"], default=None),
-        pl.col("detour").replace_strict(distinct, parts["outbound_tag"], default=None),
+        parts.get_column("inbound_tag").cast(pl.String).gather(codes),
+        parts.get_column("outbound_tag").cast(pl.String).gather(codes),
     )
 
 
@@ -469,18 +470,24 @@ def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     rows = _fast_rows(lines.lazy()).with_columns(fixed_typed).collect()
     inbound, outbound = _split_detours(rows.get_column("detour"))
     rows = rows.with_columns(
-        inbound.cast(pl.String).alias("inbound_tag"),
-        outbound.cast(pl.String).alias("outbound_tag"),
+        inbound.alias("inbound_tag"),
+        outbound.alias("outbound_tag"),
     ).drop("detour")
     slow_index = rows.get_column("fast").not_().arg_true()
     if slow_index.len() == 0:
         return rows
     typed = _typed_ts(pl.col("ts"), timezone).alias("ts_typed")
     slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(typed).collect()
-    return rows.with_columns(
-        rows.get_column(name).cast(slow.schema[name]).scatter(slow_index, slow.get_column(name))
-        for name in ROW_COLUMNS
-    )
+    return rows.with_columns(_scattered(rows, name, slow_index, slow) for name in ROW_COLUMNS)
+
+
+def _scattered(rows: pl.DataFrame, name: str, index: pl.Series, slow: pl.DataFrame) -> pl.Series:
+    """rows[name] with slow[name] written at `index` (a cast only where the dtypes differ:
+    each eager cast is a query of its own, a fixed cost per chunk)."""
+    column = rows.get_column(name)
+    if column.dtype != slow.schema[name]:
+        column = column.cast(slow.schema[name])
+    return column.scatter(index, slow.get_column(name))
 
 
 def parse_chunk(
@@ -501,25 +508,34 @@ def parse_chunk(
     bad_ts = pl.col("ts").is_not_null() & pl.col("ts_typed").is_null()
     is_access = pl.col("kind").eq("access") & pl.col("ts_typed").is_not_null()
     is_dns = pl.col("kind").eq("dns") & ~bad_ts
-    access = rows.filter(is_access).select(
-        [
-            pl.col("ts_typed").alias("ts") if name == "ts" else pl.col(name)
-            for name in access_schema(timezone)
-        ]
+    typed = rows.lazy()
+    access = (
+        typed.filter(is_access)
+        .select(
+            [
+                pl.col("ts_typed").alias("ts") if name == "ts" else pl.col(name)
+                for name in access_schema(timezone)
+            ]
+        )
+        .cast(access_schema(timezone))
     )
-    dns = rows.filter(is_dns).select(
-        "line_no",
-        "byte_offset",
-        pl.col("ts_typed").alias("ts"),
-        "server",
-        "dns_status",
-        pl.col("dest_host").alias("domain"),
-        pl.when(pl.col("ips").str.strip_chars() == "")
-        .then(pl.lit([], pl.List(pl.String)))
-        .otherwise(pl.col("ips").str.split(", "))
-        .alias("answers"),
-        _duration(pl.col("elapsed")).alias("elapsed"),
-        pl.col("reason").alias("error"),
+    dns = (
+        typed.filter(is_dns)
+        .select(
+            "line_no",
+            "byte_offset",
+            pl.col("ts_typed").alias("ts"),
+            "server",
+            "dns_status",
+            pl.col("dest_host").alias("domain"),
+            pl.when(pl.col("ips").str.strip_chars() == "")
+            .then(pl.lit([], pl.List(pl.String)))
+            .otherwise(pl.col("ips").str.split(", "))
+            .alias("answers"),
+            _duration(pl.col("elapsed")).alias("elapsed"),
+            pl.col("reason").alias("error"),
+        )
+        .cast(dns_schema(timezone))
     )
     reject_reason = (
         pl.when(pl.col("kind").eq("other"))
@@ -528,17 +544,23 @@ def parse_chunk(
         .then(pl.lit("bad_timestamp"))
         .otherwise(pl.lit("no_timestamp"))
     )
-    rejects = rows.filter(~is_access & ~is_dns).select(
-        "line_no",
-        "byte_offset",
-        pl.col("ts_typed").alias("ts"),
-        reject_reason.alias("reason"),
-        pl.col("text").alias("raw"),
+    rejects = (
+        typed.filter(~is_access & ~is_dns)
+        .select(
+            "line_no",
+            "byte_offset",
+            pl.col("ts_typed").alias("ts"),
+            reject_reason.alias("reason"),
+            pl.col("text").alias("raw"),
+        )
+        .cast(rejects_schema(timezone))
     )
+    # one call for the three frames: they run at once, and a query's fixed cost is paid once
+    access_frame, dns_frame, rejects_frame = pl.collect_all([access, dns, rejects])
     return ParsedChunk(
-        access=access.cast(access_schema(timezone)),
-        dns=dns.cast(dns_schema(timezone)),
-        rejects=rejects.cast(rejects_schema(timezone)),
+        access=access_frame,
+        dns=dns_frame,
+        rejects=rejects_frame,
         rows=rows,
         source=source,
         base_offset=base_offset,
