@@ -336,16 +336,16 @@ def _fast_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _split_detours(detour: pl.Series) -> tuple[pl.Series, pl.Series]:
-    """Inbound and outbound tags of a detour column, from its distinct values (a log has a
-    handful of tag pairs: the regex runs on those, not on every line). Each line then finds
-    its pair by its code in an Enum of those values: one hash a line, not one a column."""
+def _split_detours(detour: pl.Series) -> tuple[pl.Expr, pl.Expr]:
+    """Inbound and outbound tag expressions for a detour column, from its distinct values (a
+    log has a handful of tag pairs: the regex runs on those, not on every line). Each line
+    then finds its pair by its code in an Enum of those values: one hash a line."""
     distinct = detour.drop_nulls().unique()
     parts = distinct.to_frame("d").select(pl.col("d").str.extract_groups(DETOUR)).unnest("d")
-    codes = detour.cast(pl.Enum(distinct)).to_physical()
+    codes = pl.col("detour").cast(pl.Enum(distinct)).to_physical()
     return (
-        parts.get_column("inbound_tag").cast(pl.String).gather(codes),
-        parts.get_column("outbound_tag").cast(pl.String).gather(codes),
+        pl.lit(parts.get_column("inbound_tag").cast(pl.String)).gather(codes),
+        pl.lit(parts.get_column("outbound_tag").cast(pl.String)).gather(codes),
     )
 
 
@@ -469,15 +469,17 @@ def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     fixed_typed = _typed_fixed_ts(pl.col("ts"), timezone).alias("ts_typed")
     rows = _fast_rows(lines.lazy()).with_columns(fixed_typed).collect()
     inbound, outbound = _split_detours(rows.get_column("detour"))
-    rows = rows.with_columns(
+    tagged = rows.lazy().with_columns(
         inbound.alias("inbound_tag"),
         outbound.alias("outbound_tag"),
-    ).drop("detour")
+    )
     slow_index = rows.get_column("fast").not_().arg_true()
     if slow_index.len() == 0:
-        return rows
+        return tagged.drop("detour").collect()
     typed = _typed_ts(pl.col("ts"), timezone).alias("ts_typed")
-    slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(typed).collect()
+    slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(typed)
+    # the tags of the fast lines and the tolerant path's rows are computed at once
+    rows, slow = pl.collect_all([tagged.drop("detour"), slow])
     return rows.with_columns(_scattered(rows, name, slow_index, slow) for name in ROW_COLUMNS)
 
 
