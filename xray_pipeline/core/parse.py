@@ -35,7 +35,8 @@ FAST_CAPTURE = (
     r"(?:\[(?P<src6>[0-9A-Fa-f:.]+)\]|(?P<src_ip>[\d.]+)):(?P<src_port>\d+) "
     r"(?:accepted (?P<dest_network>tcp|udp):(?:\[(?P<dest6>[^\s\]]+)\]|(?P<dest_host>[^\s:\[\]]+))"
     r":(?P<dest_port>\d+)"
-    r"(?: (?:\[(?P<detour>[^\]]*)\](?: email: (?P<email>\S+))?|email: (?P<email2>\S+)))?"
+    # ` [detour]`, ` email: x`, both or neither; a space after the detour may end the line
+    r"(?: (?:\[(?P<detour>[^\]]*)\](?: |$))?(?:email: (?P<email>\S+))?)?"
     r"|rejected +(?P<reason>\S.*))$"
 )
 DETOUR = r"^(?:(?P<inbound_tag>.*?) (?:->|>>|==>) )?(?P<outbound_tag>.*)$"
@@ -323,9 +324,7 @@ def _fast_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
             _port(_f("f", "dest_port")).alias("dest_port"),
             null.alias("dest_url"),
             _f("f", "detour").alias("detour"),
-            pl.coalesce(
-                _f("f", "email"), _f("f", "email2"), reason.str.extract(REJECTED_EMAIL, 1)
-            ).alias("email"),
+            pl.coalesce(_f("f", "email"), reason.str.extract(REJECTED_EMAIL, 1)).alias("email"),
             reason.alias("reason"),
             null.alias("other_reason"),
             null.alias("server"),
