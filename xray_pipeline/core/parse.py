@@ -143,25 +143,28 @@ def split_lines(data: bytes, base_offset: int = 0) -> pl.DataFrame:
         pieces = _split_text(text)
         if b"\r" in data:
             pieces = pieces.str.strip_suffix("\r")
+    line = pl.col("text").fill_null("")  # the CSV reader reads an empty line as null
     if exact and b"\r" not in data:
         # valid UTF-8: each line's byte length is its encoded length plus its LF
-        starts = (pieces.str.len_bytes().cast(pl.Int64) + 1).cum_sum().shift(1, fill_value=0)
+        starts = (line.str.len_bytes().cast(pl.Int64) + 1).cum_sum().shift(1, fill_value=0)
     else:
         # replacement characters and stripped CRs change lengths: take the LF positions
         # from the raw bytes
         newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
         positions = np.concatenate(([0], newlines + 1)).astype(np.int64)
-        starts = pl.Series(positions[: pieces.len()])
-    frame = pl.DataFrame(
-        {
-            "line_no": pl.int_range(1, pieces.len() + 1, dtype=pl.Int64, eager=True),
-            "byte_offset": starts + base_offset,
-            "text": pieces,
-        }
-    )
+        starts = pl.lit(pl.Series(positions[: pieces.len()]))
     if b"\x00" in data:
-        frame = frame.with_columns(pl.col("text").str.replace_all("\x00", "", literal=True))
-    return frame
+        line = line.str.replace_all("\x00", "", literal=True)
+    return (
+        pieces.to_frame("text")
+        .lazy()
+        .select(
+            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line_no"),
+            (starts + base_offset).alias("byte_offset"),
+            line.alias("text"),
+        )
+        .collect()
+    )
 
 
 # A byte no Xray line holds, as the CSV reader's column separator: Polars' CSV reader splits
@@ -172,24 +175,20 @@ _BOM = b"\xef\xbb\xbf"
 
 def _split_fast(data: bytes) -> pl.Series | None:
     """Split valid UTF-8 at LF with the multi-threaded CSV reader (one column, no quoting,
-    no header); None when the bytes hold what the reader would alter: the separator byte, a
-    leading byte-order mark (it strips it). A CR before an LF is stripped by the reader and
-    by _split_text's caller alike; a CR elsewhere is kept by both."""
+    no header; an empty line comes back null); None when the bytes hold what the reader would
+    alter: the separator byte, a leading byte-order mark (it strips it). A CR before an LF is
+    stripped by the reader and by _split_text's caller alike; a CR elsewhere is kept by both."""
     if _NO_SEPARATOR in data or data.startswith(_BOM):
         return None
-    return (
-        pl.read_csv(
-            data,
-            has_header=False,
-            separator=_NO_SEPARATOR.decode(),
-            quote_char=None,
-            new_columns=["text"],
-            schema={"text": pl.String},
-            infer_schema=False,
-        )
-        .to_series()
-        .fill_null("")  # the reader reads an empty line as null
-    )
+    return pl.read_csv(
+        data,
+        has_header=False,
+        separator=_NO_SEPARATOR.decode(),
+        quote_char=None,
+        new_columns=["text"],
+        schema={"text": pl.String},
+        infer_schema=False,
+    ).to_series()
 
 
 def _split_text(text: str, parts: int = 8) -> pl.Series:
