@@ -319,6 +319,25 @@ def test_dst_gap_time_is_kept_as_a_reject():
     assert impossible.lines["ts"].to_list() == [None]
 
 
+@pytest.mark.parametrize(
+    ("ts", "kept"),
+    [
+        ("0000/01/01 00:00:00", False),
+        ("0001/01/01 00:00:00.5", False),
+        ("1969/12/31 23:59:59", False),
+        ("1970/01/01 00:00:00", True),
+        ("9999/12/29 23:59:59", True),
+        ("9999/12/31 00:00:00", False),
+    ],
+)
+def test_timestamps_outside_a_clock_range_are_rejects(ts, kept):
+    # year 0000 once reached the loader and crashed the chunk (PostgreSQL has no year 0)
+    for line in (f"{ts} from 1.2.3.4:1 accepted tcp:a.b:1", f"{ts} 1.1.1.1 got answer: a.b. -> []"):
+        parsed = parse_chunk((line + "\n").encode(), timezone="Asia/Shanghai")
+        assert parsed.rejects["reason"].to_list() == ([] if kept else ["bad_timestamp"])
+        assert parsed.lines["ts"][0] == ts.replace("/", "-").replace(" ", "T")
+
+
 def test_generator_ground_truth_round_trip():
     frame = generate(GeneratorConfig(lines=30_000, days=2, other_share=0.5, seed=7))
     data = ("\n".join(frame["line"].to_list()) + "\n").encode()

@@ -6,6 +6,7 @@ it does not match go through the tolerant grammar, which covers every shape Xray
 printed, collector prefixes and paste damage included.
 """
 
+import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -222,10 +223,25 @@ def _iso_ts(col: pl.Expr) -> pl.Expr:
     return col.str.replace_all("/", "-", literal=True).str.replace(" ", "T", literal=True)
 
 
-def _typed_ts(col: pl.Expr, timezone: str) -> pl.Expr:
-    return col.str.to_datetime(TS_FORMAT, time_unit="us", strict=False).dt.replace_time_zone(
-        timezone, ambiguous="earliest", non_existent="null"
+# Times a clock can print: a Unix clock starts at 1970 (a box without RTC boots there), and
+# Python, psycopg and day partitions stop at 9999. Outside, the line is a `bad_timestamp`
+# reject, kept; year 0000 would otherwise reach PostgreSQL, which has no year 0.
+EARLIEST_TS = dt.datetime(1970, 1, 1)
+LATEST_TS = dt.datetime(9999, 12, 30)
+
+
+def _local(naive: pl.Expr, timezone: str) -> pl.Expr:
+    """A naive Xray time -> the zone-aware time it is in `timezone`; null for a time the zone
+    skips (a DST gap) or one outside EARLIEST_TS..LATEST_TS."""
+    return (
+        pl.when(naive.is_between(EARLIEST_TS, LATEST_TS))
+        .then(naive)
+        .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
     )
+
+
+def _typed_ts(col: pl.Expr, timezone: str) -> pl.Expr:
+    return _local(col.str.to_datetime(TS_FORMAT, time_unit="us", strict=False), timezone)
 
 
 def _typed_fixed_ts(col: pl.Expr, timezone: str) -> pl.Expr:
@@ -242,11 +258,8 @@ def _typed_fixed_ts(col: pl.Expr, timezone: str) -> pl.Expr:
     fraction = col.str.slice(20, 6).str.pad_end(6, "0").cast(pl.Int64, strict=False)
     micros = (hour * 3600 + minute * 60 + second) * 1_000_000 + fraction
     valid = (hour < 24) & (minute < 60) & (second <= 60)
-    return (
-        pl.when(valid)
-        .then(day.cast(pl.Datetime("us")) + pl.duration(microseconds=micros))
-        .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-    )
+    naive = day.cast(pl.Datetime("us")) + pl.duration(microseconds=micros)
+    return _local(pl.when(valid).then(naive), timezone)
 
 
 def _port(col: pl.Expr) -> pl.Expr:
