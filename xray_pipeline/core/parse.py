@@ -1,9 +1,9 @@
 """Raw bytes of an access log -> typed Polars frames (access, dns, rejects); vectorized.
 
 The grammar is ../shared/xray-log-format.md. Every input line lands in exactly one of the three
-frames. A strict regex for the modern Xray shape (the bulk of a real file) runs first; the lines
-it does not match go through the tolerant grammar, which covers every shape Xray and V2Ray have
-printed, collector prefixes and paste damage included.
+frames. One one-pass regex for the common accepted and rejected shapes (the bulk of a real
+file) runs first; the lines it does not take go through the tolerant grammar, which covers every
+shape Xray and V2Ray have printed, collector prefixes and paste damage included.
 """
 
 import datetime as dt
@@ -473,7 +473,7 @@ ROW_COLUMNS = (
 def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     """Lines -> one row per line with every canonical and DNS column, in input order.
 
-    The modern shape is captured on every line first; the few lines it does not take go
+    The fast path's regex is captured on every line first; the few lines it does not take go
     through the tolerant grammar, and their values are scattered into place (no concat, no
     sort). `ts_typed` is the timestamp read in `timezone`.
     """
@@ -521,9 +521,9 @@ def parse_chunk(
     bad_ts = pl.col("ts").is_not_null() & pl.col("ts_typed").is_null()
     is_access = pl.col("kind").eq("access") & pl.col("ts_typed").is_not_null()
     is_dns = pl.col("kind").eq("dns") & ~bad_ts
-    typed = rows.lazy()
+    lazy_rows = rows.lazy()
     access = (
-        typed.filter(is_access)
+        lazy_rows.filter(is_access)
         .select(
             [
                 pl.col("ts_typed").alias("ts") if name == "ts" else pl.col(name)
@@ -533,7 +533,7 @@ def parse_chunk(
         .cast(access_schema(timezone))
     )
     dns = (
-        typed.filter(is_dns)
+        lazy_rows.filter(is_dns)
         .select(
             "line_no",
             "byte_offset",
@@ -558,7 +558,7 @@ def parse_chunk(
         .otherwise(pl.lit("no_timestamp"))
     )
     rejects = (
-        typed.filter(~is_access & ~is_dns)
+        lazy_rows.filter(~is_access & ~is_dns)
         .select(
             "line_no",
             "byte_offset",
