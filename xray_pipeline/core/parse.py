@@ -33,11 +33,13 @@ TS_FORMAT = "%Y/%m/%d %H:%M:%S%.f"
 FAST_CAPTURE = (
     r"^(?P<ts>\d+/\d+/\d+ \d+:\d+:\d+(?:\.\d+)?) (?:from )?(?:(?P<src_network>tcp|udp):)?"
     # hex digits only inside brackets: `[Info]` and its siblings are error-log levels
-    r"(?:\[(?P<src6>[0-9A-Fa-f:.]+)\]|(?P<src_ip>[\d.]+)):(?P<src_port>\d+) "
+    # DNS and DoH (the DNS module's pseudo sources) print no port; _fast_ok() checks that
+    # only they go without one
+    r"(?:\[(?P<src6>[0-9A-Fa-f:.]+)\]|(?P<src_ip>[\d.]+|D(?:NS|oH)))(?::(?P<src_port>\d+))? "
     r"(?:accepted (?P<dest_network>tcp|udp):(?:\[(?P<dest6>[^\s\]]+)\]|(?P<dest_host>[^\s:\[\]]+))"
     r":(?P<dest_port>\d+)"
-    # ` [detour]`, ` email: x`, both or neither; a space after the detour may end the line
-    r"(?: (?:\[(?P<detour>[^\]]*)\](?: |$))?(?:email: (?P<email>\S+))?)?"
+    # ` [detour]`, ` email: x` (V2Ray: `email:x`), both or neither; trailing spaces allowed
+    r"(?: +(?:\[(?P<detour>[^\]]*)\] *)?(?:email: ?(?P<email>\S+) *)?)?"
     r"|rejected +(?P<reason>\S.*))$"
 )
 DETOUR = r"^(?:(?P<inbound_tag>.*?) (?:->|>>|==>) )?(?P<outbound_tag>.*)$"
@@ -296,10 +298,12 @@ def _f(struct: str, name: str) -> pl.Expr:
 
 def _fast_ok() -> pl.Expr:
     """What FAST_CAPTURE's loose classes leave out, checked on short strings: the strict
-    timestamp (the tolerant path finds only that one), and a rejection reason that does not
-    end in whitespace (the tolerant path strips it)."""
+    timestamp (the tolerant path finds only that one), a source port unless the source is a
+    portless one, and a rejection reason that does not end in whitespace (the tolerant path
+    strips it)."""
     return (
         _f("f", "ts").str.contains(rf"^{TS}$")
+        & (_f("f", "src_port").is_not_null() | _f("f", "src_ip").is_in(PORTLESS_SOURCES))
         & (_f("f", "reason").is_null() | ~_f("f", "reason").str.contains(r"\s$"))
     ).fill_null(False)
 
