@@ -248,20 +248,12 @@ def _typed_ts(col: pl.Expr, timezone: str) -> pl.Expr:
 
 def _typed_fixed_ts(col: pl.Expr, timezone: str) -> pl.Expr:
     """_typed_ts for text already checked against TS (fixed widths: `2025/03/14 09:26:53`
-    then an optional fraction), by arithmetic on slices: half the time of strptime. Same
-    results: the fraction truncated to microseconds, a leap second :60 the next second, an
-    impossible date or time null."""
-
-    def number(start: int, length: int) -> pl.Expr:
-        return col.str.slice(start, length).cast(pl.Int64, strict=False)
-
-    day = col.str.slice(0, 10).str.to_date("%Y/%m/%d", strict=False)
-    hour, minute, second = number(11, 2), number(14, 2), number(17, 2)
-    fraction = col.str.slice(20, 6).str.pad_end(6, "0").cast(pl.Int64, strict=False)
-    micros = (hour * 3600 + minute * 60 + second) * 1_000_000 + fraction
-    valid = (hour < 24) & (minute < 60) & (second <= 60)
-    naive = day.cast(pl.Datetime("us")) + pl.duration(microseconds=micros)
-    return _local(pl.when(valid).then(naive), timezone)
+    then an optional fraction): the 19 characters up to the second go through Polars'
+    fixed-format reader, the fraction is added as microseconds (truncated, as strptime
+    does). Under half the time of strptime on the whole text; the same results (tested)."""
+    second = col.str.slice(0, 19).str.to_datetime("%Y/%m/%d %H:%M:%S", time_unit="us", strict=False)
+    micros = col.str.slice(20, 6).str.pad_end(6, "0").cast(pl.Int64, strict=False)
+    return _local(second + pl.duration(microseconds=micros.fill_null(0)), timezone)
 
 
 def _port(col: pl.Expr) -> pl.Expr:
