@@ -28,7 +28,7 @@ def iter_chunks(
     if start or fh.seekable():
         fh.seek(start)
     offset = start
-    pending = b""
+    pending = b""  # the start of a line the last block cut off: it leads the next chunk
     while True:
         want = size if end is None else min(size, end - offset - len(pending))
         block = fh.read(want) if want > 0 else b""
@@ -36,11 +36,19 @@ def iter_chunks(
             if pending and partial_tail:
                 yield offset, pending
             return
-        pending += block
-        cut = pending.rfind(b"\n")
+        cut = block.rfind(b"\n")
         if cut < 0:
+            pending += block
             continue
-        chunk, pending = pending[: cut + 1], pending[cut + 1 :]
+        # one copy of the block at most (none when it ends at a LF and nothing is pending):
+        # a chunk is megabytes, and every copy is time the parser does not get
+        if cut == len(block) - 1:
+            chunk = pending + block if pending else block
+            rest = b""
+        else:
+            chunk = b"".join((pending, memoryview(block)[: cut + 1]))
+            rest = block[cut + 1 :]
+        pending = rest
         yield offset, chunk
         offset += len(chunk)
 
