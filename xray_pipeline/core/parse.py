@@ -357,51 +357,61 @@ def _split_detours(detour: pl.Series) -> tuple[pl.Expr, pl.Expr]:
 
 
 def _tolerant_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
-    """Every shape of the spec -> the row columns (`other_reason` for what is no record)."""
+    """Every shape of the spec -> the row columns (`other_reason` for what is no record).
+
+    Each step's struct is masked once to the lines it applies to (an access record's fields
+    are null on a dnsLog line), so that the columns read from it need no condition of their
+    own: on a few thousand lines a chunk, the number of expressions is most of the cost.
+    """
+    slow = pl.col("slow")
+    # step 1: the Xray timestamp; most lines start with it (an anchored match, no capture),
+    # the rest are searched for the first one anywhere (it skips collector prefixes)
+    lead = slow.str.extract(rf"^{TS}", 0)
     staged = (
         lines.with_columns(pl.col("text").str.strip_chars().alias("slow"))
-        # tolerant path, step 1: the first Xray timestamp anywhere skips collector prefixes
-        .with_columns(pl.col("slow").str.extract_groups(LOCATE_TS).alias("loc"))
+        .with_columns(lead.alias("lead"))
         .with_columns(
-            pl.coalesce(_f("loc", "body"), pl.col("slow")).str.strip_chars().alias("body"),
+            pl.when(pl.col("lead").is_null()).then(slow).str.extract_groups(LOCATE_TS).alias("loc")
+        )
+        .with_columns(
+            pl.coalesce(pl.col("lead"), _f("loc", "ts")).alias("ts"),
+            pl.coalesce(slow.str.slice(pl.col("lead").str.len_chars()), _f("loc", "body"), slow)
+            .str.strip_chars()
+            .alias("body"),
         )
         .with_columns(
             pl.col("body").str.contains(LEVEL).alias("is_level"),
             pl.col("body").str.extract_groups(ACCESS).alias("a"),
             pl.col("body").str.extract_groups(DNS).alias("d"),
         )
-        .with_columns(
-            pl.coalesce(_f("a", "src_b"), _f("a", "src_h")).alias("a_src"),
-            _port(_f("a", "src_port")).alias("a_port"),
-        )
     )
+    a_port = _port(_f("a", "src_port"))
+    a_src = pl.coalesce(_f("a", "src_b"), _f("a", "src_h"))
     portless_ok = (
-        pl.col("a_port").is_not_null()
-        | _f("a", "src_network").eq("unix")
-        | pl.col("a_src").is_in(PORTLESS_SOURCES)
+        a_port.is_not_null() | _f("a", "src_network").eq("unix") | a_src.is_in(PORTLESS_SOURCES)
     )
     is_dns = ~pl.col("is_level") & _f("d", "server").is_not_null()
     is_access = ~pl.col("is_level") & ~is_dns & _f("a", "status").is_not_null() & portless_ok
     staged = staged.with_columns(
+        pl.when(is_access).then(pl.col("a")).alias("a"),
+        pl.when(is_dns).then(pl.col("d")).alias("d"),
         pl.when(is_dns)
         .then(pl.lit("dns"))
         .when(is_access)
         .then(pl.lit("access"))
         .otherwise(pl.lit("other"))
-        .alias("kind")
+        .alias("kind"),
     )
-    slow_access = pl.col("kind").eq("access")
-    accepted = slow_access & _f("a", "status").eq("accepted")
-    rejected = slow_access & _f("a", "status").eq("rejected")
-    dns_kind = pl.col("kind").eq("dns")
+    # from here `a` is null but on access records, `d` but on dnsLog lines
+    status = _f("a", "status")
+    accepted = status.eq("accepted")
+    rejected_rest = pl.when(status.eq("rejected")).then(_f("a", "rest"))
     staged = staged.with_columns(
         pl.when(accepted).then(_f("a", "rest")).str.extract_groups(ACCEPTED_REST).alias("r"),
-        pl.when(dns_kind).then(_f("d", "dtail")).str.extract_groups(DNS_TAIL).alias("dt"),
+        _f("d", "dtail").str.extract_groups(DNS_TAIL).alias("dt"),
     )
     dest_found = _f("r", "dest_network").is_not_null() | _f("r", "url").is_not_null()
-    after = (
-        pl.when(accepted & dest_found).then(_f("r", "after")).when(accepted).then(_f("a", "rest"))
-    )
+    after = pl.when(dest_found).then(_f("r", "after")).when(accepted).then(_f("a", "rest"))
     staged = staged.with_columns(
         after.str.extract_groups(AFTER_DEST).alias("t"),
         _f("r", "url").str.extract_groups(URL).alias("u"),
@@ -414,46 +424,40 @@ def _tolerant_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
         .otherwise(pl.lit("not_a_record"))
     )
     dest_host = pl.coalesce(
-        _f("r", "dest_b"), _f("r", "dest_h"), _f("u", "h6"), _f("u", "h").replace("", None)
+        _f("r", "dest_b"),
+        _f("r", "dest_h"),
+        _f("u", "h6"),
+        _nonempty(_f("u", "h")),
+        _f("d", "domain").str.strip_suffix("."),
     )
     return staged.select(
         "line_no",
         "byte_offset",
         "text",
         "kind",
-        _f("loc", "ts").alias("ts"),
-        pl.when(slow_access).then(_f("a", "src_network")).alias("src_network"),
-        pl.when(slow_access).then(pl.col("a_src")).alias("src_ip"),
-        pl.when(slow_access).then(pl.col("a_port")).alias("src_port"),
-        pl.when(slow_access).then(_f("a", "status")).alias("status"),
-        pl.when(accepted).then(_f("r", "dest_network")).alias("dest_network"),
-        pl.when(accepted)
-        .then(dest_host)
-        .when(dns_kind)
-        .then(_f("d", "domain").str.strip_suffix("."))
-        .alias("dest_host"),
-        pl.when(accepted)
-        .then(_port(pl.coalesce(_f("r", "dest_port"), _f("u", "p"))))
-        .alias("dest_port"),
-        pl.when(accepted).then(_f("r", "url")).alias("dest_url"),
-        pl.when(accepted).then(_f("t", "inbound_tag")).alias("inbound_tag"),
-        pl.when(accepted).then(_f("t", "outbound_tag")).alias("outbound_tag"),
-        pl.when(accepted)
-        .then(_f("t", "email"))
-        .when(rejected)
-        .then(_f("a", "rest").str.extract(REJECTED_EMAIL, 1))
-        .alias("email"),
-        pl.when(rejected)
-        .then(_f("a", "rest").replace("", None))
-        .when(dns_kind)
-        .then(_f("dt", "error"))
-        .alias("reason"),
+        "ts",
+        _f("a", "src_network").alias("src_network"),
+        a_src.alias("src_ip"),
+        a_port.alias("src_port"),
+        status.alias("status"),
+        _f("r", "dest_network").alias("dest_network"),
+        dest_host.alias("dest_host"),
+        _port(pl.coalesce(_f("r", "dest_port"), _f("u", "p"))).alias("dest_port"),
+        _f("r", "url").alias("dest_url"),
+        _f("t", "inbound_tag").alias("inbound_tag"),
+        _f("t", "outbound_tag").alias("outbound_tag"),
+        pl.coalesce(_f("t", "email"), rejected_rest.str.extract(REJECTED_EMAIL, 1)).alias("email"),
+        pl.coalesce(_nonempty(rejected_rest), _f("dt", "error")).alias("reason"),
         pl.when(pl.col("kind").eq("other")).then(other_reason).alias("other_reason"),
-        pl.when(dns_kind).then(_f("d", "server")).alias("server"),
-        pl.when(dns_kind).then(_f("d", "dns_status")).alias("dns_status"),
-        pl.when(dns_kind).then(_f("dt", "ips")).alias("ips"),
-        pl.when(dns_kind).then(_f("dt", "elapsed")).alias("elapsed"),
+        _f("d", "server").alias("server"),
+        _f("d", "dns_status").alias("dns_status"),
+        _f("dt", "ips").alias("ips"),
+        _f("dt", "elapsed").alias("elapsed"),
     )
+
+
+def _nonempty(col: pl.Expr) -> pl.Expr:
+    return pl.when(col != "").then(col)
 
 
 # --------------------------------------------------------------------------- public API
