@@ -8,7 +8,7 @@ shape Xray and V2Ray have printed, collector prefixes and paste damage included.
 
 import datetime as dt
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 import polars as pl
@@ -284,6 +284,34 @@ def _duration(col: pl.Expr) -> pl.Expr:
 # --------------------------------------------------------------------------- the plan
 
 
+class _Steps:
+    """LazyFrame steps recorded once and replayed on each chunk's lines: the expression trees
+    cost a few hundred microseconds of Python to build, a fixed cost per chunk otherwise."""
+
+    def __init__(self, steps: tuple[tuple[str, tuple[object, ...]], ...] = ()) -> None:
+        self.steps = steps
+
+    def _then(self, method: str, *args: object) -> "_Steps":
+        return _Steps((*self.steps, (method, args)))
+
+    def with_columns(self, *exprs: pl.Expr | str) -> "_Steps":
+        return self._then("with_columns", *exprs)
+
+    def select(self, *exprs: pl.Expr | str) -> "_Steps":
+        return self._then("select", *exprs)
+
+    def filter(self, predicate: pl.Expr) -> "_Steps":
+        return self._then("filter", predicate)
+
+    def cast(self, schema: dict[str, pl.DataType]) -> "_Steps":
+        return self._then("cast", schema)
+
+    def __call__(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        for method, args in self.steps:
+            frame = getattr(frame, method)(*args)
+        return frame
+
+
 def _f(struct: str, name: str) -> pl.Expr:
     return pl.col(struct).struct.field(name)
 
@@ -301,6 +329,12 @@ def _fast_ok() -> pl.Expr:
 
 
 def _fast_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
+    """The fast path's row columns of `lines` (see _fast_steps)."""
+    return _fast_steps()(lines)
+
+
+@cache
+def _fast_steps() -> _Steps:
     """Every line -> the row columns as the fast path sees them, `fast` saying which lines
     it takes. Only `kind` and `status` are masked by it: on the other lines the fields are
     null or, where the capture matched but _fast_ok() did not, overwritten by the tolerant
@@ -310,7 +344,8 @@ def _fast_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
     fast = pl.col("fast")
     reason = _f("f", "reason")
     return (
-        lines.with_columns(pl.col("text").str.extract_groups(FAST_CAPTURE).alias("f"))
+        _Steps()
+        .with_columns(pl.col("text").str.extract_groups(FAST_CAPTURE).alias("f"))
         .with_columns(_fast_ok().alias("fast"))
         .select(
             "line_no",
@@ -357,6 +392,12 @@ def _split_detours(detour: pl.Series) -> tuple[pl.Expr, pl.Expr]:
 
 
 def _tolerant_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
+    """The tolerant grammar's row columns of `lines` (see _tolerant_steps)."""
+    return _tolerant_steps()(lines)
+
+
+@cache
+def _tolerant_steps() -> _Steps:
     """Every shape of the spec -> the row columns (`other_reason` for what is no record).
 
     Each step's struct is masked once to the lines it applies to (an access record's fields
@@ -368,7 +409,8 @@ def _tolerant_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
     # the rest are searched for the first one anywhere (it skips collector prefixes)
     lead = slow.str.extract(rf"^{TS}", 0)
     staged = (
-        lines.with_columns(pl.col("text").str.strip_chars().alias("slow"))
+        _Steps()
+        .with_columns(pl.col("text").str.strip_chars().alias("slow"))
         .with_columns(lead.alias("lead"))
         .with_columns(
             pl.when(pl.col("lead").is_null()).then(slow).str.extract_groups(LOCATE_TS).alias("loc")
@@ -477,8 +519,8 @@ def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     through the tolerant grammar, and their values are scattered into place (no concat, no
     sort). `ts_typed` is the timestamp read in `timezone`.
     """
-    fixed_typed = _typed_fixed_ts(pl.col("ts"), timezone).alias("ts_typed")
-    rows = _fast_rows(lines.lazy()).with_columns(fixed_typed).collect()
+    fast_typed, slow_typed = _typed_columns(timezone)
+    rows = _fast_rows(lines.lazy()).with_columns(fast_typed).collect()
     inbound, outbound = _split_detours(rows.get_column("detour"))
     tagged = rows.lazy().with_columns(
         inbound.alias("inbound_tag"),
@@ -487,11 +529,19 @@ def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     slow_index = rows.get_column("fast").not_().arg_true()
     if slow_index.len() == 0:
         return tagged.drop("detour").collect()
-    typed = _typed_ts(pl.col("ts"), timezone).alias("ts_typed")
-    slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(typed)
+    slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(slow_typed)
     # the tags of the fast lines and the tolerant path's rows are computed at once
     rows, slow = pl.collect_all([tagged.drop("detour"), slow])
     return rows.with_columns(_scattered(rows, name, slow_index, slow) for name in ROW_COLUMNS)
+
+
+@cache
+def _typed_columns(timezone: str) -> tuple[pl.Expr, pl.Expr]:
+    """`ts_typed` of the fast path's lines and of the tolerant path's."""
+    return (
+        _typed_fixed_ts(pl.col("ts"), timezone).alias("ts_typed"),
+        _typed_ts(pl.col("ts"), timezone).alias("ts_typed"),
+    )
 
 
 def _scattered(rows: pl.DataFrame, name: str, index: pl.Series, slow: pl.DataFrame) -> pl.Series:
@@ -503,27 +553,15 @@ def _scattered(rows: pl.DataFrame, name: str, index: pl.Series, slow: pl.DataFra
     return column.scatter(index, slow.get_column(name))
 
 
-def parse_chunk(
-    data: bytes,
-    *,
-    source: str = "<memory>",
-    base_offset: int = 0,
-    timezone: str = "UTC",
-) -> ParsedChunk:
-    """Parse the bytes of one chunk of an access log.
-
-    `base_offset` is the chunk's position in its file, so that each row's `byte_offset` is
-    the line's position in the file. Timestamps are read as local times of `timezone` (Xray
-    prints the local time of its process, without a zone).
-    """
-    lines = split_lines(data, base_offset)
-    rows = classify(lines, timezone)
+@cache
+def _frame_steps(timezone: str) -> tuple[_Steps, _Steps, _Steps]:
+    """The access, dns and rejects frames, from classify()'s rows."""
     bad_ts = pl.col("ts").is_not_null() & pl.col("ts_typed").is_null()
     is_access = pl.col("kind").eq("access") & pl.col("ts_typed").is_not_null()
     is_dns = pl.col("kind").eq("dns") & ~bad_ts
-    lazy_rows = rows.lazy()
     access = (
-        lazy_rows.filter(is_access)
+        _Steps()
+        .filter(is_access)
         .select(
             [
                 pl.col("ts_typed").alias("ts") if name == "ts" else pl.col(name)
@@ -533,7 +571,8 @@ def parse_chunk(
         .cast(access_schema(timezone))
     )
     dns = (
-        lazy_rows.filter(is_dns)
+        _Steps()
+        .filter(is_dns)
         .select(
             "line_no",
             "byte_offset",
@@ -558,7 +597,8 @@ def parse_chunk(
         .otherwise(pl.lit("no_timestamp"))
     )
     rejects = (
-        lazy_rows.filter(~is_access & ~is_dns)
+        _Steps()
+        .filter(~is_access & ~is_dns)
         .select(
             "line_no",
             "byte_offset",
@@ -568,8 +608,30 @@ def parse_chunk(
         )
         .cast(rejects_schema(timezone))
     )
+    return access, dns, rejects
+
+
+def parse_chunk(
+    data: bytes,
+    *,
+    source: str = "<memory>",
+    base_offset: int = 0,
+    timezone: str = "UTC",
+) -> ParsedChunk:
+    """Parse the bytes of one chunk of an access log.
+
+    `base_offset` is the chunk's position in its file, so that each row's `byte_offset` is
+    the line's position in the file. Timestamps are read as local times of `timezone` (Xray
+    prints the local time of its process, without a zone).
+    """
+    lines = split_lines(data, base_offset)
+    rows = classify(lines, timezone)
+    lazy_rows = rows.lazy()
+    access, dns, rejects = _frame_steps(timezone)
     # one call for the three frames: they run at once, and a query's fixed cost is paid once
-    access_frame, dns_frame, rejects_frame = pl.collect_all([access, dns, rejects])
+    access_frame, dns_frame, rejects_frame = pl.collect_all(
+        [access(lazy_rows), dns(lazy_rows), rejects(lazy_rows)]
+    )
     return ParsedChunk(
         access=access_frame,
         dns=dns_frame,
