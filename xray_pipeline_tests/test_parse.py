@@ -269,12 +269,16 @@ line_bytes = st.lists(
 ).map(b"".join)
 
 
+@pytest.mark.parametrize("small_chunk", [P.SMALL_CHUNK, 0], ids=["small", "large"])
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(line_bytes, st.binary(max_size=200)))
-def test_split_lines_matches_a_plain_split(data):
-    # valid UTF-8 goes through the CSV reader, the rest through str.split: both must agree
-    # with the plain definition, CRs, NULs, quotes and byte-order marks included
-    lines = split_lines(data, base_offset=7)
+@given(data=st.one_of(line_bytes, st.binary(max_size=200)))
+def test_split_lines_matches_a_plain_split(data, small_chunk):
+    # a small chunk is split by str.split; a large one, if valid UTF-8, by the CSV reader,
+    # else by str.split in slices: all must agree with the plain definition, CRs, NULs,
+    # quotes and byte-order marks included (0 makes every chunk a large one)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(P, "SMALL_CHUNK", small_chunk)
+        lines = split_lines(data, base_offset=7)
     texts, offsets = reference_lines(data)
     assert lines["text"].to_list() == texts
     assert lines["byte_offset"].to_list() == [o + 7 for o in offsets]

@@ -125,6 +125,14 @@ class ParsedChunk:
 # --------------------------------------------------------------------------- lines
 
 
+LINE_FRAME_SCHEMA = {"line_no": pl.Int64, "byte_offset": pl.Int64, "text": pl.String}
+
+# Below this size a chunk is split by Python's str.split and its frame built without a query:
+# Polars' reader and a lazy query cost about a millisecond however small the chunk (the
+# sensor's near-real-time chunks are a few lines); above it their speed wins.
+SMALL_CHUNK = 256 * 1024
+
+
 def split_lines(data: bytes, base_offset: int = 0) -> pl.DataFrame:
     """One row per line: line_no, byte_offset (of the line's first byte) and text.
 
@@ -132,15 +140,15 @@ def split_lines(data: bytes, base_offset: int = 0) -> pl.DataFrame:
     and a trailing CR (Windows builds) removed. A last line without its LF is a line too.
     """
     if not data:
-        return pl.DataFrame(
-            schema={"line_no": pl.Int64, "byte_offset": pl.Int64, "text": pl.String}
-        )
+        return pl.DataFrame(schema=LINE_FRAME_SCHEMA)
     try:
         text = data.decode("utf-8")
         exact = True
     except UnicodeDecodeError:
         text = data.decode("utf-8", errors="replace")
         exact = False
+    if len(data) <= SMALL_CHUNK:
+        return _small_lines(data, text, base_offset)
     pieces = _split_fast(data) if exact else None
     if pieces is None:
         pieces = _split_text(text)
@@ -153,9 +161,7 @@ def split_lines(data: bytes, base_offset: int = 0) -> pl.DataFrame:
     else:
         # replacement characters and stripped CRs change lengths: take the LF positions
         # from the raw bytes
-        newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
-        positions = np.concatenate(([0], newlines + 1)).astype(np.int64)
-        starts = pl.lit(pl.Series(positions[: pieces.len()]))
+        starts = pl.lit(pl.Series(_line_starts(data, pieces.len())))
     if b"\x00" in data:
         line = line.str.replace_all("\x00", "", literal=True)
     return (
@@ -167,6 +173,31 @@ def split_lines(data: bytes, base_offset: int = 0) -> pl.DataFrame:
             line.alias("text"),
         )
         .collect()
+    )
+
+
+def _line_starts(data: bytes, count: int) -> np.ndarray:
+    """Byte positions of the first `count` lines' starts: 0, then after each LF."""
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)
+    return np.concatenate(([0], newlines[: count - 1] + 1)).astype(np.int64)
+
+
+def _small_lines(data: bytes, text: str, base_offset: int) -> pl.DataFrame:
+    """split_lines for a small chunk: the same frame, from str.split and numpy."""
+    body = text[:-1] if text.endswith("\n") else text
+    texts = pl.Series("text", body.split("\n"), dtype=pl.String)
+    if "\r" in body:
+        texts = texts.str.strip_suffix("\r")
+    if "\x00" in body:
+        texts = texts.str.replace_all("\x00", "", literal=True)
+    count = texts.len()
+    return pl.DataFrame(
+        {
+            "line_no": np.arange(1, count + 1, dtype=np.int64),
+            "byte_offset": _line_starts(data, count) + base_offset,
+            "text": texts,
+        },
+        schema=LINE_FRAME_SCHEMA,
     )
 
 
