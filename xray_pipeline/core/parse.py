@@ -409,17 +409,14 @@ def _fast_steps() -> _Steps:
     )
 
 
-def _split_detours(detour: pl.Series) -> tuple[pl.Expr, pl.Expr]:
-    """Inbound and outbound tag expressions for a detour column, from its distinct values (a
-    log has a handful of tag pairs: the regex runs on those, not on every line). Each line
+def _split_detours(detour: pl.Series) -> list[pl.Series]:
+    """The inbound_tag and outbound_tag columns of a detour column, from its distinct values
+    (a log has a handful of tag pairs: the regex runs on those, not on every line). Each line
     then finds its pair by its code in an Enum of those values: one hash a line."""
     distinct = detour.drop_nulls().unique()
     parts = distinct.to_frame("d").select(pl.col("d").str.extract_groups(DETOUR)).unnest("d")
-    codes = pl.col("detour").cast(pl.Enum(distinct)).to_physical()
-    return (
-        pl.lit(parts.get_column("inbound_tag").cast(pl.String)).gather(codes),
-        pl.lit(parts.get_column("outbound_tag").cast(pl.String)).gather(codes),
-    )
+    codes = detour.cast(pl.Enum(distinct)).to_physical()
+    return [parts.get_column(name).gather(codes) for name in ("inbound_tag", "outbound_tag")]
 
 
 def _tolerant_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
@@ -552,17 +549,11 @@ def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     """
     fast_typed, slow_typed = _typed_columns(timezone)
     rows = _fast_rows(lines.lazy()).with_columns(fast_typed).collect()
-    inbound, outbound = _split_detours(rows.get_column("detour"))
-    tagged = rows.lazy().with_columns(
-        inbound.alias("inbound_tag"),
-        outbound.alias("outbound_tag"),
-    )
+    rows.hstack(_split_detours(rows.drop_in_place("detour")), in_place=True)
     slow_index = rows.get_column("fast").not_().arg_true()
     if slow_index.len() == 0:
-        return tagged.drop("detour").collect()
-    slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(slow_typed)
-    # the tags of the fast lines and the tolerant path's rows are computed at once
-    rows, slow = pl.collect_all([tagged.drop("detour"), slow])
+        return rows
+    slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(slow_typed).collect()
     return rows.with_columns(_scattered(rows, name, slow_index, slow) for name in ROW_COLUMNS)
 
 
