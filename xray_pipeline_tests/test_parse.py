@@ -192,6 +192,31 @@ def test_dns_frame_fields():
     assert dns["error"].to_list() == [None, "context deadline exceeded", None]
 
 
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [
+        ("38.204117ms", 38_204),
+        ("912.4µs", 912),
+        ("850us", 850),
+        ("1500ns", 2),
+        ("1.2s", 1_200_000),
+        ("0s", 0),
+        ("1m2.5s", 62_500_000),
+        ("2h3m4s", 7_384_000_000),
+        ("1h", 3_600_000_000),
+        ("5m", 300_000_000),
+        ("", None),
+        ("12", None),
+        ("ms", None),
+        ("1m5ms", None),
+        ("1.2.3s", None),
+    ],
+)
+def test_go_durations(text, micros):
+    got = pl.select(P._duration(pl.lit(text, pl.String)).alias("d")).item()
+    assert (None if got is None else round(got.total_seconds() * 1e6)) == micros
+
+
 def test_every_line_lands_in_exactly_one_frame_with_reason_codes():
     data = (
         b"2025/01/01 00:00:00 from 1.2.3.4:1 accepted tcp:a.b:1 [t]\r\n"

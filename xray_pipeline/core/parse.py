@@ -81,8 +81,12 @@ URL = (
 # Sources that print no port (spec 2.2); any other portless word is not a source.
 PORTLESS_SOURCES = ("DNS", "DoH", "@")
 
-DURATION_LONG = r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>[\d.]+)s)?$"
-DURATION_SHORT = r"^(?P<v>[\d.]+)(?P<u>ns|µs|us|ms)$"
+# Go's time.Duration.String(): `1h2m3.5s` from a second up, one unit below (`38.2ms`, `850µs`)
+_DECIMAL = r"\d+(?:\.\d+)?"
+DURATION = (
+    rf"^(?:(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>{_DECIMAL})s)?"
+    rf"|(?P<v>{_DECIMAL})(?P<unit>ns|µs|us|ms))$"
+)
 
 
 @dataclass(frozen=True)
@@ -293,22 +297,20 @@ def _port(col: pl.Expr) -> pl.Expr:
 
 
 def _duration(col: pl.Expr) -> pl.Expr:
-    """Go time.Duration text (`38.204117ms`, `1.2s`, `850µs`, `1m2.5s`) -> microseconds."""
-    long = col.str.extract_groups(DURATION_LONG)
-    short = col.str.extract_groups(DURATION_SHORT)
-    long_us = (
-        long.struct.field("h").cast(pl.Float64, strict=False).fill_null(0) * 3_600_000_000
-        + long.struct.field("m").cast(pl.Float64, strict=False).fill_null(0) * 60_000_000
-        + long.struct.field("s").cast(pl.Float64, strict=False).fill_null(0) * 1_000_000
+    """Go time.Duration text (`38.204117ms`, `1.2s`, `850µs`, `1m2.5s`) -> microseconds;
+    null for text Go does not print."""
+    parts = col.str.extract_groups(DURATION)
+
+    def number(name: str) -> pl.Expr:
+        return parts.struct.field(name).cast(pl.Float64)
+
+    unit = parts.struct.field("unit")
+    scale = pl.when(unit == "ms").then(1000.0).when(unit == "ns").then(0.001).otherwise(1.0)
+    long_us = pl.sum_horizontal(
+        number("h") * 3_600_000_000, number("m") * 60_000_000, number("s") * 1_000_000
     )
-    unit = short.struct.field("u")
-    scale = (
-        pl.when(unit == "ms").then(1000.0).when(unit == "ns").then(0.001).otherwise(1.0)  # µs, us
-    )
-    short_us = short.struct.field("v").cast(pl.Float64, strict=False) * scale
-    long_ok = long.struct.field("h").is_not_null() | long.struct.field("m").is_not_null()
-    long_ok = long_ok | long.struct.field("s").is_not_null()
-    micros = pl.when(short_us.is_not_null()).then(short_us).when(long_ok).then(long_us)
+    found = pl.any_horizontal(parts.struct.field(name).is_not_null() for name in ("h", "m", "s"))
+    micros = pl.when(unit.is_not_null()).then(number("v") * scale).when(found).then(long_us)
     return pl.duration(microseconds=micros.round(0).cast(pl.Int64))
 
 
