@@ -3,16 +3,22 @@
 Prints lines/s and MB/s of parse_chunk over chunks of the pipeline's default batch size
 (`[parser] batch_size`) and of any other sizes asked for, peak RSS, and, on the same lines, the
 lines/s of a plain-Python per-line parser of the same grammar and the ratio. Each size is
-warmed up on the file's first chunks (a process's first pass is slower while its heap grows;
-a pipeline parses chunk after chunk), then timed over the whole file `--passes` times;
-every pass is printed and the median is judged, at the default batch size. Usage:
+warmed up by one untimed pass over the file (a process's first pass is slower while its heap
+grows; a pipeline parses chunk after chunk), then timed over the whole file `--passes` times;
+every pass is printed and the median is judged, at the default batch size. `--against REV`
+adds an A/B in the same run: the parse_chunk of that git revision's parse.py, timed on the same
+file at the judged size, its passes alternating with this tree's. Usage:
 uv run python bench/parse.py [--lines N] [--batch-mb M ...] [--passes P] [--naive-lines K]
+                             [--against REV]
 """
 
 import argparse
 import re
 import statistics
+import subprocess
 import sys
+import types
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -90,6 +96,35 @@ def naive_parse_line(raw: bytes) -> dict:
     return row
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parser_at(rev: str) -> Callable[..., P.ParsedChunk]:
+    """parse_chunk of `rev`'s parse.py (run against this tree's other modules)."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:xray_pipeline/core/parse.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType(f"parse_at_{rev}")
+    exec(compile(source, f"{rev}:xray_pipeline/core/parse.py", "exec"), module.__dict__)
+    return module.parse_chunk
+
+
+def timed_pass(path: Path, batch: int, parse: Callable[..., P.ParsedChunk]) -> tuple[int, float]:
+    """Lines parsed and seconds for one pass over the file in chunks of `batch` bytes."""
+    lines = rows = 0
+    with timed() as t, path.open("rb") as fh:
+        for offset, chunk in iter_chunks(fh, batch):
+            parsed = parse(chunk, base_offset=offset)
+            lines += parsed.line_count
+            rows += parsed.access.height + parsed.dns.height + parsed.rejects.height
+    assert rows == lines
+    return lines, t["seconds"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=2_000_000)
@@ -109,6 +144,11 @@ def main() -> None:
         help="lines the slow baseline parses (a prefix of the same file)",
     )
     parser.add_argument("--input", type=Path, help="parse this log instead of a generated one")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also time the parse_chunk of this git revision, alternating with this tree's",
+    )
     args = parser.parse_args()
 
     path = args.input or ensure_log(OUT / "parse.log", args.lines)
@@ -119,27 +159,35 @@ def main() -> None:
     rates = []
     for batch_mb in args.batch_mb:
         batch = int(batch_mb * 1024 * 1024)
-        with path.open("rb") as fh:  # warm-up: regexes, thread pool, heap
-            for _, (offset, chunk) in zip(range(4), iter_chunks(fh, batch), strict=False):
-                parse_chunk(chunk, base_offset=offset)
+        timed_pass(path, batch, parse_chunk)  # warm-up: regexes, thread pool, heap
         passes = []
         for _ in range(args.passes):
-            lines = rows = 0
-            with timed() as t, path.open("rb") as fh:
-                for offset, chunk in iter_chunks(fh, batch):
-                    parsed = parse_chunk(chunk, base_offset=offset)
-                    lines += parsed.line_count
-                    rows += parsed.access.height + parsed.dns.height + parsed.rejects.height
-            assert rows == lines
-            passes.append(lines / t["seconds"])
+            lines, seconds = timed_pass(path, batch, parse_chunk)
+            passes.append(lines / seconds)
             print(
-                f"parse_chunk: {lines:,} lines in {t['seconds']:.2f} s = {passes[-1]:,.0f} "
-                f"lines/s, {size_mb / t['seconds']:,.1f} MB/s (chunks of {batch_mb:g} MB)"
+                f"parse_chunk: {lines:,} lines in {seconds:.2f} s = {passes[-1]:,.0f} "
+                f"lines/s, {size_mb / seconds:,.1f} MB/s (chunks of {batch_mb:g} MB)"
             )
         rates.append(statistics.median(passes))
         print(f"  median of {len(passes)} passes: {rates[-1]:,.0f} lines/s ({batch_mb:g} MB)")
     fast = rates[0]
     print(f"peak RSS: {peak_rss_mb():,.0f} MB (before parsing: {rss_before:,.0f} MB)")
+
+    if args.against:
+        old_parse = parser_at(args.against)
+        batch = int(args.batch_mb[0] * 1024 * 1024)
+        timed_pass(path, batch, old_parse)  # its warm-up
+        ab: dict[str, list[float]] = {"this tree": [], args.against: []}
+        for _ in range(args.passes):
+            for name, parse in (("this tree", parse_chunk), (args.against, old_parse)):
+                lines, seconds = timed_pass(path, batch, parse)
+                ab[name].append(lines / seconds)
+        now, then = (statistics.median(ab[name]) for name in ab)
+        print(
+            f"A/B at {args.batch_mb[0]:g} MB, {args.passes} alternating passes each: "
+            f"this tree {now:,.0f} lines/s, {args.against} {then:,.0f} lines/s "
+            f"(medians; {now / then:.2f}x)"
+        )
 
     with path.open("rb") as fh:
         sample = [fh.readline() for _ in range(args.naive_lines)]
