@@ -556,7 +556,9 @@ def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     if slow_index.len() == 0:
         return rows
     slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(slow_typed).collect()
-    return rows.with_columns(_scattered(rows, name, slow_index, slow) for name in ROW_COLUMNS)
+    for name in ROW_COLUMNS:  # in place: with_columns would be one more query
+        rows.replace_column(rows.get_column_index(name), _scattered(rows, name, slow_index, slow))
+    return rows
 
 
 @cache
