@@ -479,6 +479,29 @@ def test_fast_path_edges_agree_with_tolerant_path(timezone):
     assert_paths_agree(lines, timezone)
 
 
+def test_detour_tags_learned_across_chunks_match_the_regex():
+    # the tags of known detours are reused from chunk to chunk; new ones are learned, and past
+    # MAX_KNOWN the set starts afresh: every chunk's tags stay those of the DETOUR regex
+    tags = P._DetourTags()
+    tags.MAX_KNOWN = 3
+    chunks = [
+        ["a -> b", None, "c"],
+        ["c", "a -> b"],
+        ["x >> y ==> z", "c", "", None],
+        ["p", "q -> r", "s", "t"],
+        ["a -> b", "t"],
+    ]
+    for values in chunks:
+        detour = pl.Series("detour", values, dtype=pl.String)
+        inbound, outbound = tags.columns(detour)
+        expected = (
+            detour.to_frame().select(pl.col("detour").str.extract_groups(P.DETOUR)).unnest("detour")
+        )
+        assert inbound.to_list() == expected["inbound_tag"].to_list()
+        assert outbound.to_list() == expected["outbound_tag"].to_list()
+        assert len(tags.state[0].categories) <= tags.MAX_KNOWN + len(values)
+
+
 def test_chunk_boundaries_do_not_change_rows():
     frame = generate(GeneratorConfig(lines=60, other_share=0.6, seed=11))
     data = ("\n".join(frame["line"].to_list()) + "\n").encode()

@@ -411,14 +411,43 @@ def _fast_steps() -> _Steps:
     )
 
 
-def _split_detours(detour: pl.Series) -> list[pl.Series]:
-    """The inbound_tag and outbound_tag columns of a detour column, from its distinct values
-    (a log has a handful of tag pairs: the regex runs on those, not on every line). Each line
-    then finds its pair by its code in an Enum of those values: one hash a line."""
-    distinct = detour.drop_nulls().unique()
-    parts = distinct.to_frame("d").select(pl.col("d").str.extract_groups(DETOUR)).unnest("d")
-    codes = detour.cast(pl.Enum(distinct)).to_physical()
-    return [parts.get_column(name).gather(codes) for name in ("inbound_tag", "outbound_tag")]
+class _DetourTags:
+    """The inbound and outbound tags of the detours seen so far, kept from chunk to chunk.
+
+    A log has a handful of tag pairs: their split (a regex) runs once on the distinct values,
+    and each line finds its pair by its code in an Enum of them (one hash a line). Once a
+    chunk's detours are all known, which is the rule after the first chunk, the chunk costs
+    that hash and no more. A log whose detours keep changing starts afresh past MAX_KNOWN.
+    """
+
+    MAX_KNOWN = 4096
+
+    def __init__(self) -> None:
+        # replaced whole, never mutated: threads (ingest prepares chunks in a pool) read a
+        # consistent state without a lock; two of them learning at once only repeat work
+        self.state = self._split(pl.Series(dtype=pl.String))
+
+    @staticmethod
+    def _split(known: pl.Series) -> tuple[pl.Enum, pl.Series, pl.Series]:
+        parts = known.to_frame("d").select(pl.col("d").str.extract_groups(DETOUR)).unnest("d")
+        return pl.Enum(known), parts.get_column("inbound_tag"), parts.get_column("outbound_tag")
+
+    def columns(self, detour: pl.Series) -> list[pl.Series]:
+        """The inbound_tag and outbound_tag columns of a detour column."""
+        enum, inbound, outbound = self.state
+        codes = detour.cast(enum, strict=False)
+        if codes.null_count() != detour.null_count():  # a detour not seen yet
+            known = pl.Series(enum.categories)
+            if known.len() > self.MAX_KNOWN:
+                known = known.clear()
+            distinct = pl.concat([known, detour.drop_nulls().unique()]).unique(maintain_order=True)
+            self.state = enum, inbound, outbound = self._split(distinct)
+            codes = detour.cast(enum)
+        physical = codes.to_physical()
+        return [inbound.gather(physical), outbound.gather(physical)]
+
+
+_DETOUR_TAGS = _DetourTags()
 
 
 def _tolerant_rows(lines: pl.LazyFrame) -> pl.LazyFrame:
@@ -551,7 +580,7 @@ def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     """
     fast_typed, slow_typed = _typed_columns(timezone)
     rows = _fast_rows(lines.lazy()).with_columns(fast_typed).collect()
-    rows.hstack(_split_detours(rows.drop_in_place("detour")), in_place=True)
+    rows.hstack(_DETOUR_TAGS.columns(rows.drop_in_place("detour")), in_place=True)
     slow_index = rows.get_column("fast").not_().arg_true()
     if slow_index.len() == 0:
         return rows
