@@ -131,9 +131,9 @@ class ParsedChunk:
 
 LINE_FRAME_SCHEMA = {"line_no": pl.Int64, "byte_offset": pl.Int64, "text": pl.String}
 
-# Below this size a chunk is split by Python's str.split and its frame built without a query:
-# Polars' reader and a lazy query cost about a millisecond however small the chunk (the
-# sensor's near-real-time chunks are a few lines); above it their speed wins.
+# Below this size a chunk is split by Python's str.split: Polars' CSV reader costs about half a
+# millisecond however small the chunk (the sensor's near-real-time chunks are a few lines);
+# above it the reader's speed wins (measured crossover: about 400 KB).
 SMALL_CHUNK = 256 * 1024
 
 
@@ -158,25 +158,33 @@ def split_lines(data: bytes, base_offset: int = 0) -> pl.DataFrame:
         pieces = _split_text(text)
         if b"\r" in data:
             pieces = pieces.str.strip_suffix("\r")
-    line = pl.col("text").fill_null("")  # the CSV reader reads an empty line as null
+    if pieces.null_count():
+        pieces = pieces.fill_null("")  # the CSV reader reads an empty line as null
+    count = pieces.len()
     if exact and b"\r" not in data:
         # valid UTF-8: each line's byte length is its encoded length plus its LF
-        starts = (line.str.len_bytes().cast(pl.Int64) + 1).cum_sum().shift(1, fill_value=0)
+        lengths = pieces.str.len_bytes().to_numpy()
+        starts = np.zeros(count, dtype=np.int64)
+        np.cumsum(lengths[:-1] + 1, out=starts[1:])
     else:
         # replacement characters and stripped CRs change lengths: take the LF positions
         # from the raw bytes
-        starts = pl.lit(pl.Series(_line_starts(data, pieces.len())))
+        starts = _line_starts(data, count)
     if b"\x00" in data:
-        line = line.str.replace_all("\x00", "", literal=True)
-    return (
-        pieces.to_frame("text")
-        .lazy()
-        .select(
-            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line_no"),
-            (starts + base_offset).alias("byte_offset"),
-            line.alias("text"),
-        )
-        .collect()
+        pieces = pieces.str.replace_all("\x00", "", literal=True)
+    return _line_frame(pieces, starts + base_offset)
+
+
+def _line_frame(texts: pl.Series, offsets: np.ndarray) -> pl.DataFrame:
+    """The lines frame, built eagerly: a query for two integer columns costs more than they
+    take to compute."""
+    return pl.DataFrame(
+        {
+            "line_no": np.arange(1, texts.len() + 1, dtype=np.int64),
+            "byte_offset": offsets,
+            "text": texts.alias("text"),
+        },
+        schema=LINE_FRAME_SCHEMA,
     )
 
 
@@ -194,15 +202,7 @@ def _small_lines(data: bytes, text: str, base_offset: int) -> pl.DataFrame:
         texts = texts.str.strip_suffix("\r")
     if "\x00" in body:
         texts = texts.str.replace_all("\x00", "", literal=True)
-    count = texts.len()
-    return pl.DataFrame(
-        {
-            "line_no": np.arange(1, count + 1, dtype=np.int64),
-            "byte_offset": _line_starts(data, count) + base_offset,
-            "text": texts,
-        },
-        schema=LINE_FRAME_SCHEMA,
-    )
+    return _line_frame(texts, _line_starts(data, texts.len()) + base_offset)
 
 
 # A byte no Xray line holds, as the CSV reader's column separator: Polars' CSV reader splits
