@@ -380,11 +380,7 @@ def test_generator_ground_truth_round_trip():
 
 
 def fast_taken(lines: pl.DataFrame) -> pl.Series:
-    return (
-        lines.select(pl.col("text").str.extract_groups(P.FAST_CAPTURE).alias("f"))
-        .select(P._fast_ok())
-        .to_series()
-    )
+    return P._fast_rows(lines.lazy()).collect().get_column("fast")
 
 
 def assert_paths_agree(lines: pl.DataFrame, timezone: str = "UTC") -> None:
@@ -414,8 +410,8 @@ EDGE_LINES = [
     ("2025/01/01 00:00:00 from 1.2.3.4:5 rejected \tproxy: tab first", False),
     ("2025/01/01 00:00:00 from 1.2.3.4:5 rejected  trailing space ", False),
     ("2025/01/01 00:00:00 1.2.3.4:5 rejected", False),
-    ("2025/01/01 00:00:00 [Info]:5 accepted tcp:a.b:1", False),
-    ("2025/01/01 00:00:00 [Warning] 1.2.3.4:5 accepted tcp:a.b:1", False),
+    ("2025/01/01 00:00:00 [Info]:5 accepted tcp:a.b:1", True),
+    ("2025/01/01 00:00:00 [Warning] 1.2.3.4:5 accepted tcp:a.b:1", True),
     ("2025/01/01 00:00:00 from [::1]:5 accepted tcp:[2001:db8::2]:443 [a -> b] email: c", True),
     ("2025/01/01 00:00:00 from [fe80::1%eth0]:5 accepted tcp:a.b:1", False),
     ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:[Masked IPv4]:53", False),
@@ -468,7 +464,50 @@ EDGE_LINES = [
     ("2025/01/01 00:00:00 from DNSX accepted udp:8.8.8.8:53", False),
     ("2025/01/01 00:00:00 from 1.2.3.4 accepted tcp:a.b:1", False),
     ("2025/01/01 00:00:00 from [::1] accepted tcp:a.b:1", False),
-    ("2025/01/01 00:00:00 from @ accepted tcp:a.b:1", False),
+    ("2025/01/01 00:00:00 from @ accepted tcp:a.b:1", True),
+    # unix sockets: no port, and only with the unix network
+    ("2025/01/01 00:00:00 from unix:@xray-in.sock accepted tcp:a.b:443 [out] email: u", True),
+    ("2025/01/01 00:00:00 from unix:/run/xray/in.sock accepted udp:a.b:53", True),
+    ("2025/01/01 00:00:00 from unix:@sock:7 rejected  proxy: bad", True),
+    ("2025/01/01 00:00:00 from tcp:@sock accepted tcp:a.b:443", False),
+    ("2025/01/01 00:00:00 from @sock accepted tcp:a.b:443", False),
+    ("2025/01/01 00:00:00 from unix:@so[ck] accepted tcp:a.b:443", False),
+    # URLs of the HTTP inbound
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted //a.b:8443 [in -> out]", True),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted http://a.b/p?q=1#f [out] email: u", True),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted http://a.b:8080/p?v=1", True),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted https://a.b:8443", True),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted http://a.b:80x/p", False),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted http://user@a.b/p", False),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted http://[2001:db8::1]:80/", False),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted http://:80/", False),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted ftp://a.b/", False),
+    ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted quic+local://a.b [local]", False),
+    # dnsLog lines: the servers that start with a byte no source starts with
+    ("2025/01/01 00:00:00 UDP:192.0.2.53:53 got answer: a.b. -> [1.2.3.4, ::1] 38.2ms", True),
+    ("2025/01/01 00:00:00 UDP:192.0.2.53:53 cache HIT: a.b -> [1.2.3.4]", True),
+    ("2025/01/01 00:00:00 TCP//192.0.2.53:53 got answer: a.b -> [] 5.0s <timeout>", True),
+    ("2025/01/01 00:00:00 TCPL//192.0.2.53:53 cache OPTIMISTE: a.b. -> [1.2.3.4]", True),
+    ("2025/01/01 00:00:00 localhost got answer: a.b -> [1.2.3.4] 850µs", True),
+    ("2025/01/01 00:00:00 quic+local://dns.x got answer: a.b -> [1.2.3.4] 1m2.5s", True),
+    ("2025/01/01 00:00:00 UDP:1.1.1.1:53 got answer: a.b -> [1.2.3.4] 1ms <a > b>  ", True),
+    ("2025/01/01 00:00:00 UDP:1.1.1.1:53 got answer: a.b -> [1.2.3.4 1ms", True),
+    ("2025/01/01 00:00:00 UDP:1.1.1.1:53 got answer: a.b", True),
+    ("2025/01/01 00:00:00 UDP:1.1.1.1:53 got answer: [x] -> []", False),
+    ("2025/01/01 00:00:00 UDP:1.1.1.1:53 got answer: a.b->[1.2.3.4]", False),
+    ("2025/01/01 00:00:00 UDP:1.1.1.1:53 got answer: a.b[x] -> []", False),
+    ("2025/01/01 00:00:00 UDP:1.1.1.1:53 got answer: a.b   ", False),
+    ("2025/01/01 00:00:00 UDP:1.1.1.1:53 got answer: a.b -> [1.2.3.4]  ", True),
+    ("2025/01/01 00:00:00 UDP:1.1.1.1:53 got answer:  a.b -> []", False),
+    ("2025/01/01 00:00:00 DOH//dns.x got answer: a.b -> [1.2.3.4] 1ms", False),
+    ("2025/01/01 00:00:00 [Info] app/dns: UDP:1.1.1.1:53 got answer: a.b TypeA -> []", True),
+    # error-log lines: the level right after the timestamp
+    ("2025/01/01 00:00:00.123456 [Debug] [123] app/dispatcher: taking detour [x]", True),
+    ("2025/01/01 00:00:00 [Error] proxy: failed", True),
+    ("2025/01/01 00:00:00 [Info]", True),
+    ("2025/01/01 00:00:00  [Info] two spaces", False),
+    ("2025/01/01 00:00:00 [Notice] not a level", False),
+    ("<30>Jan 1 host xray[1]: 2025/01/01 00:00:00 [Info] prefixed", False),
 ]
 
 

@@ -25,22 +25,33 @@ TS_FORMAT = "%Y/%m/%d %H:%M:%S%.f"
 
 # The fast path: the shapes of nearly every line of a real file, in one capturing regex that
 # is one-pass (at each byte at most one way on, so the regex crate runs it as a one-pass DFA,
-# about twice as fast as a pattern with a choice, such as `( \[x\])?( email: y)?`). It takes
-# Xray's and V2Ray's accepted lines with or without `from`, a fraction, a detour or an email
-# (the new ` email: x` form), IPv4 or bracketed IPv6 on both sides, and rejected lines. Its
-# classes are looser than the grammar's where that keeps it one-pass; _fast_ok() checks the
-# rest on short strings. On the lines it takes, its values equal the tolerant path's (tested).
+# about twice as fast as a pattern with a choice, such as `( \[x\])?( email: y)?`; and at most
+# 16 groups, and a table under the crate's 1 MB limit: hence ASCII `[0-9]`, as Unicode's `\d`
+# takes many states; a line with other digits is the tolerant path's). It takes Xray's and V2Ray's
+# accepted lines with or without `from`, a fraction, a detour or an email (the new ` email: x`
+# form), IPv4, bracketed IPv6 or unix-socket sources, `tcp:`/`udp:` or URL destinations,
+# rejected lines, and dnsLog lines of the servers that start with a byte no source starts
+# with (`UDP:`, `TCP//`, `TCPL//`, `localhost`, `quic+local://`). Its classes are looser than
+# the grammar's where that keeps it one-pass; _fast_ok() checks the rest on short strings.
+# On the lines it takes, its values equal the tolerant path's (tested).
 FAST_CAPTURE = (
-    r"^(?P<ts>\d+/\d+/\d+ \d+:\d+:\d+(?:\.\d+)?) (?:from )?(?:(?P<src_network>tcp|udp):)?"
-    # hex digits only inside brackets: `[Info]` and its siblings are error-log levels
-    # DNS and DoH (the DNS module's pseudo sources) print no port; _fast_ok() checks that
-    # only they go without one
-    r"(?:\[(?P<src6>[0-9A-Fa-f:.]+)\]|(?P<src_ip>[\d.]+|D(?:NS|oH)))(?::(?P<src_port>\d+))? "
-    r"(?:accepted (?P<dest_network>tcp|udp):(?:\[(?P<dest6>[^\s\]]+)\]|(?P<dest_host>[^\s:\[\]]+))"
-    r":(?P<dest_port>\d+)"
+    r"^(?P<ts>[0-9]+/[0-9]+/[0-9]+ [0-9]+:[0-9]+:[0-9]+(?:\.[0-9]+)?) (?:"
+    # a dnsLog line: the rest is read by DNS_AFTER_SERVER and DNS_TAIL, as the tolerant path does
+    r"(?P<server>UDP:\S+|TCPL?//\S+|localhost|quic\+local://\S+) "
+    r"(?P<dns>(?:got answer|cache (?:HIT|OPTIMISTE)): .*)"
+    r"|(?:from )?(?:(?P<src_network>tcp|u(?:dp|nix)):)?"
+    # hex digits only inside brackets: `[Info]` and its siblings are error-log levels.
+    # DNS and DoH (the DNS module's pseudo sources) and unix sockets print no port;
+    # _fast_ok() checks that only they go without one
+    r"(?:\[(?P<src6>[0-9A-Fa-f:.]+)\]|(?P<src_ip>[0-9.]+|D(?:NS|oH)|@[^\s:\[\]]*|/[^\s:\[\]]*))"
+    r"(?::(?P<src_port>[0-9]+))? "
+    r"(?:accepted (?:(?P<dest_network>tcp|udp):"
+    r"(?:\[(?P<dest6>[^\s\]]+)\]|(?P<dest_host>[^\s:\[\]]+)):(?P<dest_port>[0-9]+)"
+    # an HTTP inbound's URL (`//host:port` for CONNECT, `http://host/path`); URL reads it
+    r"|(?P<dest_url>(?:https?:)?//[^\s/?#:@\[\]]+(?::[0-9]+)?(?:[/?#]\S*)?))"
     # ` [detour]`, ` email: x` (V2Ray: `email:x`), both or neither; trailing spaces allowed
     r"(?: +(?:\[(?P<detour>[^\]]*)\] *)?(?:email: ?(?P<email>\S+) *)?)?"
-    r"|rejected +(?P<reason>\S.*))$"
+    r"|rejected +(?P<reason>\S.*)))$"
 )
 DETOUR = r"^(?:(?P<inbound_tag>.*?) (?:->|>>|==>) )?(?P<outbound_tag>.*)$"
 
@@ -48,15 +59,23 @@ DETOUR = r"^(?:(?P<inbound_tag>.*?) (?:->|>>|==>) )?(?P<outbound_tag>.*)$"
 LOCATE_TS = rf"^.*?(?P<ts>{TS})(?P<body>.*)$"
 
 LEVEL = r"^\[(?:Debug|Info|Warning|Error)\]"
+# An error-log line in the access log's stream (the tolerant path's `error_log`), as the fast
+# path sees it: the level right after the timestamp.
+LEVEL_LINE = rf"^({TS}) " + LEVEL[1:]
 
-DNS = (
-    r"^(?P<server>\S+) (?P<dns_status>got answer|cache HIT|cache OPTIMISTE): "
-    r"(?P<domain>[^\s\[\]]+)(?P<dtail>.*)$"
+DNS_AFTER_SERVER = (
+    r"^(?P<dns_status>got answer|cache HIT|cache OPTIMISTE): (?P<domain>[^\s\[\]]+)(?P<dtail>.*)$"
 )
+DNS = r"^(?P<server>\S+) " + DNS_AFTER_SERVER[1:]
 DNS_TAIL = (
     r"^\s*->\s*\[(?P<ips>[^\]]*)\]?"
     r"(?:\s+(?P<elapsed>\d[\d.]*[a-zµ]+(?:[\d.]+[a-zµ]+)*))?"
     r"(?:\s*<(?P<error>.*?)>?)?\s*$"
+)
+# The fast path's reading of a dnsLog line after its server, both steps in one: the domain
+# stops at the first space or bracket, so a tail that starts with a space is DNS_TAIL's.
+DNS_FAST_REST = DNS_AFTER_SERVER.removesuffix("(?P<dtail>.*)$") + (
+    r"(?:\s+" + DNS_TAIL.removeprefix(r"^\s*").removesuffix("$") + ")?$"
 )
 
 ACCESS = (
@@ -351,13 +370,16 @@ def _f(struct: str, name: str) -> pl.Expr:
 
 def _fast_ok() -> pl.Expr:
     """What FAST_CAPTURE's loose classes leave out, checked on short strings: the strict
-    timestamp (the tolerant path finds only that one), a source port unless the source is a
-    portless one, and a rejection reason that does not end in whitespace (the tolerant path
-    strips it)."""
+    timestamp (the tolerant path finds only that one); on an access line a source port unless
+    the source is a portless one, and a rejection reason that does not end in whitespace (the
+    tolerant path strips it); on a dnsLog line the domain the tolerant path requires."""
+    portless = _f("f", "src_ip").is_in(PORTLESS_SOURCES) | _f("f", "src_network").eq("unix")
+    access_ok = (_f("f", "src_port").is_not_null() | portless) & (
+        _f("f", "reason").is_null() | ~_f("f", "reason").str.contains(r"\s$")
+    )
+    # a dnsLog line has no source (access_ok is null), an access line no domain
     return (
-        _f("f", "ts").str.contains(rf"^{TS}$")
-        & (_f("f", "src_port").is_not_null() | _f("f", "src_ip").is_in(PORTLESS_SOURCES))
-        & (_f("f", "reason").is_null() | ~_f("f", "reason").str.contains(r"\s$"))
+        _f("f", "ts").str.contains(rf"^{TS}$") & (_f("d", "domain").is_not_null() | access_ok)
     ).fill_null(False)
 
 
@@ -372,41 +394,66 @@ def _fast_steps() -> _Steps:
     it takes. Only `kind` and `status` are masked by it: on the other lines the fields are
     null or, where the capture matched but _fast_ok() did not, overwritten by the tolerant
     path (classify() writes every row column of those lines). The detour stays whole here:
-    classify() splits its few distinct values once."""
-    null = pl.lit(None, pl.String)
-    fast = pl.col("fast")
+    classify() splits its few distinct values once. A dnsLog line's rest and a URL are read
+    by the tolerant path's own regexes (on the few lines that have them), and an error-log
+    line, which no one-pass regex can tell from a bracketed source, by LEVEL_LINE on the
+    lines the capture did not take."""
+    taken = pl.col("taken")
     reason = _f("f", "reason")
+    is_dns = _f("f", "server").is_not_null()
+    level_ts = pl.col("level_ts")
     return (
         _Steps()
         .with_columns(pl.col("text").str.extract_groups(FAST_CAPTURE).alias("f"))
-        .with_columns(_fast_ok().alias("fast"))
+        .with_columns(
+            _f("f", "dns").str.extract_groups(DNS_FAST_REST).alias("d"),
+            _f("f", "dest_url").str.extract_groups(URL).alias("u"),
+        )
+        .with_columns(_fast_ok().alias("taken"))
+        .with_columns(
+            pl.when(~taken).then(pl.col("text")).str.extract(LEVEL_LINE, 1).alias("level_ts")
+        )
         .select(
             "line_no",
             "byte_offset",
             "text",
-            "fast",
-            pl.when(fast).then(pl.lit("access")).alias("kind"),
-            _f("f", "ts").alias("ts"),
+            (taken | level_ts.is_not_null()).alias("fast"),
+            pl.when(taken & is_dns)
+            .then(pl.lit("dns"))
+            .when(taken)
+            .then(pl.lit("access"))
+            .when(level_ts.is_not_null())
+            .then(pl.lit("other"))
+            .alias("kind"),
+            pl.coalesce(_f("f", "ts"), level_ts).alias("ts"),
             _f("f", "src_network").alias("src_network"),
             pl.coalesce(_f("f", "src6"), _f("f", "src_ip")).alias("src_ip"),
             _port(_f("f", "src_port")).alias("src_port"),
-            pl.when(fast & _f("f", "dest_network").is_not_null())
+            pl.when(
+                taken & _f("f", "dest_network").is_not_null() | _f("f", "dest_url").is_not_null()
+            )
             .then(pl.lit("accepted"))
-            .when(fast)
+            .when(taken & reason.is_not_null())
             .then(pl.lit("rejected"))
             .alias("status"),
             _f("f", "dest_network").alias("dest_network"),
-            pl.coalesce(_f("f", "dest6"), _f("f", "dest_host")).alias("dest_host"),
-            _port(_f("f", "dest_port")).alias("dest_port"),
-            null.alias("dest_url"),
+            pl.coalesce(
+                _f("f", "dest6"),
+                _f("f", "dest_host"),
+                _f("u", "h6"),
+                _nonempty(_f("u", "h")),
+                _f("d", "domain").str.strip_suffix("."),
+            ).alias("dest_host"),
+            _port(pl.coalesce(_f("f", "dest_port"), _f("u", "p"))).alias("dest_port"),
+            _f("f", "dest_url").alias("dest_url"),
             _f("f", "detour").alias("detour"),
             pl.coalesce(_f("f", "email"), reason.str.extract(REJECTED_EMAIL, 1)).alias("email"),
-            reason.alias("reason"),
-            null.alias("other_reason"),
-            null.alias("server"),
-            null.alias("dns_status"),
-            null.alias("ips"),
-            null.alias("elapsed"),
+            pl.coalesce(reason, _f("d", "error")).alias("reason"),
+            pl.when(level_ts.is_not_null()).then(pl.lit("error_log")).alias("other_reason"),
+            _f("f", "server").alias("server"),
+            _f("d", "dns_status").alias("dns_status"),
+            _f("d", "ips").alias("ips"),
+            _f("d", "elapsed").alias("elapsed"),
         )
     )
 
