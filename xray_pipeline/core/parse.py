@@ -1,9 +1,10 @@
 """Raw bytes of an access log -> typed Polars frames (access, dns, rejects); vectorized.
 
 The grammar is ../shared/xray-log-format.md. Every input line lands in exactly one of the three
-frames. One one-pass regex for the common accepted and rejected shapes (the bulk of a real
-file) runs first; the lines it does not take go through the tolerant grammar, which covers every
-shape Xray and V2Ray have printed, collector prefixes and paste damage included.
+frames. One one-pass regex for the shapes Xray and V2Ray write to a file (accepted and rejected
+lines, dnsLog lines, error-log lines in the same stream) runs first; the lines it does not take
+go through the tolerant grammar, which covers every shape of the spec, collector prefixes and
+paste damage included.
 """
 
 import datetime as dt
