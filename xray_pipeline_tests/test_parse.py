@@ -1,6 +1,7 @@
 """The parser against the spec: every shape, every line accounted for, never a crash."""
 
 import json
+import re
 import string
 from pathlib import Path
 
@@ -669,3 +670,11 @@ def test_garbage_never_raises_and_counts_add_up(data):
     assert frames_total(parsed) == expected_lines
     assert parsed.lines.columns[2:] == list(CANONICAL_FIELDS)
     assert parsed.rejects["raw"].str.contains("\x00", literal=True).sum() == 0
+
+
+def test_fast_regex_keeps_within_the_one_pass_dfa():
+    # the regex crate runs a capture as a one-pass DFA only up to 16 explicit groups (past
+    # them the same capture took twice as long, measured); speed is bench/parse.py's, this
+    # guards the structural limit
+    assert len(re.compile(P.FAST_CAPTURE).groupindex) <= 16
+    assert r"\d" not in P.FAST_CAPTURE  # Unicode digits blow up the DFA table

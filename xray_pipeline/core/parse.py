@@ -27,8 +27,9 @@ TS_FORMAT = "%Y/%m/%d %H:%M:%S%.f"
 # The fast path: the shapes of nearly every line of a real file, in one capturing regex that
 # is one-pass (at each byte at most one way on, so the regex crate runs it as a one-pass DFA,
 # about twice as fast as a pattern with a choice, such as `( \[x\])?( email: y)?`; and at most
-# 16 groups, and a table under the crate's 1 MB limit: hence ASCII `[0-9]`, as Unicode's `\d`
-# takes many states; a line with other digits is the tolerant path's). It takes Xray's and V2Ray's
+# 16 groups, and a small table: with Unicode's `\d`, which takes many states, this regex lost its
+# one-pass DFA (most likely the crate's 1 MB limit) and ran 2.7 times slower, hence ASCII
+# `[0-9]`; a line with other digits is the tolerant path's). It takes Xray's and V2Ray's
 # accepted lines with or without `from`, a fraction, a detour or an email (the new ` email: x`
 # form), IPv4, bracketed IPv6 or unix-socket sources, `tcp:`/`udp:` or URL destinations,
 # rejected lines, and dnsLog lines of the servers that start with a byte no source starts
