@@ -320,7 +320,13 @@ def _port(col: pl.Expr) -> pl.Expr:
 def _duration(col: pl.Expr) -> pl.Expr:
     """Go time.Duration text (`38.204117ms`, `1.2s`, `850µs`, `1m2.5s`) -> microseconds;
     null for text Go does not print."""
-    parts = col.str.extract_groups(DURATION)
+    return _duration_of(col.str.extract_groups(DURATION))
+
+
+def _duration_of(parts: pl.Expr) -> pl.Expr:
+    """_duration from DURATION's groups. Give it a column: Polars does not share a struct
+    expression between the fields read from it, and reads it again for each (measured: the
+    dns frame's durations took 1.2 ms from the text, 0.7 ms from a column)."""
 
     def number(name: str) -> pl.Expr:
         return parts.struct.field(name).cast(pl.Float64)
@@ -677,6 +683,7 @@ def _frame_steps(timezone: str) -> tuple[_Steps, _Steps, _Steps]:
     dns = (
         _Steps()
         .filter(is_dns)
+        .with_columns(pl.col("elapsed").str.extract_groups(DURATION).alias("elapsed_parts"))
         .select(
             "line_no",
             "byte_offset",
@@ -688,7 +695,7 @@ def _frame_steps(timezone: str) -> tuple[_Steps, _Steps, _Steps]:
             .then(pl.lit([], pl.List(pl.String)))
             .otherwise(pl.col("ips").str.split(", "))
             .alias("answers"),
-            _duration(pl.col("elapsed")).alias("elapsed"),
+            _duration_of(pl.col("elapsed_parts")).alias("elapsed"),
             pl.col("reason").alias("error"),
         )
         .cast(dns_schema(timezone))
