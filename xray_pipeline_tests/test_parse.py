@@ -678,3 +678,25 @@ def test_fast_regex_keeps_within_the_one_pass_dfa():
     # guards the structural limit
     assert len(re.compile(P.FAST_CAPTURE).groupindex) <= 16
     assert r"\d" not in P.FAST_CAPTURE  # Unicode digits blow up the DFA table
+
+
+def test_frames_of_the_fast_query_equal_the_frames_of_the_rows(monkeypatch):
+    # a chunk whose lines the fast path all takes, with every detour known, is framed in the
+    # fast path's own query; otherwise (a new detour, a tolerant line) the rows are framed
+    # again after the fix: both ways give the same frames
+    frame = generate(GeneratorConfig(lines=3_000, seed=11))
+    data = ("\n".join(frame["line"].to_list()) + "\n").encode()
+    lines = split_lines(data)
+    assert fast_taken(lines).all()
+    monkeypatch.setattr(P, "_DETOUR_TAGS", P._DetourTags())
+    assert P._classified(lines, "Europe/Berlin", frames=True)[1] is None  # new detours
+    monkeypatch.setattr(P, "_DETOUR_TAGS", P._DetourTags())
+    first = parse_chunk(data, timezone="Europe/Berlin")  # learns them: framed again
+    assert P._classified(lines, "Europe/Berlin", frames=True)[1] is not None  # all known
+    second = parse_chunk(data, timezone="Europe/Berlin")
+    for name in ("access", "dns", "rejects"):
+        assert_frame_equal(getattr(first, name), getattr(second, name))
+    assert_frame_equal(first.rows, second.rows)
+    prefixed = b"<30>Jan  1 host xray[1]: " + data  # one line for the tolerant path
+    assert P._classified(split_lines(prefixed), "UTC", frames=True)[1] is None
+    assert parse_chunk(prefixed).access.height == first.access.height

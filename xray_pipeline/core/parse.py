@@ -470,9 +470,11 @@ class _DetourTags:
     """The inbound and outbound tags of the detours seen so far, kept from chunk to chunk.
 
     A log has a handful of tag pairs: their split (a regex) runs once on the distinct values,
-    and each line finds its pair by its code in an Enum of them (one hash a line). Once a
-    chunk's detours are all known, which is the rule after the first chunk, the chunk costs
-    that hash and no more. A log whose detours keep changing starts afresh past MAX_KNOWN.
+    and each line finds its pair by its code in an Enum of them (one hash a line), inside the
+    fast path's query (tagged()). Once a chunk's detours are all known, which is the rule
+    after the first chunk, the chunk costs that hash and no more; a chunk with a detour not
+    seen yet is tagged again by columns(), which learns it. A log whose detours keep changing
+    starts afresh past MAX_KNOWN.
     """
 
     MAX_KNOWN = 4096
@@ -483,20 +485,34 @@ class _DetourTags:
         self.state = self._split(pl.Series(dtype=pl.String))
 
     @staticmethod
-    def _split(known: pl.Series) -> tuple[pl.Enum, pl.Series, pl.Series]:
+    def _split(known: pl.Series) -> tuple[pl.Enum, pl.Series, pl.Series, list[pl.Expr]]:
         parts = known.to_frame("d").select(pl.col("d").str.extract_groups(DETOUR)).unnest("d")
-        return pl.Enum(known), parts.get_column("inbound_tag"), parts.get_column("outbound_tag")
+        enum = pl.Enum(known)
+        inbound, outbound = parts.get_column("inbound_tag"), parts.get_column("outbound_tag")
+        codes = pl.col("detour").cast(enum, strict=False).to_physical()
+        exprs = [
+            pl.lit(inbound).gather(codes).alias("inbound_tag"),
+            pl.lit(outbound).gather(codes).alias("outbound_tag"),
+            (pl.col("detour").is_not_null() & codes.is_null()).alias("detour_unknown"),
+        ]
+        return enum, inbound, outbound, exprs
+
+    def tagged(self, rows: pl.LazyFrame) -> pl.LazyFrame:
+        """`rows` with inbound_tag and outbound_tag from the known detours, and
+        `detour_unknown` true on a line whose detour is not known yet."""
+        return rows.with_columns(self.state[3])
 
     def columns(self, detour: pl.Series) -> list[pl.Series]:
-        """The inbound_tag and outbound_tag columns of a detour column."""
-        enum, inbound, outbound = self.state
+        """The inbound_tag and outbound_tag columns of a detour column, learning its new
+        detours."""
+        enum, inbound, outbound, _ = self.state
         codes = detour.cast(enum, strict=False)
         if codes.null_count() != detour.null_count():  # a detour not seen yet
             known = pl.Series(enum.categories)
             if known.len() > self.MAX_KNOWN:
                 known = known.clear()
             distinct = pl.concat([known, detour.drop_nulls().unique()]).unique(maintain_order=True)
-            self.state = enum, inbound, outbound = self._split(distinct)
+            self.state = enum, inbound, outbound, _ = self._split(distinct)
             codes = detour.cast(enum)
         physical = codes.to_physical()
         return [inbound.gather(physical), outbound.gather(physical)]
@@ -633,16 +649,39 @@ def classify(lines: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
     through the tolerant grammar, and their values are scattered into place (no concat, no
     sort). `ts_typed` is the timestamp read in `timezone`.
     """
+    return _classified(lines, timezone, frames=False)[0]
+
+
+Frames = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]
+
+
+def _classified(
+    lines: pl.DataFrame, timezone: str, *, frames: bool
+) -> tuple[pl.DataFrame, Frames | None]:
+    """classify()'s rows and, when `frames` is asked for and the fast path's query gave the
+    final rows (every line taken, every detour known: the rule), the access, dns and rejects
+    frames, made in the same call from the same query (Polars runs it once for all four)."""
     fast_typed, slow_typed = _typed_columns(timezone)
-    rows = _fast_rows(lines.lazy()).with_columns(fast_typed).collect()
-    rows.hstack(_DETOUR_TAGS.columns(rows.drop_in_place("detour")), in_place=True)
+    query = _DETOUR_TAGS.tagged(_fast_rows(lines.lazy()).with_columns(fast_typed))
+    made: Frames | None = None
+    if frames:
+        rows, *framed = pl.collect_all([query, *(steps(query) for steps in _frame_steps(timezone))])
+        made = (framed[0], framed[1], framed[2])
+    else:
+        rows = query.collect()
+    if rows.drop_in_place("detour_unknown").any():
+        for column in _DETOUR_TAGS.columns(rows.get_column("detour")):
+            rows.replace_column(rows.get_column_index(column.name), column)
+        made = None
+    rows.drop_in_place("detour")
     slow_index = rows.get_column("fast").not_().arg_true()
-    if slow_index.len() == 0:
-        return rows
-    slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(slow_typed).collect()
-    for name in ROW_COLUMNS:  # in place: with_columns would be one more query
-        rows.replace_column(rows.get_column_index(name), _scattered(rows, name, slow_index, slow))
-    return rows
+    if slow_index.len():
+        slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(slow_typed).collect()
+        for name in ROW_COLUMNS:  # in place: with_columns would be one more query
+            column = _scattered(rows, name, slow_index, slow)
+            rows.replace_column(rows.get_column_index(name), column)
+        made = None
+    return rows, made
 
 
 @cache
@@ -736,14 +775,15 @@ def parse_chunk(
     prints the local time of its process, without a zone).
     """
     lines = split_lines(data, base_offset)
-    rows = classify(lines, timezone)
-    lazy_rows = rows.lazy()
-    access, dns, rejects = _frame_steps(timezone)
-    # one call for the three frames: they run at once. Filters and selects of columns: the
-    # in-memory engine's cost per expression is lower than the streaming engine's
-    access_frame, dns_frame, rejects_frame = pl.collect_all(
-        [access(lazy_rows), dns(lazy_rows), rejects(lazy_rows)], engine="in-memory"
-    )
+    rows, made = _classified(lines, timezone, frames=True)
+    if made is None:  # the tolerant path or a new detour changed rows: frame them again
+        lazy_rows = rows.lazy()
+        # one call for the three frames: they run at once. Filters and selects of columns:
+        # the in-memory engine's cost per expression is lower than the streaming engine's
+        made = pl.collect_all(
+            [steps(lazy_rows) for steps in _frame_steps(timezone)], engine="in-memory"
+        )
+    access_frame, dns_frame, rejects_frame = made
     return ParsedChunk(
         access=access_frame,
         dns=dns_frame,
