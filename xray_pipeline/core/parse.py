@@ -452,7 +452,7 @@ def _fast_steps() -> _Steps:
                     _f("f", "dest6"), _f("u", "h"), _f("d", "domain").str.strip_suffix(".")
                 ),
             ).alias("dest_host"),
-            _port(pl.coalesce(_f("f", "dest_port"), _f("u", "p"))).alias("dest_port"),
+            pl.coalesce(_port(_f("f", "dest_port")), _port(_f("u", "p"))).alias("dest_port"),
             _f("f", "dest_url").alias("dest_url"),
             _f("f", "detour").alias("detour"),
             pl.coalesce(_f("f", "email"), reason.str.extract(REJECTED_EMAIL, 1)).alias("email"),
