@@ -669,7 +669,9 @@ def _classified(
     query = _DETOUR_TAGS.tagged(_fast_rows(lines.lazy()).with_columns(fast_typed))
     made: Frames | None = None
     if frames:
-        rows, *framed = pl.collect_all([query, *(steps(query) for steps in _frame_steps(timezone))])
+        rows, *framed = pl.collect_all(
+            [query, *(steps(query) for steps in _frame_steps(timezone))], engine="streaming"
+        )
         made = (framed[0], framed[1], framed[2])
     else:
         rows = query.collect()
