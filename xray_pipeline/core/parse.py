@@ -711,7 +711,7 @@ def _scattered(rows: pl.DataFrame, name: str, index: pl.Series, slow: pl.DataFra
 
 @cache
 def _frame_steps(timezone: str) -> tuple[_Steps, _Steps, _Steps]:
-    """The access, dns and rejects frames, from classify()'s rows."""
+    """The access, dns and rejects frames, from classify()'s rows or the query that gives them."""
     bad_ts = pl.col("ts").is_not_null() & pl.col("ts_typed").is_null()
     is_access = pl.col("kind").eq("access") & pl.col("ts_typed").is_not_null()
     is_dns = pl.col("kind").eq("dns") & ~bad_ts
