@@ -401,7 +401,7 @@ def _fast_steps() -> _Steps:
     it takes. Only `kind` and `status` are masked by it: on the other lines the fields are
     null or, where the capture matched but _fast_ok() did not, overwritten by the tolerant
     path (classify() writes every row column of those lines). The detour stays whole here:
-    classify() splits its few distinct values once. A dnsLog line's rest and a URL are read
+    _DetourTags looks its tags up. A dnsLog line's rest and a URL are read
     by the tolerant path's own regexes (on the few lines that have them), and an error-log
     line, which no one-pass regex can tell from a bracketed source, by LEVEL_LINE on the
     lines the capture did not take."""
@@ -437,7 +437,7 @@ def _fast_steps() -> _Steps:
             pl.coalesce(_f("f", "src6"), _f("f", "src_ip")).alias("src_ip"),
             _port(_f("f", "src_port")).alias("src_port"),
             pl.when(
-                taken & _f("f", "dest_network").is_not_null() | _f("f", "dest_url").is_not_null()
+                taken & (_f("f", "dest_network").is_not_null() | _f("f", "dest_url").is_not_null())
             )
             .then(pl.lit("accepted"))
             .when(taken & reason.is_not_null())
