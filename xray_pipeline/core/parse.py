@@ -38,7 +38,7 @@ TS_FORMAT = "%Y/%m/%d %H:%M:%S%.f"
 # On the lines it takes, its values equal the tolerant path's (tested).
 FAST_CAPTURE = (
     r"^(?P<ts>[0-9]{4}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?) (?:"
-    # a dnsLog line: the rest is read by DNS_AFTER_SERVER and DNS_TAIL, as the tolerant path does
+    # a dnsLog line: the rest is read by DNS_FAST_REST (the tolerant path's DNS regexes)
     r"(?P<server>UDP:\S+|TCPL?//\S+|localhost|quic\+local://\S+) "
     r"(?P<dns>(?:got answer|cache (?:HIT|OPTIMISTE)): .*)"
     r"|(?:from )?(?:(?P<src_network>tcp|u(?:dp|nix)):)?"

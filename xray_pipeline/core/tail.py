@@ -35,8 +35,8 @@ def iter_chunks(
     buf = bytearray(size + 64 * 1024)
     filled = 0  # the start of a line the last block cut off: it leads the next chunk
     while True:
-        want = size if end is None else min(size, end - offset - filled)
-        if filled + max(want, 0) > len(buf):
+        want = size if end is None else max(0, min(size, end - offset - filled))
+        if filled + want > len(buf):  # a line longer than the buffer: room for one more block
             buf.extend(bytes(filled + want - len(buf)))
         with memoryview(buf) as view:
             got = fh.readinto(view[filled : filled + want]) if want > 0 else 0
