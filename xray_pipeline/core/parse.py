@@ -668,6 +668,9 @@ def _classified(
     query = fast_query(lines, timezone)
     made: Frames | None = None
     if frames:
+        # cache(): the four outputs share one node, so Polars converts the query's plan once,
+        # not once per output (measured: a millisecond a chunk, 4% of a 4 MB chunk)
+        query = query.cache()
         rows, *framed = pl.collect_all(
             [query, *(steps(query) for steps in _frame_steps(timezone))], engine="streaming"
         )
