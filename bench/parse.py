@@ -200,12 +200,11 @@ def main() -> None:
         old_parse = parser_at(args.against)
         batch = int(args.batch_mb[0] * 1024 * 1024)
         timed_pass(path, batch, old_parse)  # its warm-up
-        ab: tuple[list[float], list[float]] = ([], [])
-        for turn in range(args.passes):
-            rates = interleaved_pass(path, batch, parse_chunk, old_parse, turn)
-            ab[0].append(rates[0])
-            ab[1].append(rates[1])
-        now, then = statistics.median(ab[0]), statistics.median(ab[1])
+        rates = [
+            interleaved_pass(path, batch, parse_chunk, old_parse, turn)
+            for turn in range(args.passes)
+        ]
+        now, then = (statistics.median(pair[which] for pair in rates) for which in (0, 1))
         print(
             f"A/B at {args.batch_mb[0]:g} MB, {args.passes} passes, the two parsers taking turns "
             f"on each chunk: this tree {now:,.0f} lines/s, {args.against} {then:,.0f} lines/s "
