@@ -564,8 +564,10 @@ def ingest_cmd(
             raise typer.Exit(0) from full
     export_stats(stats, settings.stats_output, settings.stats_format)
     err_console.print(
-        f"{stats.lines:,} lines ({stats.access_rows:,} access, {stats.dns_rows:,} dns, "
-        f"{stats.rejects:,} rejects) from {stats.bytes:,} bytes in {stats.duration_s:.1f} s"
+        f"{stats.lines:,} lines loaded ({stats.access_rows:,} access, {stats.dns_rows:,} dns, "
+        f"{stats.rejects:,} rejects)"
+        + (f", {stats.spooled_lines:,} lines spooled" if stats.spooled_lines else "")
+        + f" from {stats.bytes:,} bytes in {stats.duration_s:.1f} s"
         + (
             f"; {stats.chunks_already_loaded} chunk(s) were already loaded"
             if stats.chunks_already_loaded

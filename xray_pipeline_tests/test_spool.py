@@ -90,6 +90,7 @@ def test_down_before_the_run_spools_then_replays_once(server, db, env, tmp_path)
     first = cli("ingest", "--logfile", str(log), env=env)
     assert first.returncode == 0, first.stderr
     assert "offline" in first.stderr and "spool" in first.stderr
+    assert f"0 lines loaded (0 access, 0 dns, 0 rejects), {LINES:,} lines spooled" in first.stderr
     spool = tmp_path / "home" / "spool"
     waiting = segments(spool)
     assert waiting and sum(s.lines for s in waiting) == LINES
