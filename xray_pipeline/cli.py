@@ -515,6 +515,7 @@ def ingest_cmd(
         ingest_files,
         remember_offsets,
         spool_files,
+        unreadable_reason,
     )
     from xray_pipeline.core.pg import DatabaseUnavailable, session
     from xray_pipeline.core.spool import SpoolFull, spooled_ranges
@@ -585,6 +586,11 @@ def ingest_cmd(
             f"in {settings.spool_dir} (mode: offline); they load with `xray-pipeline replay` "
             "or the next ingest once PostgreSQL answers"
         )
+    unreadable = [why for why in map(unreadable_reason, paths) if why]
+    for why in unreadable:
+        err_console.print(f"error: {why}")
+    if unreadable:
+        raise typer.Exit(1)  # the readable files were loaded all the same
 
 
 def _spooler(settings: Settings):

@@ -113,6 +113,15 @@ def test_skips_say_why(fresh_db_url: str, tmp_path: Path, instance):
     path.write_text("2025/01/01 12:00:00 from 198.51.100.7:1 acc")  # no complete line yet
     partial = tick(make_defs(fresh_db_url, path), instance)
     assert "no new complete lines" in skip_text(partial)
+    folder = tmp_path / "logs"  # a folder where the log should be: named, the rest still read
+    folder.mkdir()
+    unreadable = tick(make_defs(fresh_db_url, folder, path), instance)
+    assert "cannot read" in skip_text(unreadable) and f"{folder} is a folder" in skip_text(
+        unreadable
+    )
+    path.write_text(line(1, 0))
+    both = tick(make_defs(fresh_db_url, folder, path), instance)
+    assert [r.run_config["ops"]["logs"]["config"]["path"] for r in both.run_requests] == [str(path)]
 
 
 def test_new_bytes_day_split_materialize_and_cursor(fresh_db_url: str, tmp_path: Path, instance):

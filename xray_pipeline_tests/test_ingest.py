@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from xray_pipeline.core import ingest, tail
 from xray_pipeline.core.generate import GeneratorConfig, write_log
 from xray_pipeline.core.ingest import gaps, ingest_files
 from xray_pipeline.core.load import load_chunk, register_source
@@ -248,3 +249,43 @@ def test_cli_ingest_twice_and_stats_csv(fresh_db_url: str, log_dir: Path):
     with connect(fresh_db_url) as conn:
         c = counts(conn)
         assert c["logs"] + c["dns"] + c["rejects"] == 2_000
+
+
+def test_cli_ingest_names_an_unreadable_path_and_loads_the_rest(fresh_db_url: str, log_dir: Path):
+    good = log_dir / "access.log"
+    write_log(GeneratorConfig(lines=300), good)
+    folder = log_dir / "xray"  # a folder given where the log file belongs
+    folder.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    env.update(XRAY_DATABASE_URL=fresh_db_url, XRAY_HOME=str(log_dir / "home"))
+    result = subprocess.run(
+        [sys.executable, "-m", "xray_pipeline.cli", "ingest", "-l", str(folder), "-l", str(good)],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"error: {folder} is a folder: name the log file itself" in result.stderr
+    assert "300 lines loaded" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_permission_denied_says_how_to_grant_read_access(tmp_path: Path, monkeypatch):
+    # root (CI) reads any file whatever its mode: the refusal is injected where the file opens
+    path = tmp_path / "access.log"
+    path.write_text("2025/01/01 00:00:00 from 198.51.100.7:1 accepted tcp:a.example:443\n")
+    assert ingest.unreadable_reason(path) is None
+    assert ingest.unreadable_reason(tmp_path / "not-yet.log") is None  # absent is no error
+
+    def refuse(p: Path):
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(ingest, "open_log", refuse)
+    monkeypatch.setattr(tail, "open_log", refuse)
+    reason = ingest.unreadable_reason(path)
+    assert reason is not None and reason.startswith(f"{path}: permission denied")
+    assert "mode 0600" in reason and "setfacl -d -m u:" in reason and str(tmp_path) in reason
+    assert ingest.file_state(path) is None  # skipped, not a crash

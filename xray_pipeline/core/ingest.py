@@ -72,11 +72,45 @@ def expand_paths(patterns: list[str] | tuple[str, ...]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def unreadable_reason(path: Path) -> str | None:
+    """Why `path`, which exists, cannot be read as a log, with the fix; None when it can be
+    read or does not exist (a log that is not there yet is not an error)."""
+    try:
+        if path.is_dir():
+            return f"{path} is a folder: name the log file itself ([parser] logfile, --logfile)"
+        with open_log(path) as fh:
+            fh.read(1)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return (
+            f"{path}: permission denied. Xray creates its log with mode 0600: run the pipeline "
+            "as the user Xray runs as, or give this user read access to the file and, for the "
+            f"files that rotation creates, a default ACL on its folder (setfacl -d -m "
+            f"u:{_user()}:r {path.parent})"
+        )
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return "<user>"
+
+
 def file_state(path: Path) -> FileState | None:
-    """The state of a readable file, or None when it does not exist or has no full line yet."""
+    """The state of a readable file, or None when it does not exist, cannot be read (see
+    unreadable_reason) or has no full line yet."""
     try:
         identity = identify(path)
     except FileNotFoundError:
+        return None
+    except OSError:  # a folder, no permission, an I/O error: the callers say which
         return None
     if identity is None:
         return None
@@ -274,8 +308,8 @@ def ingest_files(
     started = time.perf_counter()
     explicit = set(paths)
     states = watched_states(paths, include_siblings=include_siblings)
-    for path in paths:
-        if not path.exists():
+    for path in paths:  # an unreadable one is skipped: the caller says why (unreadable_reason)
+        if unreadable_reason(path) is None and not path.exists():
             logger.warning("{} does not exist (yet); nothing to read there", path)
     loaded = committed_ranges(conn, [s.identity.key for s in states])
     conn.commit()

@@ -12,6 +12,7 @@ from xray_pipeline.core.ingest import (
     file_state,
     plan_reads,
     rotated_siblings,
+    unreadable_reason,
 )
 from xray_pipeline.core.pg import DatabaseError
 from xray_pipeline.core.plan import split_range
@@ -128,11 +129,16 @@ def build_access_log_sensor(
         )
         for note in notes:
             context.log.warning(note)
+        unreadable = {p: r for p in files if (r := unreadable_reason(p))}
+        for why in unreadable.values():
+            context.log.error(why)
         if not specs:
-            missing = [str(p) for p in files if not p.exists()]
+            missing = [str(p) for p in files if p not in unreadable and not p.exists()]
             reason = "no new complete lines"
             if missing:
                 reason += f"; not found: {', '.join(missing)}"
+            if unreadable:
+                reason += "; cannot read: " + "; ".join(unreadable.values())
             return dg.SensorResult(skip_reason=reason, cursor=json.dumps(new_cursor))
         first_day = partitions_def.start.date()
         today = partitions_def.get_last_partition_key()
