@@ -2,6 +2,7 @@
 
 import configparser
 import os
+import re
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,18 +25,36 @@ def _parse_bool(raw: str) -> bool:
 
 
 def _parse_int(raw: str) -> int:
-    return int(raw.strip())
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("expected a whole number, such as 10") from None
 
 
 def _parse_positive_int(raw: str) -> int:
-    value = int(raw.strip())
+    value = _parse_int(raw)
     if value <= 0:
         raise ValueError("expected a whole number above 0")
     return value
 
 
+_SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*(?:([kmg])(?:i?b)?|b)?\s*$")
+
+
+def _parse_bytes(raw: str) -> int:
+    """A size in bytes: `4194304`, `4M`, `4 MiB`, `512k`, `1G` (k, M, G: powers of 1024)."""
+    found = _SIZE.match(raw)
+    if found is None:
+        raise ValueError("expected a size in bytes, such as 4194304, 4M or 512k")
+    number, unit = found.groups()
+    value = int(float(number) * 1024 ** (" kmg".index(unit.lower()) if unit else 0))
+    if value <= 0:
+        raise ValueError("expected a size above 0")
+    return value
+
+
 def _parse_port(raw: str) -> int:
-    value = int(raw.strip())
+    value = _parse_int(raw)
     if not 1 <= value <= 65535:
         raise ValueError("expected a port number from 1 to 65535")
     return value
@@ -62,7 +81,10 @@ def _parse_stats_format(raw: str) -> str:
 
 
 def _parse_fraction(raw: str) -> float:
-    value = float(raw.strip())
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number from 0 to 1, such as 0.05") from None
     if not 0 <= value <= 1:
         raise ValueError("expected a number from 0 to 1")
     return value
@@ -145,7 +167,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "spool folder used while PostgreSQL is down (default: XRAY_HOME/spool)",
     ),
-    Option("parser", "batch_size", _parse_positive_int, 4 * 1024 * 1024, "bytes read per chunk"),
+    Option("parser", "batch_size", _parse_bytes, 4 * 1024 * 1024, "bytes read per chunk (4M, 8M)"),
     Option(
         "parser",
         "spool_max_mb",
@@ -182,7 +204,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "dagster",
         "max_run_bytes",
-        _parse_positive_int,
+        _parse_bytes,
         64 * 1024 * 1024,
         "largest byte range one sensor run loads",
     ),

@@ -67,6 +67,10 @@ def test_database_url_env_wins_over_section_and_database_url_alias(tmp_path: Pat
     [
         ("[parser]\ntimezone = Mars/Olympus\n", "[parser] timezone = 'Mars/Olympus'"),
         ("[parser]\nbatch_size = -3\n", "[parser] batch_size"),
+        ("[parser]\nbatch_size = huge\n", "expected a size in bytes, such as 4194304, 4M"),
+        ("[parser]\nbatch_size = 0k\n", "expected a size above 0"),
+        ("[retention]\ndays = a week\n", "expected a whole number, such as 10"),
+        ("[checks]\nreject_rate = high\n", "expected a number from 0 to 1, such as 0.05"),
         ("[parser]\nbatchsize = 3\n", "unknown key 'batchsize' in [parser]"),
         ("[postgres]\nhost = x\n", "unknown section [postgres]"),
         ("[postgresql]\nport = http\n", "[postgresql] port = 'http'"),
@@ -113,3 +117,16 @@ def test_stats_defaults_follow_format(tmp_path: Path):
     settings = load_settings(None, {"stats.format": "csv", "general.home": str(tmp_path)}, env={})
     assert settings.stats_output == str(tmp_path / "stats.csv")
     assert settings.spool_dir == tmp_path / "spool"
+
+
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [("4194304", 4194304), ("4M", 4 << 20), ("4 MiB", 4 << 20), ("512k", 512 << 10),
+     ("8mb", 8 << 20), ("1G", 1 << 30), ("1.5M", 1572864), ("100 B", 100)],
+)  # fmt: skip
+def test_byte_sizes_take_units(tmp_path: Path, raw: str, size: int):
+    path = write_config(
+        tmp_path, f"[parser]\nbatch_size = {raw}\n[dagster]\nmax_run_bytes = {raw}\n"
+    )
+    settings = load_settings(path, env={})
+    assert settings.batch_size == size and settings.get("dagster.max_run_bytes") == size
