@@ -173,6 +173,43 @@ def test_copytruncate_starts_new_content_at_zero_and_finishes_the_copy(conn, log
     assert counts(conn)["logs"] == 12
 
 
+def test_copytruncate_under_a_writer_without_append_loads_every_line_once(conn, log_dir: Path):
+    """`xray run > access.log` (no O_APPEND) and logrotate's copytruncate: after each
+    truncation the writer's next line lands at its old position, behind a run of NUL bytes.
+    Two such files must not pass for one source, or the lines written between the last
+    read and the copy (in the `.1` copy only) are lost."""
+    path = log_dir / "access.log"
+    with path.open("wb") as writer:
+
+        def write(text: str) -> None:
+            writer.write(text.encode())
+            writer.flush()
+
+        def copytruncate() -> None:
+            shutil.copyfile(path, log_dir / "access.log.1")
+            os.truncate(path, 0)
+
+        write("".join(line(f"2025/01/01 00:00:{i:02d}") for i in range(30)))  # > 1 KiB
+        run(conn, path)
+        copytruncate()
+        write(line("2025/01/01 01:00:00", user="a1"))
+        run(conn, path)
+        write(line("2025/01/01 01:00:01", user="a2"))  # written after the read, then copied
+        copytruncate()
+        write(line("2025/01/01 02:00:00", user="b1"))
+        run(conn, path)
+        assert run(conn, path).lines == 0
+    emails = [
+        r[0]
+        for r in conn.execute(
+            "SELECT u.email FROM logs l JOIN users u ON u.id = l.user_id ORDER BY l.ts"
+        ).fetchall()
+    ]
+    assert emails == ["u1"] * 30 + ["a1", "a2", "b1"]
+    # the NUL runs are kept as what they are (empty), not glued to the line after them
+    assert conn.execute("SELECT count(*) FROM rejects WHERE reason <> 'empty'").fetchone()[0] == 0
+
+
 def test_truncation_to_zero_restarts_at_offset_zero(conn, log_dir: Path):
     path = log_dir / "access.log"
     path.write_text("".join(line(f"2025/01/01 00:00:{i:02d}") for i in range(10)))

@@ -7,9 +7,12 @@ from hypothesis import strategies as st
 
 from xray_pipeline.core.tail import iter_chunks
 
-# lines of any length (empty, longer than a chunk), the last one with or without its LF
-logs = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30).map(
-    lambda lines: b"\n".join(lines)
+# lines of any length (empty, longer than a chunk, runs of NUL bytes such as a truncation
+# under a writer without O_APPEND leaves), the last one with or without its LF
+nul_runs = st.integers(1, 120).map(lambda n: b"\0" * n)
+pieces = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")) | nul_runs
+logs = st.lists(st.lists(pieces, max_size=3).map(b"".join), max_size=30).map(
+    b"\n".join
 ) | st.binary(max_size=300)
 
 
@@ -17,19 +20,28 @@ logs = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max
 def test_chunks_are_whole_lines_that_add_up_to_the_file(data, size, partial_tail):
     chunks = list(iter_chunks(io.BytesIO(data), size, partial_tail=partial_tail))
     joined = b"".join(chunk for _, chunk in chunks)
-    complete = data[: data.rfind(b"\n") + 1]
-    assert joined == (data if partial_tail else complete)
+    complete = data.rfind(b"\n") + 1
+    if partial_tail:
+        assert joined == data
+    else:  # the complete lines, and perhaps NUL bytes after them (they hold no line)
+        assert data.startswith(joined) and len(joined) >= complete
+        assert not joined[complete:].strip(b"\0")
     position = 0
     for offset, chunk in chunks:
         assert offset == position
         assert chunk
         position += len(chunk)
-        # a chunk ends at a LF (but for a last line without one) and cuts no line it could
-        # have left whole: it holds at most `size` bytes beyond its first line
+        # a chunk ends at a LF (but for a last line without one, or a run of NUL bytes that
+        # filled a chunk) and cuts no line it could have left whole: it holds at most `size`
+        # bytes beyond its first line
         if not chunk.endswith(b"\n"):
-            assert position == len(data) and partial_tail
+            assert (position == len(data) and partial_tail) or not chunk.strip(b"\0")
         first_line_end = chunk.find(b"\n") + 1 or len(chunk)
         assert len(chunk) - first_line_end < size
+    # memory does not grow with a run of NUL bytes: no chunk is much longer than `size`
+    # unless it holds a long line of other bytes
+    longest_text_line = max((len(ln.lstrip(b"\0")) + 1 for ln in data.split(b"\n")), default=0)
+    assert all(len(chunk) < 2 * size + longest_text_line for _, chunk in chunks)
 
 
 @given(

@@ -22,7 +22,8 @@ def iter_chunks(
 ) -> Iterator[tuple[int, bytes]]:
     """Yield (offset, bytes) chunks of about `size` bytes from `start`, each ending at a LF.
 
-    A line longer than `size` is yielded whole. At `end` (or EOF) a last line without its LF
+    A line longer than `size` is yielded whole, but a run of NUL bytes that starts a chunk and
+    fills it is a chunk of its own, without a LF. At `end` (or EOF) a last line without its LF
     is yielded only when `partial_tail` is true (a file being written is read without it).
     """
     if start or fh.seekable():
@@ -46,6 +47,11 @@ def iter_chunks(
                 return
             total = filled + got
             cut = buf.rfind(b"\n", filled, total)
+            if cut < 0 and total >= size and buf[0] == 0:
+                # a run of NUL bytes (a truncation under a writer without O_APPEND leaves up
+                # to the whole old file of them before the next line): a chunk of its own,
+                # so that memory does not grow with it
+                cut = total - len(buf[:total].lstrip(b"\0")) - 1
             if cut < 0:
                 filled = total
                 continue
@@ -85,9 +91,34 @@ def identify(path: Path) -> FileIdentity | None:
     st = os.stat(path)
     with open_log(path) as fh:
         head = fh.read(FINGERPRINT_BYTES)
+        hole = 0
+        if head.startswith(b"\0"):
+            fh.seek(0)
+            hole = _skip_nul_run(fh)
+            head = fh.read(FINGERPRINT_BYTES)
     cut = head.find(b"\n")
     if cut < 0 and len(head) < FINGERPRINT_BYTES:
         return None
     first = head if cut < 0 else head[: cut + 1]
-    digest = hashlib.blake2b(first, digest_size=8).hexdigest()
-    return FileIdentity(st.st_dev, st.st_ino, digest)
+    # A file that starts with NUL bytes was truncated under a writer without O_APPEND (a shell
+    # redirect and copytruncate): its first line is the one after them, and the length of the
+    # run tells two such files apart (the NUL bytes alone would give them one fingerprint).
+    # Without a run the fingerprint is the first line's, as it always was.
+    digest = hashlib.blake2b(b"%d\0" % hole + first if hole else first, digest_size=8)
+    return FileIdentity(st.st_dev, st.st_ino, digest.hexdigest())
+
+
+_NUL_BLOCK = 1 << 20
+
+
+def _skip_nul_run(fh: BinaryIO) -> int:
+    """Read past the NUL bytes at the start of `fh`; their number (the stream is left at the
+    first other byte)."""
+    run = 0
+    while True:
+        block = fh.read(_NUL_BLOCK)
+        rest = block.lstrip(b"\0")
+        run += len(block) - len(rest)
+        if rest or len(block) < _NUL_BLOCK:
+            fh.seek(run)
+            return run
