@@ -1,11 +1,12 @@
 """iter_chunks: chunks of whole lines that put the byte range back together exactly."""
 
+import hashlib
 import io
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xray_pipeline.core.tail import iter_chunks
+from xray_pipeline.core.tail import identify, iter_chunks
 
 # lines of any length (empty, longer than a chunk, runs of NUL bytes such as a truncation
 # under a writer without O_APPEND leaves), the last one with or without its LF
@@ -58,3 +59,30 @@ def test_chunks_of_a_range_start_and_stop_where_asked(data, size, bounds):
     assert [offset for offset, _ in chunks] == [
         start + sum(len(c) for _, c in chunks[:i]) for i in range(len(chunks))
     ]
+
+
+def test_identity_of_a_file_that_starts_with_nul_bytes(tmp_path):
+    first = b"2025/01/01 00:00:00 from 198.51.100.7:1 accepted tcp:a.example:443\n"
+    plain = tmp_path / "plain.log"
+    plain.write_bytes(first + first)
+    # no NUL bytes: the fingerprint is the first line's, as in the ledgers written before
+    assert identify(plain).fingerprint == hashlib.blake2b(first, digest_size=8).hexdigest()
+
+    def holed(name: str, run: int, *, sparse: bool) -> str:
+        path = tmp_path / name
+        with path.open("wb") as fh:
+            if sparse:  # what a writer without O_APPEND leaves after a truncation
+                fh.seek(run)
+            else:  # the same bytes written out (a copy, a filesystem without holes)
+                fh.write(b"\0" * run)
+            fh.write(first)
+        return identify(path).fingerprint
+
+    big = 3 * 1024 * 1024 + 5  # past a read block
+    assert holed("a", big, sparse=True) == holed("b", big, sparse=False)
+    assert holed("c", 5000, sparse=True) == holed("d", 5000, sparse=False)
+    assert holed("e", 5000, sparse=True) != holed("f", 5001, sparse=True)  # two truncations
+    assert holed("g", 5000, sparse=True) != identify(plain).fingerprint
+    only_nul = tmp_path / "only-nul.log"
+    only_nul.write_bytes(b"\0" * 4096)
+    assert identify(only_nul) is None  # no line yet

@@ -86,15 +86,15 @@ def identify(path: Path) -> FileIdentity | None:
     """The identity of the file at `path`, or None while its first line is incomplete.
 
     The fingerprint is a hash of the first line (up to 1 KiB), so a file renamed by a
-    rotation keeps its identity and a new file created at the same path gets a new one.
+    rotation keeps its identity and a new file created at the same path gets a new one. NUL
+    bytes before the first line are counted into it, not taken for the line (see below).
     """
     st = os.stat(path)
     with open_log(path) as fh:
         head = fh.read(FINGERPRINT_BYTES)
         hole = 0
         if head.startswith(b"\0"):
-            fh.seek(0)
-            hole = _skip_nul_run(fh)
+            hole = _skip_nul_run(fh, 0 if path.suffix == ".gz" else _first_data(path))
             head = fh.read(FINGERPRINT_BYTES)
     cut = head.find(b"\n")
     if cut < 0 and len(head) < FINGERPRINT_BYTES:
@@ -111,10 +111,25 @@ def identify(path: Path) -> FileIdentity | None:
 _NUL_BLOCK = 1 << 20
 
 
-def _skip_nul_run(fh: BinaryIO) -> int:
-    """Read past the NUL bytes at the start of `fh`; their number (the stream is left at the
-    first other byte)."""
-    run = 0
+def _first_data(path: Path) -> int:
+    """Where the first data of a plain file starts: a sparse run of NUL bytes (a hole) is
+    skipped, not read; 0 where the system cannot tell."""
+    if not hasattr(os, "SEEK_DATA"):
+        return 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_DATA)
+    except OSError:  # ENXIO: a hole to the end, no data yet
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def _skip_nul_run(fh: BinaryIO, start: int) -> int:
+    """Read past the NUL bytes at the start of `fh`, from `start` (NUL bytes before it are
+    known); their number (the stream is left at the first other byte)."""
+    run = start
+    fh.seek(run)
     while True:
         block = fh.read(_NUL_BLOCK)
         rest = block.lstrip(b"\0")
