@@ -788,7 +788,9 @@ def _run_services(
     def on_term(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    # SIGINT as well: started with `&` from a script, this process inherits an ignored SIGINT
+    # (and Python then leaves it ignored), yet `kill -INT` should stop it like Ctrl-C does
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if settings.uses_embedded:
             started_db = not embedded_server(settings).status().running
@@ -852,7 +854,8 @@ def _run_services(
             generator.join(timeout=5)
         if started_db:
             embedded_server(settings).stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         lock.release()
     console.print("stopped; no process left running")
 

@@ -67,8 +67,16 @@ def test_up_loads_appended_lines_and_stops_cleanly(fresh_db_url: str, tmp_path: 
         str(api_port),
     ]
     out = (tmp_path / "up.out").open("w+")
+    # started as `up ... &` from a script starts it: with SIGINT ignored, which `kill -INT`
+    # below must overcome all the same
     proc = subprocess.Popen(
-        cmd, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         wait_for(lambda: "ready:" in (tmp_path / "up.out").read_text(), 300, "the first tick")
