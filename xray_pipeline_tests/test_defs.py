@@ -270,3 +270,50 @@ def test_copytruncate_and_per_file_node(fresh_db_url: str, tmp_path: Path, insta
     assert {"late", "fresh"} <= users
     assert nodes == {"edge-01"}
     assert total == 5
+
+
+def test_a_range_whose_run_failed_is_requested_again(fresh_db_url: str, tmp_path: Path, instance):
+    """A run that failed (here: at launch, as when PostgreSQL went away under Dagster) leaves
+    a hole in the ledger once later ranges load: the sensor requests it again under a new key
+    once no run of it is in flight, and gives up, saying so, after MAX_HOLE_ATTEMPTS runs."""
+    from xray_pipeline.defs.sensors import MAX_HOLE_ATTEMPTS
+
+    path = tmp_path / "access.log"
+    path.write_text("".join(line(1, s) for s in range(3)) + "".join(line(2, s) for s in range(2)))
+    defs = make_defs(fresh_db_url, path)
+    job = defs.resolve_job_def("load_logs_job")
+    first = tick(defs, instance)
+    day1, day2 = first.run_requests
+
+    def record_run(request: dg.RunRequest, key: str, status: dg.DagsterRunStatus) -> None:
+        instance.create_run_for_job(
+            job_def=job,
+            run_config=request.run_config,
+            tags={**request.tags, "dagster/run_key": key},
+            status=status,
+        )
+
+    record_run(day1, day1.run_key, dg.DagsterRunStatus.FAILURE)  # the failed run
+    assert materialize(defs, instance, day2).success  # a later range loads
+    again = tick(defs, instance, cursor=first.cursor)
+    [retry] = again.run_requests
+    assert retry.run_key == f"{day1.run_key}#hole1"
+    assert retry.run_config == day1.run_config and retry.partition_key == "2025-01-01"
+
+    record_run(retry, retry.run_key, dg.DagsterRunStatus.STARTED)  # in flight: not again
+    assert "runs in flight" in skip_text(tick(defs, instance, cursor=again.cursor))
+
+    assert materialize(defs, instance, retry).success
+    with connect(fresh_db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 5
+    assert not tick(defs, instance, cursor=again.cursor).run_requests
+
+    # a range that no run manages to load is given up on after MAX_HOLE_ATTEMPTS runs
+    path.write_text(path.read_text() + line(3, 0) + line(4, 0))
+    later = tick(defs, instance, cursor=again.cursor)
+    day3, day4 = later.run_requests
+    keys = [day3.run_key, *(f"{day3.run_key}#hole{n}" for n in range(1, MAX_HOLE_ATTEMPTS))]
+    for key in keys:
+        record_run(day3, key, dg.DagsterRunStatus.FAILURE)
+    assert materialize(defs, instance, day4).success
+    assert not tick(defs, instance, cursor=later.cursor).run_requests

@@ -52,6 +52,12 @@ def plan_requests(
     )
     new_cursor = {k: v for k, v in cursor.items() if now - v.get("at", 0) < STALE_AFTER_S}
     specs: list[dict] = []
+    for state in states:  # bytes below the last loaded one that the ledger lacks
+        if state.compressed:
+            continue
+        for lo, hi in ledger_holes(loaded.get(state.identity.key, [])):
+            for request in split_range(state.path, state.identity.key, lo, hi, max_bytes=max_bytes):
+                specs.append(_spec(request, base_of.get(state.path, state.path), "", hole=True))
     for task in tasks:
         if task.compressed or task.end is None:
             continue
@@ -70,18 +76,76 @@ def plan_requests(
             continue
         for request in split_range(task.path, task.identity, start, end, max_bytes=max_bytes):
             specs.append(
-                {
-                    "path": str(request.path),
-                    "identity": request.identity,
-                    "start": request.start,
-                    "end": request.end,
-                    "day": request.day.isoformat() if request.day else None,
-                    "watched": str(base_of.get(task.path, task.path)),
-                    "run_key": request.key + (f"#retry{retry}" if retry else ""),
-                }
+                _spec(
+                    request,
+                    base_of.get(task.path, task.path),
+                    f"#retry{retry}" if retry else "",
+                )
             )
         new_cursor[task.identity] = {"end": end, "at": now, "retry": retry}
     return specs, new_cursor, notes
+
+
+def _spec(request, watched: Path, suffix: str, *, hole: bool = False) -> dict:
+    return {
+        "path": str(request.path),
+        "identity": request.identity,
+        "start": request.start,
+        "end": request.end,
+        "day": request.day.isoformat() if request.day else None,
+        "watched": str(watched),
+        "run_key": request.key + suffix,
+        "hole": hole,
+    }
+
+
+def ledger_holes(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The byte ranges before the last loaded byte that no loaded range covers: what a run
+    that failed (the database went away, the process was killed) left behind while later
+    ranges loaded."""
+    holes: list[tuple[int, int]] = []
+    covered = 0
+    for start, end in sorted(ranges):
+        if start > covered:
+            holes.append((covered, start))
+        covered = max(covered, end)
+    return holes
+
+
+# runs of a hole's range before the sensor stops requesting it and says so
+MAX_HOLE_ATTEMPTS = 5
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def _hole_run_key(instance: dg.DagsterInstance, spec: dict) -> tuple[str | None, str | None]:
+    """(the run key to request a hole's range with, None); or (None, None) while a queued or
+    running run of the source covers part of it (a run commits chunk by chunk: a hole trails
+    it until it ends); or (None, why) once MAX_HOLE_ATTEMPTS runs of the range ended and the
+    ledger still lacks it."""
+    lo, hi = spec["start"], spec["end"]
+    active = instance.get_runs(
+        dg.RunsFilter(tags={"xray/identity": spec["identity"]}, statuses=_ACTIVE)
+    )
+    for run in active:
+        start, _, end = run.tags.get("xray/range", "").partition("-")
+        if start.isdigit() and end.isdigit() and int(start) < hi and lo < int(end):
+            return None, None
+    # the range's own key first (if a run of it exists, from before it failed, Dagster would
+    # skip a new request of that key), then one more key per attempt
+    keys = [spec["run_key"], *(f"{spec['run_key']}#hole{n}" for n in range(1, MAX_HOLE_ATTEMPTS))]
+    for key in keys:
+        if not instance.get_runs_count(dg.RunsFilter(tags={"dagster/run_key": key})):
+            return key, None
+    return None, (
+        f"{spec['path']}: bytes {lo}-{hi} are still not loaded after {len(keys)} runs; see "
+        "those runs' errors, then `xray-pipeline ingest --from-start` loads them by hand"
+    )
 
 
 def build_access_log_sensor(
@@ -144,6 +208,13 @@ def build_access_log_sensor(
         today = partitions_def.get_last_partition_key()
         requests = []
         for spec in specs:
+            if spec["hole"]:
+                key, why = _hole_run_key(context.instance, spec)
+                if why:
+                    context.log.warning(why)
+                if key is None:
+                    continue
+                spec = {**spec, "run_key": key}
             day = spec["day"] or today
             if day < first_day.isoformat():
                 day = first_day.isoformat()
@@ -164,9 +235,14 @@ def build_access_log_sensor(
                     },
                     tags={
                         "xray/source": spec["path"],
+                        "xray/identity": spec["identity"],
                         "xray/range": f"{spec['start']}-{spec['end']}",
                     },
                 )
+            )
+        if not requests:  # only holes that runs in flight may still fill
+            return dg.SensorResult(
+                skip_reason="no new complete lines; runs in flight", cursor=json.dumps(new_cursor)
             )
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(new_cursor))
 
