@@ -20,6 +20,8 @@ from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 
 # a requested range that the ledger still lacks after this long is requested again
 STALE_AFTER_S = 15 * 60
+# a sensor run still going after this is marked failed by run monitoring (dagster.yaml)
+RUN_MAX_RUNTIME_S = 30 * 60
 
 
 def plan_requests(
@@ -237,6 +239,9 @@ def build_access_log_sensor(
                         "xray/source": spec["path"],
                         "xray/identity": spec["identity"],
                         "xray/range": f"{spec['start']}-{spec['end']}",
+                        # a range of at most max_run_bytes loads in seconds: a run still
+                        # going after this is hung or dead, and run monitoring fails it
+                        "dagster/max_runtime": str(RUN_MAX_RUNTIME_S),
                     },
                 )
             )
