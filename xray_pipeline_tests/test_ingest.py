@@ -260,6 +260,18 @@ def test_gaps_planning():
     assert gaps([(10, 50)], 100, from_start=False) == [(50, 100)]
 
 
+def cli_ingest(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "xray_pipeline.cli", "ingest", *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_cli_ingest_twice_and_stats_csv(fresh_db_url: str, log_dir: Path):
     path = log_dir / "access.log"
     write_log(GeneratorConfig(lines=2_000), path)
@@ -269,15 +281,7 @@ def test_cli_ingest_twice_and_stats_csv(fresh_db_url: str, log_dir: Path):
         XRAY_DATABASE_URL=fresh_db_url, XRAY_STATS_FORMAT="csv", XRAY_STATS_OUTPUT=str(stats_file)
     )
     for _ in range(2):
-        result = subprocess.run(
-            [sys.executable, "-m", "xray_pipeline.cli", "ingest", "--logfile", str(path)],
-            env=env,
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = cli_ingest(env, "--logfile", str(path))
         assert result.returncode == 0, result.stderr
     rows = stats_file.read_text().splitlines()
     assert rows[0].startswith("run_id,mode,started,finished,duration_s,source,bytes,lines")
@@ -295,15 +299,7 @@ def test_cli_ingest_names_an_unreadable_path_and_loads_the_rest(fresh_db_url: st
     folder.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
     env.update(XRAY_DATABASE_URL=fresh_db_url, XRAY_HOME=str(log_dir / "home"))
-    result = subprocess.run(
-        [sys.executable, "-m", "xray_pipeline.cli", "ingest", "-l", str(folder), "-l", str(good)],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = cli_ingest(env, "-l", str(folder), "-l", str(good))
     assert result.returncode == 1, result.stderr
     assert f"error: {folder} is a folder: name the log file itself" in result.stderr
     assert "300 lines loaded" in result.stderr
