@@ -58,6 +58,8 @@ def plan_requests(
         if state.compressed:
             continue
         for lo, hi in ledger_holes(loaded.get(state.identity.key, [])):
+            if hi > state.size:  # truncated in place since: those bytes are gone
+                continue
             for request in split_range(state.path, state.identity.key, lo, hi, max_bytes=max_bytes):
                 specs.append(_spec(request, base_of.get(state.path, state.path), "", hole=True))
     for task in tasks:
