@@ -316,4 +316,6 @@ def test_a_range_whose_run_failed_is_requested_again(fresh_db_url: str, tmp_path
     for key in keys:
         record_run(day3, key, dg.DagsterRunStatus.FAILURE)
     assert materialize(defs, instance, day4).success
-    assert not tick(defs, instance, cursor=later.cursor).run_requests
+    stuck = tick(defs, instance, cursor=later.cursor)
+    assert not stuck.run_requests
+    assert f"hole:{day3.run_key}" in json.loads(stuck.cursor)  # said once, not every tick

@@ -214,8 +214,10 @@ def build_access_log_sensor(
         for spec in specs:
             if spec["hole"]:
                 key, why = _hole_run_key(context.instance, spec)
-                if why:
+                said = f"hole:{spec['run_key']}"  # said at most every STALE_AFTER_S
+                if why and said not in new_cursor:
                     context.log.warning(why)
+                    new_cursor[said] = {"end": 0, "at": time.time()}
                 if key is None:
                     continue
                 spec = {**spec, "run_key": key}
