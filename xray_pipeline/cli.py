@@ -528,6 +528,8 @@ def ingest_cmd(
             "error: no log file given; pass --logfile PATH or set [parser] logfile in config.ini"
         )
         raise typer.Exit(2)
+    if hint := settings.timezone_hint():
+        err_console.print(f"note: {hint}")
     paths = expand_paths(settings.logfiles)
     offsets = LocalOffsets(settings.home / "offsets.json")
     spooler = _spooler(settings)
@@ -773,6 +775,8 @@ def _run_services(
     from xray_pipeline.core.generate import follow
     from xray_pipeline.core.pg import embedded_server, session
 
+    if demo_rate is None and (hint := settings.timezone_hint()):  # demo: its own clock
+        err_console.print(f"note: {hint}")
     lock = services.InstanceLock(settings.home / "up.pid")
     try:
         lock.acquire()

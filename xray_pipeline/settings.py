@@ -289,6 +289,25 @@ class Settings:
     def timezone(self) -> str:
         return self.get("parser.timezone")
 
+    def timezone_hint(self, now: Any = None) -> str | None:
+        """A note when [parser] timezone is left at its default (UTC) on a machine whose
+        clock is not UTC: Xray prints the local time of its process, so on this machine its
+        lines would be read hours off. None when the zone is set or the machine is on UTC."""
+        import datetime as dt
+
+        if self.values["parser.timezone"].origin != "default":
+            return None
+        local = now if now is not None else dt.datetime.now().astimezone()
+        if not local.utcoffset():
+            return None
+        name = getattr(local.tzinfo, "key", None) or _local_zone_name() or local.tzname()
+        return (
+            f"[parser] timezone is UTC (the default), but this machine's clock is {name}: an "
+            "Xray running here prints that local time. Set [parser] timezone (or --timezone, "
+            f"XRAY_PARSER_TIMEZONE) to {name} if so, or to the zone of the machine that "
+            "writes the log"
+        )
+
     @property
     def logfiles(self) -> tuple[str, ...]:
         return self.get("parser.logfile")
@@ -393,6 +412,19 @@ def _parse(option: Option, raw: str, origin: str) -> Any:
     except ValueError as exc:
         where = f"[{option.section}] {option.key}"
         raise SettingsError(f"{where} = {raw!r} (from {origin}): {exc}") from exc
+
+
+def _local_zone_name() -> str | None:
+    """The IANA name of this machine's zone: TZ, else the /etc/localtime link's target."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        target = os.path.realpath("/etc/localtime")
+        name = target.partition("/zoneinfo/")[2]
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:

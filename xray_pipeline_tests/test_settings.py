@@ -1,5 +1,6 @@
 """Settings: precedence config.ini < environment < CLI, and errors that name the setting."""
 
+import zoneinfo
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,17 @@ def test_byte_sizes_take_units(tmp_path: Path, raw: str, size: int):
     )
     settings = load_settings(path, env={})
     assert settings.batch_size == size and settings.get("dagster.max_run_bytes") == size
+
+
+def test_timezone_hint_only_when_left_at_utc_on_a_non_utc_machine(tmp_path: Path):
+    import datetime as dt
+
+    berlin_summer = dt.datetime(2025, 7, 1, 12, 0, tzinfo=zoneinfo.ZoneInfo("Europe/Berlin"))
+    utc_now = dt.datetime(2025, 7, 1, 12, 0, tzinfo=dt.UTC)
+    default = load_settings(None, env={})
+    hint = default.timezone_hint(now=berlin_summer)
+    assert hint is not None and "[parser] timezone is UTC (the default)" in hint
+    assert "--timezone" in hint and "XRAY_PARSER_TIMEZONE" in hint
+    assert default.timezone_hint(now=utc_now) is None  # a UTC machine: nothing to say
+    chosen = load_settings(None, env={"XRAY_PARSER_TIMEZONE": "UTC"})
+    assert chosen.timezone_hint(now=berlin_summer) is None  # set on purpose, even to UTC
