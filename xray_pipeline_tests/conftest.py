@@ -2,6 +2,8 @@
 
 import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,25 @@ from xray_pipeline.core.pg import EmbeddedServer, apply_migrations, connect, wit
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEST_HOME = PROJECT_ROOT / ".xray" / "test"
 TEMPLATE_DB = "xray_test_template"
+
+
+def run_cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    """`xray-pipeline ARGS` in a child process, with this environment minus its XRAY_* and
+    DATABASE_URL variables, plus `env`; never raises on a non-zero exit."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    full.pop("DATABASE_URL", None)
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "xray_pipeline.cli", *args],
+        env=full,
+        cwd=cwd or PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -3,32 +3,16 @@
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import run_cli
 
 from xray_pipeline.core.pg import EmbeddedServer, connect, with_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
-    full_env.pop("DATABASE_URL", None)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "xray_pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or PROJECT_ROOT,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_help_lists_commands():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import run_cli
 
 from xray_pipeline.core import ingest, tail
 from xray_pipeline.core.generate import GeneratorConfig, write_log
@@ -261,15 +262,7 @@ def test_gaps_planning():
 
 
 def cli_ingest(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "xray_pipeline.cli", "ingest", *args],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli("ingest", *args, env=env, timeout=120)
 
 
 def test_cli_ingest_twice_and_stats_csv(fresh_db_url: str, log_dir: Path):

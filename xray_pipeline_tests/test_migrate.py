@@ -1,16 +1,12 @@
 """Migration of the original tool's legacy `logs` table, on a real PostgreSQL."""
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from xray_pipeline.core.migrate import MigrationError, detect, migrate
 from xray_pipeline.core.pg import connect
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 LEGACY_SCHEMA = """
 CREATE TABLE users (id serial PRIMARY KEY, email varchar UNIQUE);
@@ -76,17 +72,7 @@ def legacy_db(empty_db_url: str) -> tuple[str, list]:
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
-    env["XRAY_DATABASE_URL"] = url
-    return subprocess.run(
-        [sys.executable, "-m", "xray_pipeline.cli", "migrate", *args],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_cli("migrate", *args, env={"XRAY_DATABASE_URL": url})
 
 
 def test_migrates_the_same_rows_then_is_a_noop(legacy_db):

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from xray_pipeline.core.generate import GeneratorConfig, write_log
 from xray_pipeline.core.ingest import ingest_files
@@ -48,17 +49,7 @@ def db(server: EmbeddedServer):
 
 
 def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "xray_pipeline.cli", *args],
-        env=full,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_cli(*args, env=env)
 
 
 def exactly_once(url: str, lines: int) -> None:
