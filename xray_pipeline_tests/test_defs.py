@@ -10,6 +10,7 @@ import pytest
 
 from xray_pipeline.core.pg import connect
 from xray_pipeline.definitions import build_definitions
+from xray_pipeline.defs.sensors import MAX_HOLE_ATTEMPTS, RUN_MAX_RUNTIME_S
 from xray_pipeline.settings import load_settings
 
 
@@ -136,6 +137,9 @@ def test_new_bytes_day_split_materialize_and_cursor(fresh_db_url: str, tmp_path:
     configs = [r.run_config["ops"]["logs"]["config"] for r in requests]
     assert [(c["start"], c["end"]) for c in configs] == [(0, boundary), (boundary, len(text))]
     assert requests[0].run_key.endswith(f":0-{boundary}")
+    # what run monitoring and the hole planning go by (see dagster.yaml)
+    assert requests[0].tags["dagster/max_runtime"] == str(RUN_MAX_RUNTIME_S)
+    assert requests[0].tags["xray/identity"] == configs[0]["identity"]
     cursor = json.loads(result.cursor)
     assert next(iter(cursor.values()))["end"] == len(text)
 
@@ -276,8 +280,6 @@ def test_a_range_whose_run_failed_is_requested_again(fresh_db_url: str, tmp_path
     """A run that failed (here: at launch, as when PostgreSQL went away under Dagster) leaves
     a hole in the ledger once later ranges load: the sensor requests it again under a new key
     once no run of it is in flight, and gives up, saying so, after MAX_HOLE_ATTEMPTS runs."""
-    from xray_pipeline.defs.sensors import MAX_HOLE_ATTEMPTS
-
     path = tmp_path / "access.log"
     path.write_text("".join(line(1, s) for s in range(3)) + "".join(line(2, s) for s in range(2)))
     defs = make_defs(fresh_db_url, path)
@@ -319,3 +321,17 @@ def test_a_range_whose_run_failed_is_requested_again(fresh_db_url: str, tmp_path
     stuck = tick(defs, instance, cursor=later.cursor)
     assert not stuck.run_requests
     assert f"hole:{day3.run_key}" in json.loads(stuck.cursor)  # said once, not every tick
+
+
+def test_instance_config_frees_the_pool_slots_of_a_dead_run():
+    """dagster.yaml: a run whose worker died is failed by run monitoring and gives back its
+    `xray_postgres` pool slots; held, they stalled every later run (seen in `demo`)."""
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] is True and monitoring["max_resume_run_attempts"] == 0
+    assert 0 < monitoring["free_slots_after_run_end_seconds"] <= 300
+    assert monitoring["poll_interval_seconds"] < RUN_MAX_RUNTIME_S
+    with dg.instance_for_test(overrides={"run_monitoring": monitoring}) as instance:
+        assert instance.run_monitoring_enabled

@@ -21,7 +21,7 @@ from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 # a requested range that the ledger still lacks after this long is requested again
 STALE_AFTER_S = 15 * 60
 # a sensor run still going after this is marked failed by run monitoring (dagster.yaml)
-RUN_MAX_RUNTIME_S = 30 * 60
+RUN_MAX_RUNTIME_S = 10 * 60
 
 
 def plan_requests(
