@@ -565,6 +565,9 @@ def ingest_cmd(
         except SpoolFull as full:
             err_console.print(f"warning: {full}")
             raise typer.Exit(0) from full
+    except SpoolFull as full:  # PostgreSQL went away during the run, and the spool is full
+        err_console.print(f"warning: {full}")
+        raise typer.Exit(0) from full
     export_stats(stats, settings.stats_output, settings.stats_format)
     err_console.print(
         f"{stats.lines:,} lines loaded ({stats.access_rows:,} access, {stats.dns_rows:,} dns, "

@@ -20,10 +20,15 @@ TEMPLATE_DB = "xray_test_template"
 
 
 def run_cli(
-    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 180
+    *args: str,
+    env: dict | None = None,
+    cwd: Path | None = None,
+    timeout: float = 180,
+    preexec_fn=None,
 ) -> subprocess.CompletedProcess:
     """`xray-pipeline ARGS` in a child process, with this environment minus its XRAY_* and
-    DATABASE_URL variables, plus `env`; never raises on a non-zero exit."""
+    DATABASE_URL variables, plus `env` (and `preexec_fn` run in the child before it starts);
+    never raises on a non-zero exit."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
     full.pop("DATABASE_URL", None)
     full.update(env or {})
@@ -35,6 +40,7 @@ def run_cli(
         text=True,
         timeout=timeout,
         check=False,
+        preexec_fn=preexec_fn,
     )
 
 

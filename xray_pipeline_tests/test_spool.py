@@ -1,7 +1,9 @@
 """The offline buffer against a real PostgreSQL that is stopped, killed and restarted."""
 
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -100,6 +102,33 @@ def test_down_before_the_run_spools_then_replays_once(server, db, env, tmp_path)
     exactly_once(db, LINES)
     assert "nothing waits" in cli("replay", env=env).stdout
     assert cli("ingest", "--logfile", str(log), env=env).returncode == 0
+    exactly_once(db, LINES)
+
+
+def test_a_spool_that_cannot_be_written_pauses_and_loses_nothing(server, db, env, tmp_path):
+    """The spool's disk refuses the write (here a file-size limit on the process, EFBIG, as
+    real as a full disk's ENOSPC): a warning, exit 0, no half segment; the log still holds the
+    lines, and the next run with the database back loads each of them once."""
+    log = tmp_path / "access.log"
+    write_log(GeneratorConfig(lines=LINES), log)
+
+    def small_files() -> None:  # in the child: writes past 20 kB fail instead of killing it
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    server.stop()
+    refused = run_cli("ingest", "--logfile", str(log), env=env, preexec_fn=small_files)
+    assert refused.returncode == 0, refused.stderr
+    assert "cannot write the offline spool" in refused.stderr
+    assert "the log file still holds the lines" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    spool = tmp_path / "home" / "spool"
+    assert not list(spool.glob("*.tmp"))  # nothing half written is left
+    assert segments(spool) == []
+
+    server.start()
+    loaded = cli("ingest", "--logfile", str(log), env=env)
+    assert loaded.returncode == 0, loaded.stderr
     exactly_once(db, LINES)
 
 

@@ -8,6 +8,7 @@ range loaded meanwhile a no-op (and loads only the part of a range that is still
 A segment that cannot be read whole is moved aside to `corrupt/`, never half-loaded.
 """
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -29,7 +30,8 @@ SUFFIX = ".jsonl"
 
 
 class SpoolFull(RuntimeError):
-    """The spool reached its size limit: ingestion pauses (the source still holds the lines)."""
+    """The spool reached its size limit, or its disk is full or cannot be written: ingestion
+    pauses (the source still holds the lines)."""
 
 
 class CorruptSegment(ValueError):
@@ -85,8 +87,12 @@ def write_segment(
     timezone: str,
     max_bytes: int | None = None,
 ) -> Path:
-    """Spool one parsed chunk atomically; raises SpoolFull when the spool is at its limit."""
-    spool.mkdir(parents=True, exist_ok=True)
+    """Spool one parsed chunk atomically; raises SpoolFull when the spool is at its limit or
+    cannot be written (a full disk: nothing is left of the segment)."""
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(spool, exc) from exc
     if max_bytes is not None and spool_size(spool) >= max_bytes:
         raise SpoolFull(
             f"the offline spool {spool} holds {spool_size(spool) / 1e6:,.1f} MB, its limit "
@@ -105,6 +111,26 @@ def write_segment(
     }
     final = spool / _name(identity, parsed.base_offset, parsed.end_offset)
     tmp = final.with_suffix(".tmp")
+    try:
+        _write_rows(tmp, header, parsed)
+        os.replace(tmp, final)
+        _fsync_dir(spool)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _unwritable(spool, exc) from exc
+    return final
+
+
+def _unwritable(spool: Path, exc: OSError) -> SpoolFull:
+    return SpoolFull(
+        f"cannot write the offline spool {spool}: {exc.strerror or exc}; ingestion pauses, the "
+        "log file still holds the lines. Free space there, or move the spool ([parser] "
+        "offline_file)"
+    )
+
+
+def _write_rows(tmp: Path, header: dict, parsed: ParsedChunk) -> None:
     with tmp.open("wb") as fh:
         fh.write((json.dumps(header) + "\n").encode())
         for kind, frame in (("access", parsed.access), ("dns", parsed.dns),
@@ -119,9 +145,6 @@ def write_segment(
             rows.write_ndjson(fh)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(spool)
-    return final
 
 
 def read_header(path: Path) -> Segment:
