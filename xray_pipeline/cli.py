@@ -511,7 +511,6 @@ def ingest_cmd(
     from xray_pipeline.core.ingest import (
         LocalOffsets,
         expand_paths,
-        export_stats,
         ingest_files,
         remember_offsets,
         spool_files,
@@ -568,7 +567,7 @@ def ingest_cmd(
     except SpoolFull as full:  # PostgreSQL went away during the run, and the spool is full
         err_console.print(f"warning: {full}")
         raise typer.Exit(0) from full
-    export_stats(stats, settings.stats_output, settings.stats_format)
+    stats_error = _export_stats(stats, settings)
     err_console.print(
         f"{stats.lines:,} lines loaded ({stats.access_rows:,} access, {stats.dns_rows:,} dns, "
         f"{stats.rejects:,} rejects)"
@@ -581,7 +580,7 @@ def ingest_cmd(
         )
         + (
             f"; statistics appended to {settings.stats_output}"
-            if settings.stats_output != "-"
+            if settings.stats_output != "-" and not stats_error
             else ""
         )
     )
@@ -592,10 +591,25 @@ def ingest_cmd(
             "or the next ingest once PostgreSQL answers"
         )
     unreadable = [why for why in map(unreadable_reason, paths) if why]
-    for why in unreadable:
+    for why in [*unreadable, *([stats_error] if stats_error else [])]:
         err_console.print(f"error: {why}")
-    if unreadable:
-        raise typer.Exit(1)  # the readable files were loaded all the same
+    if unreadable or stats_error:
+        raise typer.Exit(1)  # what could be loaded was loaded all the same
+
+
+def _export_stats(stats, settings: Settings) -> str | None:
+    """Append the run's statistics; what went wrong, naming the setting, or None."""
+    from xray_pipeline.core.ingest import export_stats
+
+    try:
+        export_stats(stats, settings.stats_output, settings.stats_format)
+    except OSError as exc:
+        return (
+            f"cannot write the run statistics to {settings.stats_output}: "
+            f"{exc.strerror or exc}; the lines were loaded. Fix [stats] output "
+            "(XRAY_STATS_OUTPUT), or set it to - to print them"
+        )
+    return None
 
 
 def _spooler(settings: Settings):
@@ -726,7 +740,7 @@ def _demo_once(settings: Settings, lines: int) -> None:
     import zoneinfo
 
     from xray_pipeline.core.generate import GeneratorConfig, write_log
-    from xray_pipeline.core.ingest import export_stats, ingest_files
+    from xray_pipeline.core.ingest import ingest_files
     from xray_pipeline.core.pg import database_url, list_partitions, session
 
     log = settings.home / "demo" / "access.log"
@@ -741,7 +755,8 @@ def _demo_once(settings: Settings, lines: int) -> None:
         stats = ingest_files(
             conn, [log], timezone=settings.timezone, batch_size=settings.batch_size
         )
-        export_stats(stats, settings.stats_output, settings.stats_format)
+        if stats_error := _export_stats(stats, settings):
+            err_console.print(f"warning: {stats_error}")
         console.print(
             f"loaded {stats.lines:,} new lines: {stats.access_rows:,} access, "
             f"{stats.dns_rows:,} dns, {stats.rejects:,} rejects in {stats.duration_s:.1f} s"

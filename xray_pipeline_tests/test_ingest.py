@@ -315,3 +315,19 @@ def test_permission_denied_says_how_to_grant_read_access(tmp_path: Path, monkeyp
     assert reason is not None and reason.startswith(f"{path}: permission denied")
     assert "mode 0600" in reason and "setfacl -d -m u:" in reason and str(tmp_path) in reason
     assert ingest.file_state(path) is None  # skipped, not a crash
+
+
+def test_cli_ingest_says_when_the_statistics_cannot_be_written(fresh_db_url: str, log_dir: Path):
+    path = log_dir / "access.log"
+    write_log(GeneratorConfig(lines=200), path)
+    blocker = log_dir / "not-a-folder"
+    blocker.write_text("")  # [stats] output below a file: the folder cannot be made
+    env = {"XRAY_DATABASE_URL": fresh_db_url, "XRAY_HOME": str(log_dir / "home")}
+    env["XRAY_STATS_OUTPUT"] = str(blocker / "stats.jsonl")
+    result = cli_ingest(env, "--logfile", str(path))
+    assert result.returncode == 1, result.stderr
+    assert "cannot write the run statistics" in result.stderr
+    assert "[stats] output" in result.stderr and "Traceback" not in result.stderr
+    with connect(fresh_db_url) as conn:  # the run itself was done
+        c = counts(conn)
+        assert c["logs"] + c["dns"] + c["rejects"] == 200
