@@ -331,3 +331,28 @@ def test_cli_ingest_says_when_the_statistics_cannot_be_written(fresh_db_url: str
     with connect(fresh_db_url) as conn:  # the run itself was done
         c = counts(conn)
         assert c["logs"] + c["dns"] + c["rejects"] == 200
+
+
+def test_values_too_long_for_an_index_load_as_rejects_not_into_the_spool(conn, log_dir: Path):
+    """Random 9,000-character values (they do not compress under the b-tree limit) used to
+    fail the COPY, which was then taken for an outage and spooled, for ever."""
+    import random
+    import string
+
+    pick = random.Random(1)
+
+    def noise(n: int) -> str:
+        return "".join(pick.choice(string.ascii_letters) for _ in range(n))
+
+    path = log_dir / "access.log"
+    path.write_text(
+        line("2025/01/01 00:00:00", user=noise(9000))
+        + line("2025/01/01 00:00:01", host=noise(9000) + ".com")
+        + line("2025/01/01 00:00:02", user="fine")
+    )
+    stats = run(conn, path)
+    assert stats.mode == "online" and stats.spooled_chunks == 0
+    c = counts(conn)
+    assert (c["logs"], c["rejects"], c["ledger_lines"]) == (1, 2, 3)
+    reasons = conn.execute("SELECT DISTINCT reason FROM rejects").fetchall()
+    assert reasons == [("value_too_long",)]

@@ -700,3 +700,28 @@ def test_frames_of_the_fast_query_equal_the_frames_of_the_rows(monkeypatch):
     prefixed = b"<30>Jan  1 host xray[1]: " + data  # one line for the tolerant path
     assert P._classified(split_lines(prefixed), "UTC", frames=True)[1] is None
     assert parse_chunk(prefixed).access.height == first.access.height
+
+
+def test_a_value_too_long_to_index_sends_the_line_to_rejects():
+    """PostgreSQL's b-tree indexes hold about 2,700 bytes: a record whose user, tag, host or
+    source is longer than MAX_VALUE_BYTES is kept whole in rejects, not left unloadable."""
+    from xray_pipeline.core.parse import MAX_VALUE_BYTES
+
+    fits = "e" * MAX_VALUE_BYTES
+    over = "é" * (MAX_VALUE_BYTES // 2 + 1)  # bytes count, not characters
+    lines = [
+        f"2025/01/01 00:00:00 from 1.2.3.4:1 accepted tcp:a.b:1 [in >> out] email: {fits}",
+        f"2025/01/01 00:00:01 from 1.2.3.4:1 accepted tcp:a.b:1 [in >> out] email: {over}",
+        f"2025/01/01 00:00:02 from 1.2.3.4:1 accepted tcp:{over}:443 [in >> out] email: u",
+        f"2025/01/01 00:00:03 from 1.2.3.4:1 accepted tcp:a.b:1 [{over} >> out] email: u",
+        f"2025/01/01 00:00:04 from unix:@{over} accepted tcp:a.b:1 [in >> out] email: u",
+        "2025/01/01 00:00:05 from 1.2.3.4:1 accepted tcp:a.b:1 [in >> out] email: short",
+    ]
+    parsed = parse_chunk(("\n".join(lines) + "\n").encode())
+    assert parsed.access["line_no"].to_list() == [1, 6]
+    assert parsed.rejects["line_no"].to_list() == [2, 3, 4, 5]
+    assert set(parsed.rejects["reason"]) == {"value_too_long"}
+    assert parsed.rejects["raw"].to_list() == lines[1:5]
+    assert parsed.access.height + parsed.dns.height + parsed.rejects.height == 6
+    # the dry run still shows what the line says
+    assert parsed.lines["kind"].to_list() == ["access"] * 6

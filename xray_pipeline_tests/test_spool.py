@@ -335,3 +335,19 @@ def test_api_gives_503_while_the_database_is_down_then_recovers(server, db):
             assert time.monotonic() < deadline, "the pool did not recover"
             time.sleep(0.5)
         assert client.get("/health/ready").status_code == 200
+
+
+def test_only_an_unavailable_server_counts_as_down():
+    """What spools: a server that is away or cannot take work now. A value too long for an
+    index is an OperationalError to psycopg too, but spooling it would fail again at replay."""
+    import psycopg
+
+    from xray_pipeline.core.spool import is_unavailable
+
+    assert is_unavailable(psycopg.OperationalError("server closed the connection"))
+    assert is_unavailable(psycopg.errors.AdminShutdown("terminating connection"))
+    assert is_unavailable(psycopg.errors.CannotConnectNow("the database system is starting"))
+    assert is_unavailable(psycopg.errors.TooManyConnections("too many clients"))
+    assert is_unavailable(psycopg.errors.ReadOnlySqlTransaction("read-only"))
+    assert not is_unavailable(psycopg.errors.ProgramLimitExceeded("index row size exceeds"))
+    assert not is_unavailable(psycopg.errors.UniqueViolation("duplicate key"))

@@ -800,6 +800,8 @@ def parse_chunk(
             [steps(lazy_rows) for steps in _frame_steps(timezone)], engine="in-memory"
         )
     access_frame, dns_frame, rejects_frame = made
+    if _longest_line(lines, base_offset + len(data)) > MAX_VALUE_BYTES:
+        access_frame, rejects_frame = _unindexable_to_rejects(access_frame, rejects_frame, rows)
     return ParsedChunk(
         access=access_frame,
         dns=dns_frame,
@@ -809,3 +811,36 @@ def parse_chunk(
         base_offset=base_offset,
         end_offset=base_offset + len(data),
     )
+
+
+# PostgreSQL indexes these values (users, tags, endpoints, the daily source rollup), and a
+# b-tree entry holds at most about 2,700 bytes: an access record with a longer one could
+# never load. Such a line is kept in `rejects` as `value_too_long`, with its raw text.
+MAX_VALUE_BYTES = 1024
+INDEXED_VALUES = ("email", "inbound_tag", "outbound_tag", "dest_host", "src_ip")
+
+
+def _longest_line(lines: pl.DataFrame, end: int) -> int:
+    """The byte length of the chunk's longest line, from the line starts (no string scan)."""
+    starts = lines.get_column("byte_offset").to_numpy()
+    if not len(starts):
+        return 0
+    return int(max(np.diff(starts).max(initial=0), end - starts[-1]))
+
+
+def _unindexable_to_rejects(
+    access: pl.DataFrame, rejects: pl.DataFrame, rows: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Access records with a value longer than MAX_VALUE_BYTES, moved to the rejects."""
+    too_long = pl.any_horizontal(
+        pl.col(name).str.len_bytes() > MAX_VALUE_BYTES for name in INDEXED_VALUES
+    ).fill_null(False)
+    mask = access.select(too_long).to_series()
+    if not mask.any():
+        return access, rejects
+    moved = access.filter(mask)
+    raw = rows.get_column("text").gather(moved.get_column("line_no") - 1)
+    extra = moved.select(
+        "line_no", "byte_offset", "ts", pl.lit("value_too_long").alias("reason")
+    ).with_columns(raw.alias("raw"))
+    return access.filter(~mask), pl.concat([rejects, extra.cast(rejects.schema)]).sort("line_no")

@@ -51,13 +51,24 @@ class Segment:
     created: float
 
 
+# SQLSTATE classes of a server that is away or cannot take work now: connection exceptions
+# (08), shutdown and cannot-connect-now (57P), insufficient resources (53: disk full, out of
+# memory, too many connections)
+_UNAVAILABLE_STATES = ("08", "57P", "53")
+
+
 def is_unavailable(exc: BaseException) -> bool:
-    """PostgreSQL is down, restarting, unreachable or read-only: spool and retry later."""
+    """PostgreSQL is down, restarting, unreachable, overloaded or read-only: spool and retry
+    later. Not an error in the data or the query (a value too long for an index, class 54, is
+    also an OperationalError to psycopg): spooling that would only fail again at replay."""
     from xray_pipeline.core.pg import DatabaseUnavailable
 
-    if isinstance(exc, DatabaseUnavailable | psycopg.OperationalError):
+    if isinstance(exc, DatabaseUnavailable | psycopg.errors.ReadOnlySqlTransaction):
         return True
-    return isinstance(exc, psycopg.errors.ReadOnlySqlTransaction)
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        return state is None or state.startswith(_UNAVAILABLE_STATES)
+    return False
 
 
 def spool_size(spool: Path) -> int:
