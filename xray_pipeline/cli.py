@@ -954,8 +954,25 @@ def demo(
 # --------------------------------------------------------------------------- entry point
 
 
+def _refusal(exc: Exception) -> str:
+    """A PostgreSQL error as one line, with the fix for the ones a setting causes."""
+    import psycopg
+
+    message = (exc.diag.message_primary if exc.diag else None) or str(exc).splitlines()[0]
+    text = f"PostgreSQL refused: {message}"
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        text += (
+            ". The role of the configured URL ([postgresql] user or XRAY_DATABASE_URL) lacks "
+            "that right: connect as the database's owner (the `xray_api` role is the "
+            "sidecar's, read-only)"
+        )
+    return text
+
+
 def main() -> None:
     """Run the CLI; known errors become one line on stderr and a non-zero exit."""
+    import psycopg
+
     from xray_pipeline.core.pg import DatabaseError
 
     try:
@@ -965,6 +982,11 @@ def main() -> None:
             logger.exception("failed")
         err_console.print(f"error: {exc}")
         sys.exit(2 if isinstance(exc, SettingsError) else 1)
+    except psycopg.Error as exc:  # the server answered but refused: say what, and what to do
+        if STATE.verbose or os.environ.get("XRAY_VERBOSE"):
+            logger.exception("failed")
+        err_console.print(f"error: {_refusal(exc)} (--verbose shows where)")
+        sys.exit(1)
     except BrokenPipeError:
         # output piped into `head` and the like: not an error
         devnull = os.open(os.devnull, os.O_WRONLY)

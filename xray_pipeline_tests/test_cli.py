@@ -57,6 +57,21 @@ def test_missing_database_names_it(pg_server_url: str):
     assert "Traceback" not in result.stderr
 
 
+def test_a_role_without_the_rights_is_one_clear_line(fresh_db_url: str, tmp_path: Path):
+    """The sidecar's read-only role given to `ingest`: the refusal, and the fix, in one line."""
+    log = tmp_path / "access.log"
+    log.write_text("2025/01/01 00:00:00 from 192.0.2.1:1 accepted tcp:a.example:443\n")
+    read_only = fresh_db_url.replace("://postgres@", "://xray_api@")
+    result = run_cli(
+        "ingest", "--logfile", str(log),
+        env={"XRAY_DATABASE_URL": read_only, "XRAY_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "error: PostgreSQL refused: permission denied" in result.stderr
+    assert "connect as the database's owner" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_verbose_shows_traceback():
     result = run_cli(
         "--verbose", "db", "upgrade", env={"XRAY_DATABASE_URL": "postgresql://u@127.0.0.1:1/x"}
