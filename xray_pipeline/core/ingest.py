@@ -580,7 +580,7 @@ def complete_end(path: Path, size: int) -> int:
 def find_file(path: Path, identity: str, watched: Path | None = None) -> Path | None:
     """The file holding `identity`: `path` itself, or a rotated sibling of it or of the
     `watched` live file (renamed since); a copy with the same fingerprint (copytruncate's
-    `.1`) when no file has the identity."""
+    `.1`) when no file has the identity; else a `.gz` archive of it."""
     candidates = [path, *rotated_siblings(path)]
     if watched is not None:
         candidates += [watched, *rotated_siblings(watched)]
@@ -592,6 +592,13 @@ def find_file(path: Path, identity: str, watched: Path | None = None) -> Path | 
     for state in states:
         if state.identity.fingerprint == fingerprint:
             return state.path
+    # last, the compressed archives (logrotate's `compress` without `delaycompress` gzips the
+    # renamed file at once): the same bytes, read through gzip
+    for base in dict.fromkeys(p for p in (path, watched) if p is not None):
+        for archive in sorted(base.parent.glob(glob.escape(base.name) + "[.-]*.gz")):
+            state = file_state(archive)
+            if state is not None and state.identity.fingerprint == fingerprint:
+                return archive
     return None
 
 
