@@ -382,7 +382,7 @@ def _origin_label(path: Path) -> str:
 def _read_config(path: Path) -> dict[str, tuple[str, str]]:
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8-sig") as fh:
             parser.read_file(fh)
     except configparser.Error as exc:
         raise SettingsError(

@@ -145,3 +145,11 @@ def test_timezone_hint_only_when_left_at_utc_on_a_non_utc_machine(tmp_path: Path
     assert default.timezone_hint(now=utc_now) is None  # a UTC machine: nothing to say
     chosen = load_settings(None, env={"XRAY_PARSER_TIMEZONE": "UTC"})
     assert chosen.timezone_hint(now=berlin_summer) is None  # set on purpose, even to UTC
+
+
+def test_config_saved_by_a_windows_editor_reads(tmp_path: Path):
+    """Notepad's byte-order mark and CRLF line ends: the same settings."""
+    path = tmp_path / "config.ini"
+    path.write_bytes(b"\xef\xbb\xbf[parser]\r\ntimezone = Europe/Berlin\r\nbatch_size = 8M\r\n")
+    settings = load_settings(path, env={})
+    assert settings.timezone == "Europe/Berlin" and settings.batch_size == 8 << 20
