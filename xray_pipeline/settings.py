@@ -388,6 +388,11 @@ def _read_config(path: Path) -> dict[str, tuple[str, str]]:
         raise SettingsError(
             f"{path}: not a valid INI file ({exc.message.splitlines()[0]})"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start});"
+            " save it as UTF-8"
+        ) from exc
     found: dict[str, tuple[str, str]] = {}
     for section in parser.sections():
         if section not in SECTIONS:

@@ -153,3 +153,11 @@ def test_config_saved_by_a_windows_editor_reads(tmp_path: Path):
     path.write_bytes(b"\xef\xbb\xbf[parser]\r\ntimezone = Europe/Berlin\r\nbatch_size = 8M\r\n")
     settings = load_settings(path, env={})
     assert settings.timezone == "Europe/Berlin" and settings.batch_size == 8 << 20
+
+
+def test_config_in_another_encoding_says_so(tmp_path: Path):
+    path = tmp_path / "config.ini"
+    path.write_bytes("# café\n[parser]\ntimezone = UTC\n".encode("latin-1"))
+    with pytest.raises(SettingsError, match=r"not UTF-8 text .*save it as UTF-8") as info:
+        load_settings(path, env={})
+    assert str(path) in str(info.value)
