@@ -774,6 +774,20 @@ def _demo_once(settings: Settings, lines: int) -> None:
     console.print(f"query it: psql {database_url(settings)}")
 
 
+def _port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # as the servers do: a port left in TIME_WAIT by the last run is free to them
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _run_services(
     settings: Settings,
     logfiles: list[str],
@@ -801,6 +815,17 @@ def _run_services(
     except services.AlreadyRunning as exc:
         err_console.print(f"error: {exc}")
         raise typer.Exit(1) from exc
+    for what, number, flag in (
+        ("the Dagster UI", port, "--port"),
+        ("the API", api_port, "--api-port"),
+    ):
+        if number and not _port_free(host, number):
+            lock.release()
+            err_console.print(
+                f"error: port {number} on {host} is in use, so {what} could not listen there; "
+                f"choose another with {flag}"
+            )
+            raise typer.Exit(1)
     started_db = False
     proc = None
     api_proc = None

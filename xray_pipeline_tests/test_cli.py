@@ -167,3 +167,20 @@ def test_demo_appends_and_loads_exactly_once(fresh_db_url: str, tmp_path: Path):
         ).fetchone()[0]
     assert total == 3_500
     assert (tmp_path / "stats.jsonl").read_text().count("\n") == 2
+
+
+def test_up_names_a_port_in_use_before_starting_anything(tmp_path: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "up", "--logfile", str(tmp_path / "access.log"), "--port", str(port),
+            env={"XRAY_HOME": str(tmp_path / "home")}, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
+    assert "choose another with --port" in result.stderr
+    assert not (tmp_path / "home" / "pgdata").exists()  # no database started for nothing
