@@ -244,6 +244,9 @@ def serve_cmd(
 
     from xray_pipeline.api.main import create_app
 
+    if not _port_free(host, port):
+        err_console.print(f"error: port {port} on {host} is in use; choose another with --port")
+        raise typer.Exit(1)
     settings = STATE.settings()
     app_ = create_app(
         api_database_url(settings),

@@ -169,7 +169,7 @@ def test_demo_appends_and_loads_exactly_once(fresh_db_url: str, tmp_path: Path):
     assert (tmp_path / "stats.jsonl").read_text().count("\n") == 2
 
 
-def test_up_names_a_port_in_use_before_starting_anything(tmp_path: Path):
+def test_up_and_serve_name_a_port_in_use_before_starting_anything(tmp_path: Path):
     import socket
 
     with socket.socket() as taken:
@@ -180,7 +180,11 @@ def test_up_names_a_port_in_use_before_starting_anything(tmp_path: Path):
             "up", "--logfile", str(tmp_path / "access.log"), "--port", str(port),
             env={"XRAY_HOME": str(tmp_path / "home")}, timeout=60,
         )  # fmt: skip
-    assert result.returncode == 1, result.stderr
-    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
-    assert "choose another with --port" in result.stderr
+        served = run_cli(
+            "serve", "--port", str(port), env={"XRAY_HOME": str(tmp_path / "home")}, timeout=60
+        )
+    for run in (result, served):
+        assert run.returncode == 1, run.stderr
+        assert f"port {port} on 127.0.0.1 is in use" in run.stderr
+        assert "choose another with --port" in run.stderr
     assert not (tmp_path / "home" / "pgdata").exists()  # no database started for nothing
