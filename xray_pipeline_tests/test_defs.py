@@ -9,8 +9,9 @@ import dagster as dg
 import pytest
 
 from xray_pipeline.core.pg import connect
+from xray_pipeline.core.plan import MAX_HOLE_ATTEMPTS
 from xray_pipeline.definitions import build_definitions
-from xray_pipeline.defs.sensors import MAX_HOLE_ATTEMPTS, RUN_MAX_RUNTIME_S
+from xray_pipeline.defs.sensors import RUN_MAX_RUNTIME_S
 from xray_pipeline.settings import load_settings
 
 

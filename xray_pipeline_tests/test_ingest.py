@@ -12,10 +12,11 @@ from conftest import run_cli
 
 from xray_pipeline.core import ingest, tail
 from xray_pipeline.core.generate import GeneratorConfig, write_log
-from xray_pipeline.core.ingest import gaps, ingest_files
+from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.load import load_chunk, register_source
 from xray_pipeline.core.parse import parse_chunk
 from xray_pipeline.core.pg import connect
+from xray_pipeline.core.plan import new_ranges
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -254,11 +255,11 @@ def test_midnight_lines_land_in_their_days_partitions(conn, log_dir: Path):
 
 
 def test_gaps_planning():
-    assert gaps([], 100, from_start=False) == [(0, 100)]
-    assert gaps([(0, 50)], 100, from_start=False) == [(50, 100)]
-    assert gaps([(0, 50)], 50, from_start=False) == []
-    assert gaps([(10, 50), (60, 80)], 100, from_start=True) == [(0, 10), (50, 60), (80, 100)]
-    assert gaps([(10, 50)], 100, from_start=False) == [(50, 100)]
+    assert new_ranges([], 100, from_start=False) == [(0, 100)]
+    assert new_ranges([(0, 50)], 100, from_start=False) == [(50, 100)]
+    assert new_ranges([(0, 50)], 50, from_start=False) == []
+    assert new_ranges([(10, 50), (60, 80)], 100, from_start=True) == [(0, 10), (50, 60), (80, 100)]
+    assert new_ranges([(10, 50)], 100, from_start=False) == [(50, 100)]
 
 
 def cli_ingest(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -303,18 +304,18 @@ def test_permission_denied_says_how_to_grant_read_access(tmp_path: Path, monkeyp
     # root (CI) reads any file whatever its mode: the refusal is injected where the file opens
     path = tmp_path / "access.log"
     path.write_text("2025/01/01 00:00:00 from 198.51.100.7:1 accepted tcp:a.example:443\n")
-    assert ingest.unreadable_reason(path) is None
-    assert ingest.unreadable_reason(tmp_path / "not-yet.log") is None  # absent is no error
+    assert tail.unreadable_reason(path) is None
+    assert tail.unreadable_reason(tmp_path / "not-yet.log") is None  # absent is no error
 
     def refuse(p: Path):
         raise PermissionError(13, "Permission denied", str(p))
 
     monkeypatch.setattr(ingest, "open_log", refuse)
     monkeypatch.setattr(tail, "open_log", refuse)
-    reason = ingest.unreadable_reason(path)
+    reason = tail.unreadable_reason(path)
     assert reason is not None and reason.startswith(f"{path}: permission denied")
     assert "mode 0600" in reason and "setfacl -d -m u:" in reason and str(tmp_path) in reason
-    assert ingest.file_state(path) is None  # skipped, not a crash
+    assert tail.file_state(path) is None  # skipped, not a crash
 
 
 def test_cli_ingest_says_when_the_statistics_cannot_be_written(fresh_db_url: str, log_dir: Path):

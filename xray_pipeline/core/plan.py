@@ -1,20 +1,201 @@
-"""Pure planning for the sensor: which byte ranges to load next, one day and a capped size each.
+"""Which byte ranges to load next: pure functions of file facts, ledger ranges and the cursor.
 
-Given the files on disk and the ledger's loaded ranges (see ingest.plan_reads), split every
-range that is not loaded yet at day boundaries (lines are time-ordered: a binary search on line
-timestamps finds the first line of the next day, reading a few KiB per probe, never the whole
-file) and at a size cap, each piece ending at a newline.
+`plan_reads` says what is new in each file (ingest and the sensor); `plan_requests` adds the
+sensor's policy (ranges in flight, stale requests retried, holes behind loaded ranges) and
+`hole_run_key` the retry policy of a hole. Then `split_range` cuts each range at day boundaries
+(lines are time-ordered: a binary search on line timestamps finds the first line of the next
+day, reading a few KiB per probe, never the whole file) and at a size cap, each piece ending at
+a newline: the only part that reads the files.
 """
 
 import datetime as dt
 import itertools
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from xray_pipeline.core.ledger import Range, holes, last_end, missing_ranges
 from xray_pipeline.core.parse import TS
-from xray_pipeline.core.tail import open_log
+from xray_pipeline.core.tail import FileState, open_log
+
+# a requested range that the ledger still lacks after this long is requested again
+STALE_AFTER_S = 15 * 60
+# runs of a hole's range before the sensor stops requesting it and says so
+MAX_HOLE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """Bytes [start, end) of a file to load (end is where the planner saw the file end)."""
+
+    path: Path
+    identity: str
+    start: int
+    end: int | None
+    compressed: bool = False
+
+
+def new_ranges(loaded: list[Range], size: int, *, from_start: bool) -> list[tuple[int, int | None]]:
+    """Byte ranges not yet loaded of a file of `size` bytes (-1: unknown, a .gz archive):
+    after the last loaded byte, or, `from_start`, every hole from 0 as well."""
+    if size == 0:
+        return []
+    end_of_file = None if size < 0 else size
+    start = 0 if from_start else last_end(loaded)
+    if end_of_file is not None and end_of_file <= start:
+        return []
+    return missing_ranges(loaded, start, end_of_file)
+
+
+def plan_reads(
+    states: list[FileState],
+    loaded: dict[str, list[Range]],
+    *,
+    from_start: bool = False,
+    explicit: set[Path] | None = None,
+) -> tuple[list[ReadTask], list[str]]:
+    """Which byte ranges of which files to load next, and notes on why not.
+
+    A rotated sibling is read only when its identity is already known (Xray may still write
+    to a renamed file until an idle minute): it is never mistaken for the live file. A file
+    named explicitly (`explicit`) is read even when unknown.
+    """
+    tasks: list[ReadTask] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+    by_fingerprint = {k.rsplit(":", 1)[-1]: k for k in loaded}
+    for state in states:
+        key = state.identity.key
+        live = explicit is None or state.path in explicit
+        if key not in loaded and state.identity.fingerprint in by_fingerprint:
+            # a copy of a known file (copytruncate's `.1`, a `.gz` archive of it): the same
+            # bytes at the same offsets, another inode: it is that source
+            key = by_fingerprint[state.identity.fingerprint]
+        if key in seen:
+            continue
+        seen.add(key)
+        known = key in loaded
+        if not known and not live:
+            continue
+        ranges = loaded.get(key, [])
+        if state.size >= 0 and ranges and state.size < last_end(ranges):
+            notes.append(f"{state.path}: smaller than what was loaded; truncated in place")
+            continue
+        for start, end in new_ranges(ranges, state.size, from_start=from_start):
+            tasks.append(ReadTask(state.path, key, start, end, state.compressed))
+    return tasks, notes
+
+
+@dataclass(frozen=True)
+class PlannedRange:
+    """A range for one run: bytes [start, end) of `path`, a file of the `watched` live file
+    (itself or a rotated copy). `suffix` marks the run key of a retried range."""
+
+    path: Path
+    watched: Path
+    identity: str
+    start: int
+    end: int
+    suffix: str = ""
+    hole: bool = False
+
+
+def watched_file(path: Path, files: Iterable[Path]) -> Path:
+    """The configured file that `path` is, or is a rotated copy of (access.log.1 of
+    access.log); `path` itself when none is."""
+    files = list(files)
+    if path in files:
+        return path
+    bases = [
+        f
+        for f in files
+        if f.parent == path.parent
+        and path.name.startswith(f.name)
+        and path.name[len(f.name) : len(f.name) + 1] in {".", "-"}
+    ]
+    return max(bases, key=lambda f: len(f.name), default=path)
+
+
+def plan_requests(
+    files: list[Path],
+    states: list[FileState],
+    loaded: dict[str, list[Range]],
+    cursor: dict,
+    *,
+    now: float,
+) -> tuple[list[PlannedRange], dict, list[str]]:
+    """The sensor's plan: (ranges to request, new cursor, notes) from the configured files,
+    the states of them and their rotated copies, the ledger and the cursor.
+
+    The cursor remembers, per source identity, how far runs were requested, so that a range
+    in flight is not requested again before its run commits it to the ledger; a request the
+    ledger still lacks after STALE_AFTER_S is made again under a new key (`#retryN`). Holes
+    behind the last loaded byte (a run that failed while later ones loaded) are planned too,
+    marked `hole` (see hole_run_key).
+    """
+    explicit = set(files)
+    ordered = [s for s in states if s.identity.key in loaded or s.path in explicit] + [
+        s for s in states if s.identity.key not in loaded and s.path not in explicit
+    ]
+    tasks, notes = plan_reads(ordered, loaded, explicit=explicit)
+    new_cursor = {k: v for k, v in cursor.items() if now - v.get("at", 0) < STALE_AFTER_S}
+    planned: list[PlannedRange] = []
+    for state in states:
+        if state.compressed:
+            continue
+        for lo, hi in holes(loaded.get(state.identity.key, [])):
+            if hi > state.size:  # truncated in place since: those bytes are gone
+                continue
+            watched = watched_file(state.path, files)
+            planned.append(PlannedRange(state.path, watched, state.identity.key, lo, hi, hole=True))
+    state_of = {s.path: s for s in states}
+    for task in tasks:
+        if task.compressed or task.end is None:
+            continue
+        loaded_end = last_end(loaded.get(task.identity, []))
+        entry = new_cursor.get(task.identity)
+        start = task.start
+        retry = 0
+        if entry is not None:
+            if entry["end"] > start and start >= loaded_end:
+                start = entry["end"]
+            retry = entry.get("retry", 0)
+        elif cursor.get(task.identity, {}).get("end", 0) > loaded_end:
+            retry = cursor[task.identity].get("retry", 0) + 1  # a stale request: try again
+        complete = state_of[task.path].complete_end
+        end = task.end if complete is None else min(complete, task.end)
+        if end <= start:
+            continue
+        watched = watched_file(task.path, files)
+        suffix = f"#retry{retry}" if retry else ""
+        planned.append(PlannedRange(task.path, watched, task.identity, start, end, suffix))
+        new_cursor[task.identity] = {"end": end, "at": now, "retry": retry}
+    return planned, new_cursor, notes
+
+
+def hole_run_key(
+    run_key: str, lo: int, hi: int, active: list[Range], key_used: Callable[[str], bool]
+) -> tuple[str | None, str | None]:
+    """The retry policy of a hole [lo, hi): (the run key to request it with, None); or
+    (None, None) while a queued or running run of the source covers part of it (`active`:
+    their ranges; a run commits chunk by chunk, so a hole trails it until it ends); or
+    (None, why) once MAX_HOLE_ATTEMPTS keys were used and the ledger still lacks it.
+
+    The range's own key comes first (when a run of it exists, from before it failed, Dagster
+    would skip a new request of that key), then one more key per attempt."""
+    if any(start < hi and lo < end for start, end in active):
+        return None, None
+    keys = [run_key, *(f"{run_key}#hole{n}" for n in range(1, MAX_HOLE_ATTEMPTS))]
+    for key in keys:
+        if not key_used(key):
+            return key, None
+    return None, (
+        f"bytes {lo}-{hi} are still not loaded after {len(keys)} runs; see those runs' "
+        "errors, then `xray-pipeline ingest --from-start` loads them by hand"
+    )
+
 
 _TS_RE = re.compile(rb"(\d{4})/(\d{2})/(\d{2}) \d{2}:\d{2}:\d{2}")
 _PROBE = 4096

@@ -64,23 +64,6 @@ def reconcile_day(conn: psycopg.Connection, day: dt.date, timezone: str) -> Reco
     return Reconciliation(ranges=row[0], lines=int(row[1]), rows=row[2], rejects=row[3])
 
 
-def ledger_holes(conn: psycopg.Connection) -> list[tuple[str, int, int]]:
-    """(source path, from, to) for every byte range missing between two loaded ranges."""
-    rows = conn.execute(
-        """
-        SELECT s.path, prev_end, start_offset FROM (
-            SELECT source_id, start_offset,
-                   coalesce(lag(end_offset) OVER (PARTITION BY source_id ORDER BY start_offset), 0)
-                       AS prev_end
-            FROM ingest_ledger
-        ) x JOIN sources s ON s.id = x.source_id
-        WHERE start_offset <> prev_end
-        ORDER BY 1, 2
-        """
-    ).fetchall()
-    return [(r[0], r[1], r[2]) for r in rows]
-
-
 def newest_row(conn: psycopg.Connection) -> dt.datetime | None:
     return conn.execute("SELECT max(ts) FROM logs").fetchone()[0]
 
@@ -149,3 +132,12 @@ def maintain(
     finally:
         conn.autocommit = previous
     return report
+
+
+def row_totals(conn: psycopg.Connection) -> dict[str, int]:
+    """Exact row counts of the tables a user looks at first (for `demo --once`: small)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM logs), (SELECT count(*) FROM dns_queries), "
+        "(SELECT count(*) FROM rejects), (SELECT count(*) FROM users)"
+    ).fetchone()
+    return dict(zip(("logs", "dns_queries", "rejects", "users"), row, strict=True))

@@ -8,18 +8,18 @@ kept as they are, and the report says so: a rebuild never silently shrinks a day
 """
 
 import datetime as dt
-import glob
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 import psycopg
+from psycopg import sql
 
 from xray_pipeline.core.load import SourceRef, copy_prepared, prepare_chunk
-from xray_pipeline.core.parse import ParsedChunk, parse_chunk
+from xray_pipeline.core.parse import DetourTags, ParsedChunk, parse_chunk
 from xray_pipeline.core.pg import ensure_partitions
-from xray_pipeline.core.tail import identify, iter_chunks, open_log
+from xray_pipeline.core.tail import find_file, iter_chunks, open_log
 
 
 @dataclass
@@ -34,27 +34,6 @@ class RebuildReport:
     @property
     def complete(self) -> bool:
         return not self.missing
-
-
-def archive_candidates(path: Path) -> list[Path]:
-    """The file, its rotated copies and their compressed archives (access.log.2.gz)."""
-    return sorted(p for p in path.parent.glob(glob.escape(path.name) + "*") if p.is_file())
-
-
-def locate(path: Path, identity: str, end: int) -> Path | None:
-    """A file holding the bytes of `identity` up to `end`: same fingerprint, long enough."""
-    fingerprint = identity.rsplit(":", 1)[-1]
-    for candidate in archive_candidates(path):
-        try:
-            found = identify(candidate)
-        except OSError:
-            continue
-        if found is None or found.fingerprint != fingerprint:
-            continue
-        if candidate.suffix != ".gz" and candidate.stat().st_size < end:
-            continue
-        return candidate
-    return None
 
 
 def _day_filter(chunk: ParsedChunk, lo: dt.datetime, hi: dt.datetime) -> ParsedChunk:
@@ -100,18 +79,18 @@ def rebuild_day(
     reread_ids: list[int] = []
     for ingest_id, start, end, source_id, identity, path, node in ranges:
         label = f"{path} bytes {start}-{end}"
-        found = locate(Path(path), identity, end)
+        found = find_file(Path(path), identity, min_size=end)
         if found is None:
             report.missing.append(label)
             continue
         source = SourceRef(id=source_id, identity=identity, path=str(found), node=node)
+        detours = DetourTags()
         with open_log(found) as fh:
             for offset, chunk in iter_chunks(fh, batch_size, start=start, end=end):
-                parsed = _day_filter(
-                    parse_chunk(chunk, source=str(found), base_offset=offset, timezone=timezone),
-                    lo,
-                    hi,
+                chunk_rows = parse_chunk(
+                    chunk, source=str(found), base_offset=offset, timezone=timezone, detours=detours
                 )
+                parsed = _day_filter(chunk_rows, lo, hi)
                 prepared.append(
                     prepare_chunk(conn, parsed, source, timezone=timezone, ingest_id=ingest_id)
                 )
@@ -122,7 +101,9 @@ def rebuild_day(
         with conn.transaction():
             for table in ("logs", "dns_queries", "rejects"):
                 conn.execute(
-                    f"DELETE FROM {table} WHERE ts >= %s AND ts < %s AND ingest_id = ANY(%s)",
+                    sql.SQL(
+                        "DELETE FROM {} WHERE ts >= %s AND ts < %s AND ingest_id = ANY(%s)"
+                    ).format(sql.Identifier(table)),
                     (lo, hi, reread_ids),
                 )
             for item in prepared:

@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 import psycopg
 
+from xray_pipeline.core.ledger import missing_ranges, source_ranges
 from xray_pipeline.core.load import LoadResult, SourceRef, load_chunk, register_source
 from xray_pipeline.core.parse import ParsedChunk
 from xray_pipeline.core.schema import access_schema, dns_schema, rejects_schema
@@ -254,34 +255,6 @@ def _subset(chunk: ParsedChunk, start: int, end: int, lines: int) -> ParsedChunk
     )
 
 
-def _missing_parts(
-    conn: psycopg.Connection, source_id: int, start: int, end: int
-) -> list[tuple[int, int]]:
-    loaded = conn.execute(
-        "SELECT start_offset, end_offset FROM ingest_ledger WHERE source_id = %s "
-        "AND end_offset > %s AND start_offset < %s ORDER BY start_offset",
-        (source_id, start, end),
-    ).fetchall()
-    parts, cursor = [], start
-    for lo, hi in loaded:
-        if lo > cursor:
-            parts.append((cursor, lo))
-        cursor = max(cursor, hi)
-    if cursor < end:
-        parts.append((cursor, end))
-    return parts
-
-
-@dataclass
-class ReplayReport:
-    segments: int = 0
-    rows: int = 0
-    lines: int = 0
-    already_loaded: int = 0
-    corrupt: list[str] | None = None
-    oldest_age_s: float | None = None
-
-
 def replay(
     conn: psycopg.Connection, spool: Path, *, run_id: str | None = None
 ) -> Iterator[tuple[Segment, list[LoadResult], bool]]:
@@ -311,7 +284,8 @@ def replay(
         offsets = pl.concat(
             [chunk.access["byte_offset"], chunk.dns["byte_offset"], chunk.rejects["byte_offset"]]
         )
-        for lo, hi in _missing_parts(conn, source.id, seg.start, seg.end):
+        loaded = source_ranges(conn, source.id, seg.start, seg.end)
+        for lo, hi in missing_ranges(loaded, seg.start, seg.end):
             lines = int(((offsets >= lo) & (offsets < hi)).sum())
             part = _subset(chunk, lo, hi, lines)
             results.append(

@@ -1,5 +1,6 @@
-"""File identity, offsets, rotation and truncation, complete-line boundaries."""
+"""File identity, discovery, rotation and truncation, complete-line boundaries."""
 
+import glob
 import gzip
 import hashlib
 import os
@@ -9,12 +10,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 FINGERPRINT_BYTES = 1024
-
-
-def complete_prefix(data: bytes) -> bytes:
-    """The part of `data` that ends with its last LF (a partial last line is left out)."""
-    cut = data.rfind(b"\n")
-    return data[: cut + 1] if cut >= 0 else b""
 
 
 def iter_chunks(
@@ -137,3 +132,147 @@ def _skip_nul_run(fh: BinaryIO, start: int) -> int:
         if rest or len(block) < _NUL_BLOCK:
             fh.seek(run)
             return run
+
+
+# --------------------------------------------------------------------------- discovery
+
+COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst"})
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A file on disk as the planner sees it. `complete_end` is the offset past its last LF
+    (None where not looked up: the planner then takes `size`)."""
+
+    path: Path
+    identity: FileIdentity
+    size: int
+    compressed: bool = False
+    complete_end: int | None = None
+
+
+def rotated_siblings(path: Path) -> list[Path]:
+    """Plain rotated copies of `path` (access.log.1, access.log-20250101), never .gz."""
+    siblings = []
+    for candidate in path.parent.glob(glob.escape(path.name) + "[.-]*"):
+        if candidate.suffix in COMPRESSED_SUFFIXES or not candidate.is_file():
+            continue
+        siblings.append(candidate)
+    return sorted(siblings)
+
+
+def gz_archives(path: Path) -> list[Path]:
+    """logrotate's compressed copies of `path` (access.log.2.gz, access.log-20250101.gz)."""
+    return sorted(path.parent.glob(glob.escape(path.name) + "[.-]*.gz"))
+
+
+def expand_paths(patterns: list[str] | tuple[str, ...]) -> list[Path]:
+    """Files named by paths or globs, in a stable order."""
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        found.extend(Path(m) for m in matches) if matches else found.append(Path(pattern))
+    return list(dict.fromkeys(found))
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why `path`, which exists, cannot be read as a log, with the fix; None when it can be
+    read or does not exist (a log that is not there yet is not an error)."""
+    try:
+        if path.is_dir():
+            return f"{path} is a folder: name the log file itself ([parser] logfile, --logfile)"
+        with open_log(path) as fh:
+            fh.read(1)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return (
+            f"{path}: permission denied. Xray creates its log with mode 0600: run the pipeline "
+            "as the user Xray runs as, or give this user read access to the file and, for the "
+            f"files that rotation creates, a default ACL on its folder (setfacl -d -m "
+            f"u:{_user()}:r {path.parent})"
+        )
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return "<user>"
+
+
+def file_state(path: Path, *, with_complete_end: bool = False) -> FileState | None:
+    """The state of a readable file, or None when it does not exist, cannot be read (see
+    unreadable_reason) or has no full line yet."""
+    try:
+        identity = identify(path)
+        if identity is None:
+            return None
+        compressed = path.suffix == ".gz"
+        size = -1 if compressed else path.stat().st_size
+        end = complete_end(path, size) if with_complete_end and not compressed else None
+    except OSError:  # gone, a folder, no permission, an I/O error: the callers say which
+        return None
+    return FileState(path, identity, size, compressed, end)
+
+
+def watched_states(
+    paths: list[Path], *, include_siblings: bool = True, with_complete_end: bool = False
+) -> list[FileState]:
+    """The states of the files and (unless compressed) their rotated siblings."""
+    candidates: list[Path] = []
+    for path in paths:
+        candidates.append(path)
+        if include_siblings and path.suffix != ".gz":
+            candidates.extend(rotated_siblings(path))
+    states = (file_state(p, with_complete_end=with_complete_end) for p in dict.fromkeys(candidates))
+    return [s for s in states if s is not None]
+
+
+def complete_end(path: Path, size: int) -> int:
+    """The offset just past the last LF before `size` (0 when there is none)."""
+    with path.open("rb") as fh:
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            fh.seek(pos - step)
+            block = fh.read(step)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                return pos - step + cut + 1
+            pos -= step
+    return 0
+
+
+def find_file(
+    path: Path, identity: str, *, watched: Path | None = None, min_size: int = 0
+) -> Path | None:
+    """The file holding the bytes of `identity` (up to `min_size`): `path` itself, or a
+    rotated sibling of it or of the `watched` live file (renamed since); else a copy with the
+    same fingerprint (copytruncate's `.1`); else a `.gz` archive of it (logrotate's
+    `compress` without `delaycompress` gzips the renamed file at once: the same bytes)."""
+    bases = list(dict.fromkeys(p for p in (path, watched) if p is not None))
+    candidates = [c for base in bases for c in (base, *rotated_siblings(base))]
+    states = [
+        s
+        for s in (file_state(p) for p in dict.fromkeys(candidates))
+        if s is not None and s.size >= min_size
+    ]
+    fingerprint = identity.rsplit(":", 1)[-1]
+    for state in states:
+        if state.identity.key == identity:
+            return state.path
+    for state in states:
+        if state.identity.fingerprint == fingerprint:
+            return state.path
+    for base in bases:
+        for archive in gz_archives(base):
+            state = file_state(archive)
+            if state is not None and state.identity.fingerprint == fingerprint:
+                return archive
+    return None

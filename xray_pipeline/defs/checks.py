@@ -11,7 +11,8 @@ import zoneinfo
 
 import dagster as dg
 
-from xray_pipeline.core.quality import ledger_holes, newest_row, reconcile_day
+from xray_pipeline.core.ledger import discontinuities
+from xray_pipeline.core.quality import newest_row, reconcile_day
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 
 
@@ -51,7 +52,7 @@ def build_checks(
         """Per source, the loaded byte ranges follow each other from 0 with no hole (a hole is
         bytes never loaded; while runs are in flight one can show for a moment)."""
         with postgres.connect() as conn:
-            holes = ledger_holes(conn)
+            holes = discontinuities(conn)
         return dg.AssetCheckResult(
             passed=not holes,
             severity=dg.AssetCheckSeverity.WARN,

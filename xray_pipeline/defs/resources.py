@@ -5,9 +5,9 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from xray_pipeline.core.ingest import expand_paths
 from xray_pipeline.core.pg import apply_migrations, connect, database_url
-from xray_pipeline.settings import load_settings
+from xray_pipeline.core.tail import expand_paths
+from xray_pipeline.settings import load_settings, normalize_url
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -20,7 +20,7 @@ class PostgresResource(dg.ConfigurableResource):
 
     def database_url(self) -> str:
         if self.url:
-            return self.url
+            return normalize_url(self.url)
         return database_url(load_settings())
 
     def connect(self, *, upgrade: bool = True, timeout: int = 5) -> psycopg.Connection:
