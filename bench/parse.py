@@ -6,19 +6,24 @@ lines/s of a plain-Python per-line parser of the same grammar and the ratio. Eac
 warmed up by one untimed pass over the file (a process's first pass is slower while its heap
 grows; a pipeline parses chunk after chunk), then timed over the whole file `--passes` times;
 every pass is printed and the median is judged, at the default batch size. `--against REV`
-adds an A/B in the same run: the parse_chunk of that git revision's parse.py, timed on the same
+adds an A/B in the same run: the parse_chunk of that git revision's parser, timed on the same
 file at the judged size, the two parsers taking turns on each chunk (reading not timed). Usage:
 uv run python bench/parse.py [--lines N] [--batch-mb M ...] [--passes P] [--naive-lines K]
                              [--against REV]
 """
 
 import argparse
+import functools
+import importlib.util
 import re
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import types
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,9 +32,9 @@ from bench._common import OUT, ensure_log, peak_rss_mb, timed
 from xray_pipeline.core import parse as P
 from xray_pipeline.core.parse import parse_chunk
 from xray_pipeline.core.tail import iter_chunks
-from xray_pipeline.settings import OPTIONS_BY_NAME
+from xray_pipeline.settings import ParserSettings
 
-DEFAULT_BATCH_MB = OPTIONS_BY_NAME["parser.batch_size"].default / (1024 * 1024)
+DEFAULT_BATCH_MB = ParserSettings().batch_size / (1024 * 1024)
 
 _LOCATE = re.compile(P.LOCATE_TS)
 _LEVEL = re.compile(P.LEVEL)
@@ -99,18 +104,39 @@ def naive_parse_line(raw: bytes) -> dict:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def this_tree() -> Callable[..., P.ParsedChunk]:
+    """This tree's parse_chunk with one DetourTags, as a run parses one source."""
+    return functools.partial(parse_chunk, detours=P.DetourTags())
+
+
 def parser_at(rev: str) -> Callable[..., P.ParsedChunk]:
-    """parse_chunk of `rev`'s parse.py (run against this tree's other modules)."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:xray_pipeline/core/parse.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
+    """parse_chunk of `rev`'s parser (run against this tree's other modules): its
+    parse.py, or its parse/ package loaded in place of this tree's for the time of the import."""
+    archive = subprocess.run(
+        ["git", "archive", rev, "xray_pipeline/core/"], cwd=ROOT, capture_output=True, check=True
     ).stdout
-    module = types.ModuleType(f"parse_at_{rev}")
-    exec(compile(source, f"{rev}:xray_pipeline/core/parse.py", "exec"), module.__dict__)
-    return module.parse_chunk
+    folder = Path(tempfile.mkdtemp(prefix=f"parse-at-{rev}-"))
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    old = folder / "xray_pipeline/core/parse.py"
+    if old.exists():
+        module = types.ModuleType(f"parse_at_{rev}")
+        exec(compile(old.read_text(), f"{rev}:{old.name}", "exec"), module.__dict__)
+        return module.parse_chunk
+    package = folder / "xray_pipeline/core/parse"
+    ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k.startswith(P.__name__)}
+    try:
+        spec = importlib.util.spec_from_file_location(
+            P.__name__, package / "__init__.py", submodule_search_locations=[str(package)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[P.__name__] = module
+        spec.loader.exec_module(module)
+    finally:
+        for name in [k for k in sys.modules if k.startswith(P.__name__)]:
+            del sys.modules[name]
+        sys.modules.update(ours)
+    return functools.partial(module.parse_chunk, detours=module.DetourTags())
 
 
 def timed_pass(path: Path, batch: int, parse: Callable[..., P.ParsedChunk]) -> tuple[int, float]:
@@ -182,10 +208,10 @@ def main() -> None:
     rates = []
     for batch_mb in args.batch_mb:
         batch = int(batch_mb * 1024 * 1024)
-        timed_pass(path, batch, parse_chunk)  # warm-up: regexes, thread pool, heap
+        timed_pass(path, batch, this_tree())  # warm-up: regexes, thread pool, heap
         passes = []
         for _ in range(args.passes):
-            lines, seconds = timed_pass(path, batch, parse_chunk)
+            lines, seconds = timed_pass(path, batch, this_tree())
             passes.append(lines / seconds)
             print(
                 f"parse_chunk: {lines:,} lines in {seconds:.2f} s = {passes[-1]:,.0f} "
@@ -201,7 +227,7 @@ def main() -> None:
         batch = int(args.batch_mb[0] * 1024 * 1024)
         timed_pass(path, batch, old_parse)  # its warm-up
         rates = [
-            interleaved_pass(path, batch, parse_chunk, old_parse, turn)
+            interleaved_pass(path, batch, this_tree(), old_parse, turn)
             for turn in range(args.passes)
         ]
         now, then = (statistics.median(pair[which] for pair in rates) for which in (0, 1))

