@@ -8,16 +8,15 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+from sqlalchemy.engine import URL
 
 from xray_pipeline.settings import Settings, mask_url
 
@@ -279,15 +278,39 @@ def database_url(settings: Settings, *, start: bool = True) -> str:
     return server.url(DATABASE_NAME)
 
 
-def with_database(url: str, dbname: str, *, scheme: str = "postgresql") -> str:
-    """The same server and credentials as `url`, another database, as a URL."""
+def with_database(
+    url: str, dbname: str, *, scheme: str = "postgresql", user: str | None = None
+) -> str:
+    """The same server and credentials as `url` (or another `user`, without the password),
+    another database, as a URL."""
     params = psycopg.conninfo.conninfo_to_dict(url)
-    user = quote(str(params.get("user", "postgres")), safe="")
-    password = params.get("password")
-    auth = f"{user}:{quote(str(password), safe='')}" if password else user
-    host = params.get("host", "127.0.0.1")
-    port = params.get("port", 5432)
-    return f"{scheme}://{auth}@{host}:{port}/{quote(dbname, safe='')}"
+    return URL.create(
+        scheme,
+        username=user or str(params.get("user", "postgres")),
+        password=None if user else params.get("password"),
+        host=str(params.get("host", "127.0.0.1")),
+        port=int(params.get("port", 5432)),
+        database=dbname,
+    ).render_as_string(hide_password=False)
+
+
+def server_version(conn: psycopg.Connection) -> str:
+    return conn.execute("SHOW server_version").fetchone()[0]
+
+
+def api_database_url(settings: Settings) -> str:
+    """[api] database_url, else the configured database as the read-only `xray_api` role
+    (created by the migrations) on the embedded server. An external server wants a password
+    for that role: there it is the configured URL, unless [api] database_url names one."""
+    if settings.api.database_url is not None:
+        return settings.api.database_url.get_secret_value()
+    with session(settings) as conn:  # applies the migrations, which create the role
+        has_role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'xray_api'").fetchone()
+        dbname = conn.info.dbname
+    url = database_url(settings)
+    if not has_role or not settings.uses_embedded:
+        return url
+    return with_database(url, dbname, user="xray_api")
 
 
 def dagster_storage_url(settings: Settings) -> str:
@@ -296,7 +319,7 @@ def dagster_storage_url(settings: Settings) -> str:
     SQLAlchemy 2.1 reads plain `postgresql://` as psycopg 3, which dagster-postgres cannot use.
     """
     return with_database(
-        database_url(settings), settings.get("dagster.database"), scheme="postgresql+psycopg2"
+        database_url(settings), settings.dagster.database, scheme="postgresql+psycopg2"
     )
 
 
@@ -456,20 +479,6 @@ def list_partitions(conn: psycopg.Connection) -> list[tuple[str, str]]:
         """
     ).fetchall()
     return [(r[0], r[1]) for r in rows]
-
-
-def wait_until_ready(url: str, timeout: float = 30.0) -> None:
-    """Block until the server accepts connections (raises DatabaseUnavailable after timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with connect(url, timeout=2) as conn:
-                conn.execute("SELECT 1")
-                return
-        except DatabaseUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 __all__ = [

@@ -9,9 +9,13 @@ daemon is stuck), and a shutdown that leaves no process behind.
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from xray_pipeline.core.pg import (
     connect,
     dagster_storage_url,
     database_url,
+    embedded_server,
+    session,
     with_database,
 )
 from xray_pipeline.settings import Settings
@@ -192,3 +198,116 @@ def child_env(settings: Settings, logfiles: list[str]) -> dict[str, str]:
     if settings.config_path:
         env["XRAY_CONFIG"] = str(Path(settings.config_path).resolve())
     return env
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # as the servers do: a port left in TIME_WAIT by the last run is free to them
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise KeyboardInterrupt while inside. SIGINT as well: started with
+    `&` from a script, this process inherits an ignored SIGINT (and Python then leaves it
+    ignored), yet `kill -INT` should stop it like Ctrl-C does."""
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Running:
+    """The supervised children: `dagster dev` (webserver and daemon), the API sidecar, and
+    the demo generator's log."""
+
+    dagster: subprocess.Popen
+    dagster_log: Path
+    api: subprocess.Popen | None = None
+    demo_log: Path | None = None
+
+
+@contextmanager
+def supervised(
+    settings: Settings,
+    logfiles: list[str],
+    *,
+    host: str,
+    port: int,
+    api_port: int | None = None,
+    demo_rate: float | None = None,
+    before_start: Callable[[], None] | None = None,
+) -> Iterator[Running]:
+    """The services of `up` and `demo`, one instance per XRAY_HOME, until the block ends:
+    the database (the embedded server is started, and stopped again if this started it),
+    the demo generator (with `demo_rate`, appending to the first log file), `dagster dev`
+    and the API sidecar (with `api_port`). On the way out every child process group is
+    stopped. `before_start` runs once the instance lock is held (port checks)."""
+    from xray_pipeline.core.generate import follow
+
+    lock = InstanceLock(settings.home / "up.pid")
+    lock.acquire()
+    started_db = False
+    stop = threading.Event()
+    generator: threading.Thread | None = None
+    children: list[subprocess.Popen] = []
+    try:
+        if before_start is not None:
+            before_start()
+        if settings.uses_embedded:
+            started_db = not embedded_server(settings).status().running
+        with session(settings) as conn:
+            conn.commit()
+        demo_log = None
+        if demo_rate is not None:
+            demo_log = Path(logfiles[0])
+            demo_log.parent.mkdir(parents=True, exist_ok=True)
+
+            def write_forever() -> None:
+                for _ in follow(demo_log, rate=demo_rate, timezone=settings.timezone):
+                    if stop.is_set():
+                        return
+
+            generator = threading.Thread(target=write_forever, name="demo-generator", daemon=True)
+            generator.start()
+        log_file = settings.home / "dagster" / "dagster-dev.log"
+        running = Running(
+            start_dagster(
+                settings,
+                host=host,
+                port=port,
+                extra_env=child_env(settings, logfiles),
+                log_file=log_file,
+            ),
+            log_file,
+            demo_log=demo_log,
+        )
+        children.append(running.dagster)
+        if api_port:
+            running.api = start_api(
+                settings, host=host, port=api_port, log_file=settings.home / "api.log"
+            )
+            children.append(running.api)
+        yield running
+    finally:
+        stop.set()
+        for child in children:
+            stop_group(child)
+        if generator is not None:
+            generator.join(timeout=5)
+        if started_db:
+            embedded_server(settings).stop()
+        lock.release()

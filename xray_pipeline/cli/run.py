@@ -1,0 +1,226 @@
+"""`xray-pipeline up`, `demo` and `serve`: the long-running services."""
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from xray_pipeline.cli.console import NO_LOGFILE, STATE, LogfileOption, console, err_console
+from xray_pipeline.cli.ingest import export_run_stats
+from xray_pipeline.settings import Settings
+
+HostOption = Annotated[str, typer.Option("--host", help="Dagster UI address")]
+PortOption = Annotated[int, typer.Option("--port", help="Dagster UI port")]
+ReadyTimeoutOption = Annotated[
+    float, typer.Option("--ready-timeout", help="seconds to wait for the first sensor tick")
+]
+ApiPortOption = Annotated[
+    int, typer.Option("--api-port", help="port of the API and dashboard (0: none)")
+]
+
+
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="port to listen on")] = 8000,
+) -> None:
+    """Run the API sidecar and its dashboard (at /, API docs at /docs); read-only, optional
+    bearer token (XRAY_API_TOKEN)."""
+    import uvicorn
+
+    from xray_pipeline.api.main import create_app
+    from xray_pipeline.core.pg import api_database_url
+    from xray_pipeline.core.services import port_free
+
+    if not port_free(host, port):
+        err_console.print(f"error: port {port} on {host} is in use; choose another with --port")
+        raise typer.Exit(1)
+    settings = STATE.settings()
+    app_ = create_app(
+        api_database_url(settings),
+        token=settings.api_token,
+        cors_origins=settings.api.cors_origins,
+        statement_timeout_ms=settings.api.statement_timeout_ms,
+        timezone=settings.timezone,
+    )
+    console.print(f"dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def _run_services(
+    settings: Settings,
+    logfiles: list[str],
+    *,
+    host: str,
+    port: int,
+    ready_timeout: float,
+    api_port: int | None = None,
+    demo_rate: float | None = None,
+) -> None:
+    """Dagster webserver + daemon, the API sidecar (and the demo generator) until Ctrl-C or
+    SIGTERM; ready at the first sensor tick."""
+    from xray_pipeline.core import services
+
+    if demo_rate is None and (hint := settings.timezone_hint()):  # demo: its own clock
+        err_console.print(f"note: {hint}")
+
+    def check_ports() -> None:
+        for what, number, flag in (
+            ("the Dagster UI", port, "--port"),
+            ("the API", api_port, "--api-port"),
+        ):
+            if number and not services.port_free(host, number):
+                err_console.print(
+                    f"error: port {number} on {host} is in use, so {what} could not listen "
+                    f"there; choose another with {flag}"
+                )
+                raise typer.Exit(1)
+
+    try:
+        with (
+            services.stop_on_signals(),
+            services.supervised(
+                settings,
+                logfiles,
+                host=host,
+                port=port,
+                api_port=api_port,
+                demo_rate=demo_rate,
+                before_start=check_ports,
+            ) as running,
+        ):
+            try:
+                _until_stopped(settings, running, host, port, api_port, demo_rate, ready_timeout)
+            except KeyboardInterrupt:
+                console.print("stopping ...")
+    except services.AlreadyRunning as exc:
+        err_console.print(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:  # while starting
+        console.print("stopping ...")
+    console.print("stopped; no process left running")
+
+
+def _until_stopped(settings, running, host, port, api_port, demo_rate, ready_timeout) -> None:
+    """Say where everything is, wait for the first sensor tick, then for the end."""
+    from xray_pipeline.core import services
+
+    proc, log_file = running.dagster, running.dagster_log
+    if running.demo_log is not None:
+        console.print(f"demo: appending {demo_rate:g} generated lines/s to {running.demo_log}")
+    console.print(f"Dagster UI: http://{host}:{port}  (logs: {log_file})")
+    if running.api is not None:
+        console.print(
+            f"dashboard: http://{host}:{api_port}/  (API docs: http://{host}:{api_port}/docs)"
+        )
+    console.print("waiting for the first sensor tick ...")
+    if services.wait_ready(settings, proc, timeout=ready_timeout):
+        console.print(
+            "ready: access_log_sensor is ticking; runs and daily partitions of `logs` "
+            "appear in the UI. Ctrl-C stops everything."
+        )
+    elif proc.poll() is not None:
+        tail = log_file.read_text(errors="replace").splitlines()[-15:]
+        err_console.print("error: dagster dev exited:\n" + "\n".join(tail))
+        raise typer.Exit(1)
+    else:
+        err_console.print(f"warning: no sensor tick after {ready_timeout:.0f} s; see {log_file}")
+    while proc.poll() is None:
+        time.sleep(0.5)
+    err_console.print(f"dagster dev exited with code {proc.returncode}; see {log_file}")
+    raise typer.Exit(1)
+
+
+def up_cmd(
+    logfile: LogfileOption = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 3000,
+    ready_timeout: ReadyTimeoutOption = 180,
+    api_port: ApiPortOption = 8000,
+) -> None:
+    """Run the pipeline on real logs: the database, the Dagster UI and daemon with
+    access_log_sensor watching the files, until Ctrl-C or SIGTERM."""
+    settings = STATE.settings(**{"parser.logfile": logfile})
+    if not settings.logfiles:
+        err_console.print(NO_LOGFILE)
+        raise typer.Exit(2)
+    _run_services(
+        settings,
+        list(settings.logfiles),
+        host=host,
+        port=port,
+        ready_timeout=ready_timeout,
+        api_port=api_port or None,
+    )
+
+
+def demo_cmd(
+    rate: Annotated[
+        float, typer.Option("--rate", help="generated lines per second appended to the demo log")
+    ] = 20.0,
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="no Dagster: append --lines lines, load them, print, exit"),
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", help="with --once: lines to append", min=0)
+    ] = 20_000,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 3000,
+    ready_timeout: ReadyTimeoutOption = 180,
+    api_port: ApiPortOption = 8000,
+) -> None:
+    """The main job on the embedded database: a generator appends realistic lines to a demo
+    log and Dagster's access_log_sensor loads them, day by day, until Ctrl-C."""
+    settings = STATE.settings()
+    if once:
+        _demo_once(settings, lines)
+        return
+    log = settings.home / "demo" / "access.log"
+    _run_services(
+        settings,
+        [str(log)],
+        host=host,
+        port=port,
+        ready_timeout=ready_timeout,
+        api_port=api_port or None,
+        demo_rate=rate,
+    )
+
+
+def _demo_once(settings: Settings, lines: int) -> None:
+    """Append generated lines to the demo log, load them, show what the database holds."""
+    import datetime as dt
+    import zoneinfo
+
+    from xray_pipeline.core.generate import GeneratorConfig, write_log
+    from xray_pipeline.core.ingest import ingest_files
+    from xray_pipeline.core.pg import database_url, list_partitions, session
+    from xray_pipeline.core.quality import row_totals
+
+    log = settings.home / "demo" / "access.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(zoneinfo.ZoneInfo(settings.timezone)).replace(tzinfo=None)
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if lines:
+        seed = int(now.timestamp())
+        write_log(GeneratorConfig(lines=lines, start=start, seed=seed), log, append=True)
+        console.print(f"appended {lines:,} generated lines for {start:%Y-%m-%d} to {log}")
+    with session(settings) as conn:
+        stats = ingest_files(
+            conn, [Path(log)], timezone=settings.timezone, batch_size=settings.batch_size
+        )
+        if stats_error := export_run_stats(stats, settings):
+            err_console.print(f"warning: {stats_error}")
+        console.print(
+            f"loaded {stats.lines:,} new lines: {stats.access_rows:,} access, "
+            f"{stats.dns_rows:,} dns, {stats.rejects:,} rejects in {stats.duration_s:.1f} s"
+        )
+        totals = row_totals(conn)
+        conn.commit()
+        console.print(
+            f"database: {totals['logs']:,} logs rows, {totals['dns_queries']:,} dns rows, "
+            f"{totals['rejects']:,} rejects, {totals['users']:,} users; partitions: "
+            + ", ".join(name for name, _ in list_partitions(conn))
+        )
+    console.print(f"query it: psql {database_url(settings)}")
