@@ -22,6 +22,15 @@ from xray_pipeline.defs.sensors import build_access_log_sensor
 from xray_pipeline.settings import Settings, load_settings
 
 
+def _database_url(settings: Settings) -> str | dg.EnvVar | None:
+    """The database URL of the resources: one from the environment is passed as a dg.EnvVar,
+    so that the Dagster UI shows the variable's name, never the password in it."""
+    origin = settings.origin("postgresql.url")
+    if origin.startswith("environment "):
+        return dg.EnvVar(origin.removeprefix("environment "))
+    return settings.external_url()
+
+
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """The code location for `settings` (default: config.ini, XRAY_* environment)."""
     settings = settings or load_settings()
@@ -38,29 +47,27 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     )
     maintenance_job, maintenance_schedule = build_maintenance(
         settings.timezone,
-        settings.get("retention.ahead_days"),
-        settings.get("retention.days"),
-        settings.get("retention.rollup_days"),
+        settings.retention.ahead_days,
+        settings.retention.days,
+        settings.retention.rollup_days,
     )
     return dg.Definitions(
         assets=[logs, *rollups, offline_buffer],
         asset_checks=build_checks(
             settings.timezone,
-            settings.get("checks.reject_rate"),
-            settings.get("checks.freshness_minutes"),
+            settings.checks.reject_rate,
+            settings.checks.freshness_minutes,
         ),
         jobs=[
             load_logs_job,
             check_job,
             maintenance_job,
             replay_job,
-            build_migration_job(settings.timezone, settings.get("migration.drop_old")),
+            build_migration_job(settings.timezone, settings.migration.drop_old),
         ],
         schedules=[maintenance_schedule, build_checks_schedule(check_job, settings.timezone)],
         sensors=[
-            build_access_log_sensor(
-                load_logs_job, partitions, settings.get("dagster.sensor_interval")
-            ),
+            build_access_log_sensor(load_logs_job, partitions, settings.dagster.sensor_interval),
             build_offline_buffer_sensor(replay_job),
             dg.AutomationConditionSensorDefinition(
                 "rollups_automation_sensor",
@@ -72,7 +79,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         ],
         resources={
             "postgres": PostgresResource(
-                url=settings.external_url(),
+                url=_database_url(settings),
                 timezone=settings.timezone,
                 batch_size=settings.batch_size,
             ),
@@ -80,7 +87,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             "log_sources": LogSourcesResource(
                 paths=list(settings.logfiles),
                 node=settings.node,
-                max_run_bytes=settings.get("dagster.max_run_bytes"),
+                max_run_bytes=settings.dagster.max_run_bytes,
             ),
         },
     )

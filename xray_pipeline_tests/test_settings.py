@@ -19,7 +19,7 @@ def test_defaults_use_embedded_server_and_utc():
     assert settings.uses_embedded
     assert settings.timezone == "UTC"
     assert settings.external_url() is None
-    assert settings.values["parser.timezone"].origin == "default"
+    assert settings.origin("parser.timezone") == "default"
 
 
 def test_precedence_file_then_env_then_cli(tmp_path: Path):
@@ -31,17 +31,17 @@ def test_precedence_file_then_env_then_cli(tmp_path: Path):
     assert from_file.timezone == "Asia/Shanghai"
     assert from_file.batch_size == 1000
     assert from_file.logfiles == ("/a.log", "/b.log")
-    assert from_file.values["parser.timezone"].origin == f"config file {path}"
+    assert from_file.origin("parser.timezone") == f"config file {path}"
 
     env = {"XRAY_PARSER_TIMEZONE": "Europe/Berlin"}
     from_env = load_settings(path, env=env)
     assert from_env.timezone == "Europe/Berlin"
-    assert from_env.values["parser.timezone"].origin == "environment XRAY_PARSER_TIMEZONE"
+    assert from_env.origin("parser.timezone") == "environment XRAY_PARSER_TIMEZONE"
     assert from_env.batch_size == 1000
 
     from_cli = load_settings(path, {"parser.timezone": "America/New_York"}, env=env)
     assert from_cli.timezone == "America/New_York"
-    assert from_cli.values["parser.timezone"].origin == "command line"
+    assert from_cli.origin("parser.timezone") == "command line"
 
 
 def test_postgresql_section_builds_url(tmp_path: Path):
@@ -130,7 +130,7 @@ def test_byte_sizes_take_units(tmp_path: Path, raw: str, size: int):
         tmp_path, f"[parser]\nbatch_size = {raw}\n[dagster]\nmax_run_bytes = {raw}\n"
     )
     settings = load_settings(path, env={})
-    assert settings.batch_size == size and settings.get("dagster.max_run_bytes") == size
+    assert settings.batch_size == size and settings.dagster.max_run_bytes == size
 
 
 def test_timezone_hint_only_when_left_at_utc_on_a_non_utc_machine(tmp_path: Path):
@@ -161,3 +161,13 @@ def test_config_in_another_encoding_says_so(tmp_path: Path):
     with pytest.raises(SettingsError, match=r"not UTF-8 text .*save it as UTF-8") as info:
         load_settings(path, env={})
     assert str(path) in str(info.value)
+
+
+def test_configuration_reference_page_is_current():
+    """docs/configuration.md is made from the models; regenerate it with
+    `uv run xray-pipeline config reference > docs/configuration.md`."""
+    from xray_pipeline.settings import reference
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    assert page.read_text(encoding="utf-8") == reference()
+    assert "| `batch_size` | `4194304` | `XRAY_PARSER_BATCH_SIZE` |" in reference()

@@ -1,0 +1,137 @@
+"""One model per config.ini section: each setting's type, default, help and variables."""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
+
+from xray_pipeline.settings.values import (
+    Bool,
+    Bytes,
+    DatabaseUrl,
+    Day,
+    Fraction,
+    LogLevel,
+    Names,
+    Port,
+    PositiveInt,
+    Secret,
+    StatsFormat,
+    Text,
+    TimeZone,
+)
+
+
+def setting(default: Any, help: str, *, env: tuple[str, ...] = ()) -> Any:
+    """A field with its help text and, where it is not XRAY_<SECTION>_<KEY>, its variables."""
+    return Field(default, description=help, json_schema_extra={"env": list(env)} if env else None)
+
+
+# --------------------------------------------------------------------------- the sections
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PostgresqlSettings(Section):
+    """The database the pipeline loads into (unset host and url: the embedded server)."""
+
+    host: Text | None = setting(None, "PostgreSQL host (unset: embedded server)")
+    port: Port = setting(5432, "PostgreSQL port")
+    dbname: Text = setting("xray", "database name")
+    user: Text = setting("postgres", "database user")
+    password: Secret | None = setting(None, "database password")
+    url: DatabaseUrl | None = setting(
+        None,
+        "full database URL; wins over host/port/dbname/user/password",
+        env=("XRAY_DATABASE_URL", "DATABASE_URL"),
+    )
+
+
+class ParserSettings(Section):
+    """The access logs and how they are read."""
+
+    logfile: Names = setting((), "access log files or globs, comma separated")
+    offline_file: Text | None = setting(
+        None, "spool folder used while PostgreSQL is down (default: XRAY_HOME/spool)"
+    )
+    batch_size: Bytes = setting(4 * 1024 * 1024, "bytes read per chunk (4M, 8M)")
+    spool_max_mb: PositiveInt = setting(
+        1024, "size limit of the offline spool; when full, ingestion pauses"
+    )
+    timezone: TimeZone = setting(
+        "UTC", "zone of the Xray process clock (Xray writes local time without a zone)"
+    )
+    node: Text | None = setting(None, "node name stored with every row of these files")
+
+
+class StatsSettings(Section):
+    """The statistics each ingest run appends."""
+
+    format: StatsFormat = setting("json", "run statistics format: json or csv")
+    output: Text | None = setting(
+        None, "run statistics file (default: XRAY_HOME/stats.jsonl or .csv; - for stdout)"
+    )
+
+
+class MigrationSettings(Section):
+    """`xray-pipeline migrate` from the original tool's table."""
+
+    drop_old: Bool = setting(False, "drop the legacy table after migrating")
+
+
+class DagsterSettings(Section):
+    """The Dagster code location: partitions, sensor, run size."""
+
+    start_date: Day = setting(
+        "2019-01-01", "first day of the daily partitions (older lines go to this day's partition)"
+    )
+    database: Text = setting("dagster", "database of Dagster's own storage")
+    sensor_interval: PositiveInt = setting(5, "seconds between sensor ticks")
+    max_run_bytes: Bytes = setting(64 * 1024 * 1024, "largest byte range one sensor run loads")
+
+
+class RetentionSettings(Section):
+    """How long rows are kept (the maintenance schedule)."""
+
+    days: PositiveInt | None = setting(None, "days of raw rows kept (unset: all)")
+    rollup_days: PositiveInt | None = setting(None, "days of rollups kept (unset: all)")
+    ahead_days: PositiveInt = setting(3, "days of partitions created ahead")
+
+
+class ChecksSettings(Section):
+    """The thresholds of the asset checks."""
+
+    reject_rate: Fraction = setting(0.05, "share of rejected lines that warns")
+    freshness_minutes: PositiveInt = setting(
+        15, "newest row older than this while the log is written fails the freshness check"
+    )
+
+
+class ApiSettings(Section):
+    """The FastAPI sidecar."""
+
+    token: Secret | None = setting(
+        None, "bearer token required on /api routes (unset: open)", env=("XRAY_API_TOKEN",)
+    )
+    cors_origins: Names = setting((), "origins allowed by CORS (none by default)")
+    database_url: DatabaseUrl | None = setting(
+        None, "the sidecar's own (read-only) connection; default: the xray_api role"
+    )
+    statement_timeout_ms: PositiveInt = setting(5000, "per-query time limit")
+
+
+class GeneralSettings(Section):
+    """The state folder and logging."""
+
+    home: Text = setting(
+        ".xray", "state folder: embedded database, spool, stats", env=("XRAY_HOME",)
+    )
+    log_level: LogLevel = setting("INFO", "log level", env=("XRAY_LOG_LEVEL",))
+
+
+def env_names(section: str, key: str, info: FieldInfo) -> tuple[str, ...]:
+    """The environment variables of a setting, first one winning."""
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return tuple(extra.get("env") or (f"XRAY_{section.upper()}_{key.upper()}",))
