@@ -367,6 +367,9 @@ def test_users_list_detail_and_ips_window(client, data_url):
         ).fetchall()
     got_top = [(d["host"], d["port"], d["connections"]) for d in detail["top_destinations"]]
     assert got_top == [tuple(r) for r in top] and len(top) == 10
+    # with both of its rollups the whole days come from them (above: the live rows): the same
+    rebuild_rollups(data_url, ("daily_user_destinations",))
+    assert client.get(f"/api/users/{email}", params=window).json() == detail
     signal = client.get(
         f"/api/users/{email}/ips", params={"window": 360, "at": last.isoformat()}
     ).json()

@@ -181,6 +181,7 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
         "logs_freshness",
         "daily_traffic_matches_logs",
         "daily_user_ips_matches_logs",
+        "daily_user_destinations_matches_logs",
         "hourly_traffic_matches_logs",
         "daily_totals_matches_logs",
     }
@@ -207,6 +208,7 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
     # the rollups are rebuilt from the rows that are there: they match again
     assert bad["daily_traffic_matches_logs"].passed
     assert bad["daily_user_ips_matches_logs"].passed
+    assert bad["daily_user_destinations_matches_logs"].passed
     assert bad["hourly_traffic_matches_logs"].passed
     assert bad["daily_totals_matches_logs"].passed
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import secrets
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,6 +13,15 @@ _bearer = HTTPBearer(auto_error=False)
 
 def get_pool(request: Request) -> AsyncConnectionPool:
     return request.app.state.pool
+
+
+def get_timezone(request: Request) -> str:
+    """The zone of the local days (the partitions' and the rollups')."""
+    return request.app.state.timezone
+
+
+PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
+TimezoneDep = Annotated[str, Depends(get_timezone)]
 
 
 async def require_token(

@@ -1,8 +1,17 @@
-"""Response models of the sidecar API."""
+"""Response models of the sidecar API (what /docs and the OpenAPI schema show)."""
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Window(BaseModel):
+    """A response about a time window [from, to)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: dt.datetime | None = Field(alias="from", description="start, inclusive")
+    to: dt.datetime | None = Field(description="end, exclusive")
 
 
 class LogItem(BaseModel):
@@ -31,6 +40,88 @@ class LogPage(BaseModel):
         description="true when the count was too large to make exactly and is the planner's"
     )
     next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page")
+
+
+class Stats(Window):
+    connections: int
+    accepted: int
+    rejected: int
+    unique_users: int
+    protocols: dict[str, int]
+    inbound_tags: dict[str, int]
+    outbound_tags: dict[str, int]
+    days_from_rollups: int = Field(description="whole past days read from the rollups")
+
+    @classmethod
+    def empty(cls, lo: dt.datetime | None, hi: dt.datetime | None) -> "Stats":
+        zero = dict.fromkeys(("connections", "accepted", "rejected", "unique_users"), 0)
+        return cls(from_=lo, to=hi, **zero, protocols={}, inbound_tags={}, outbound_tags={},
+                   days_from_rollups=0)  # fmt: skip
+
+
+class SeriesPoint(BaseModel):
+    t: dt.datetime
+    connections: int
+    rejected: int
+
+
+class Series(BaseModel):
+    bucket: str
+    timezone: str | None = None
+    points: list[SeriesPoint]
+
+
+class Freshness(BaseModel):
+    newest_row: dt.datetime | None
+    lag_seconds: float | None = Field(description="age of the newest row (the ingest lag)")
+
+
+class UserItem(BaseModel):
+    email: str | None
+    connections: int
+    last_seen: dt.datetime | None
+    source_ips: int
+
+
+class UserPage(BaseModel):
+    items: list[UserItem]
+    total: int
+
+
+class SourceIp(BaseModel):
+    ip: str | None
+    connections: int
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+
+
+class Destination(BaseModel):
+    host: str
+    port: int | None
+    connections: int
+
+
+class Session(BaseModel):
+    start: dt.datetime
+    end: dt.datetime
+    connections: int
+
+
+class UserDetail(Window):
+    email: str
+    first_seen: dt.datetime | None
+    last_seen: dt.datetime | None
+    connections: int
+    source_ips: list[SourceIp]
+    top_destinations: list[Destination]
+    sessions: list[Session] = Field(description="newest first, at most 200")
+
+
+class UserIps(Window):
+    email: str
+    window_minutes: int
+    distinct_ips: int
+    ips: list[SourceIp]
 
 
 class Health(BaseModel):

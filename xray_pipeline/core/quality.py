@@ -8,7 +8,13 @@ from psycopg import sql
 
 from xray_pipeline.core.pg import ensure_partitions, list_partitions, load_query, partition_name
 
-ROLLUPS = ("daily_traffic", "daily_user_ips", "hourly_traffic", "daily_totals")
+ROLLUPS = (
+    "daily_traffic",
+    "daily_user_ips",
+    "daily_user_destinations",
+    "hourly_traffic",
+    "daily_totals",
+)
 
 
 def rebuild_rollup(conn: psycopg.Connection, table: str, day: dt.date, timezone: str) -> int:
@@ -23,11 +29,19 @@ def rebuild_rollup(conn: psycopg.Connection, table: str, day: dt.date, timezone:
     return inserted
 
 
-def day_row_count(conn: psycopg.Connection, day: dt.date, timezone: str) -> int:
-    return conn.execute(
-        "SELECT count(*) FROM logs, xray_day_bounds(%s, %s) b WHERE ts >= b.lo AND ts < b.hi",
-        (day, timezone),
-    ).fetchone()[0]
+# the rows of `logs` that a rollup counts: every row, but for the destinations rollup only
+# the rows that have one (rejected lines have none)
+COUNTED_ROWS = {"daily_user_destinations": sql.SQL(" AND endpoint_id IS NOT NULL")}
+
+
+def day_row_count(
+    conn: psycopg.Connection, day: dt.date, timezone: str, table: str | None = None
+) -> int:
+    """The day's rows in `logs` (those that `table`, a rollup, counts)."""
+    query = sql.SQL(
+        "SELECT count(*) FROM logs, xray_day_bounds(%s, %s) b WHERE ts >= b.lo AND ts < b.hi{}"
+    ).format(COUNTED_ROWS.get(table, sql.SQL("")))
+    return conn.execute(query, (day, timezone)).fetchone()[0]
 
 
 def rollup_totals(
@@ -42,7 +56,7 @@ def rollup_totals(
         ),
         (day,),
     ).fetchone()[0]
-    return int(total), day_row_count(conn, day, timezone)
+    return int(total), day_row_count(conn, day, timezone, table)
 
 
 @dataclass

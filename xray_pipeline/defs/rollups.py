@@ -4,7 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from xray_pipeline.core.quality import rebuild_rollup, rollup_totals
+from xray_pipeline.core.quality import COUNTED_ROWS, rebuild_rollup, rollup_totals
 from xray_pipeline.defs.assets import POOL
 from xray_pipeline.defs.resources import PostgresResource
 
@@ -28,6 +28,10 @@ DESCRIPTIONS = {
     "daily_user_ips": (
         "Per local day x user x source address: connections, first seen, last seen. The "
         "basis of the per-user views and of shared-account detection."
+    ),
+    "daily_user_destinations": (
+        "Per local day x user x destination (host and port): connections. A user's page reads "
+        "its top destinations for whole past days from here."
     ),
     "hourly_traffic": (
         "Per local day x local hour x protocol x inbound tag x outbound tag: connections, "
@@ -64,7 +68,8 @@ def _rollup(
             dg.AssetCheckSpec(
                 name=f"{table}_matches_logs",
                 asset=table,
-                description=f"The day's {table}.connections add up to the day's rows in logs.",
+                description=f"The day's {table}.connections add up to the day's rows in logs"
+                + (" that have a destination." if table in COUNTED_ROWS else "."),
             )
         ],
     )

@@ -1,10 +1,10 @@
 """Liveness and readiness probes (no token needed)."""
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from psycopg_pool import AsyncConnectionPool
 
-from xray_pipeline.api.deps import get_pool
+from xray_pipeline.api.deps import PoolDep
+from xray_pipeline.api.queries import ping
 from xray_pipeline.api.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -21,10 +21,10 @@ async def health() -> Health:
     responses={503: {"model": Health}},
     summary="Readiness: the database answers",
 )
-async def ready(pool: AsyncConnectionPool = Depends(get_pool)):
+async def ready(pool: PoolDep) -> Health | JSONResponse:
     try:
         async with pool.connection(timeout=2) as conn:
-            await conn.execute("SELECT 1")
+            await ping(conn)
     except Exception as exc:  # any failure to reach the database means "not ready"
         return JSONResponse(
             status_code=503, content={"status": f"database unavailable: {type(exc).__name__}"}

@@ -1,16 +1,13 @@
 """GET /api/logs: filtered, newest first, offset or keyset (cursor) pagination."""
 
-import base64
 import datetime as dt
-import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
-from xray_pipeline.api.deps import bad_param, clean, get_pool, require_token, utc
+from xray_pipeline.api.deps import PoolDep, clean, require_token, utc
+from xray_pipeline.api.queries import logs as q
 from xray_pipeline.api.schemas import LogItem, LogPage
 
 router = APIRouter(
@@ -27,103 +24,11 @@ EXACT_COUNT_LIMIT = 10_000
 # a substring search has no index on logs: its count stops sooner (measured at 10M rows:
 # 73 ms to find 10,001 matches, 9 ms to find 1,001)
 SEARCH_COUNT_LIMIT = 1_000
-# the characters of an address as host() prints it: other text cannot match a source IP,
-# and host() on every row is the dearest part of a search
-IP_TEXT = re.compile(r"[0-9A-Fa-f.:]+")
-
-
-def tag_filter(alias: str = "l") -> str:
-    """A tag matches the inbound or the outbound tag (of `logs` or of a rollup)."""
-    return (
-        f"({alias}.inbound_tag_id IN (SELECT id FROM tags WHERE name = %(tag)s) "
-        f"OR {alias}.outbound_tag_id IN (SELECT id FROM tags WHERE name = %(tag)s))"
-    )
-
-
-SELECT_ITEMS = """
-SELECT l.ts, l.status, coalesce(host(l.src_ip), l.src_host) AS src_ip, l.src_port,
-       sp.name AS src_network, dp.name AS dest_network, e.host AS dest_host,
-       e.port AS dest_port, l.dest_url, ti.name AS inbound_tag, tout.name AS outbound_tag,
-       u.email, l.reason, s.node, s.path AS source, l.source_id, l.byte_offset
-FROM logs l
-JOIN sources s ON s.id = l.source_id
-LEFT JOIN protocols sp ON sp.id = l.src_protocol_id
-LEFT JOIN protocols dp ON dp.id = l.dest_protocol_id
-LEFT JOIN endpoints e ON e.id = l.endpoint_id
-LEFT JOIN tags ti ON ti.id = l.inbound_tag_id
-LEFT JOIN tags tout ON tout.id = l.outbound_tag_id
-LEFT JOIN users u ON u.id = l.user_id
-WHERE {where}
-ORDER BY l.ts DESC, l.source_id DESC, l.byte_offset DESC
-LIMIT %(limit)s OFFSET %(offset)s
-"""
-
-
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def encode_cursor(ts: dt.datetime, source_id: int, byte_offset: int) -> str:
-    raw = f"{ts.isoformat()}|{source_id}|{byte_offset}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[dt.datetime, int, int]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        ts, source_id, offset = base64.urlsafe_b64decode(padded).decode().split("|")
-        return dt.datetime.fromisoformat(ts), int(source_id), int(offset)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_param("cursor", "not a cursor of this API") from exc
-
-
-def build_filters(
-    *, search, protocol, tag, user, status, node, from_, to, cursor
-) -> tuple[sql.Composable, dict]:
-    """The WHERE clause (bound values only; text is resolved to ids on small tables)."""
-    conds: list[str] = []
-    params: dict = {}
-    if from_ is not None:
-        conds.append("l.ts >= %(from)s")
-        params["from"] = from_
-    if to is not None:
-        conds.append("l.ts < %(to)s")
-        params["to"] = to
-    if status is not None:
-        conds.append("l.status = %(status)s")
-        params["status"] = status
-    if protocol is not None:
-        conds.append("l.dest_protocol_id IN (SELECT id FROM protocols WHERE name = %(protocol)s)")
-        params["protocol"] = protocol
-    if tag is not None:
-        conds.append(tag_filter())
-        params["tag"] = tag
-    if user is not None:
-        conds.append("l.user_id IN (SELECT id FROM users WHERE email = %(user)s)")
-        params["user"] = user
-    if node is not None:
-        conds.append("l.source_id IN (SELECT id FROM sources WHERE node = %(node)s)")
-        params["node"] = node
-    if search:
-        ip = " OR host(l.src_ip) LIKE lower(%(pattern)s)" if IP_TEXT.fullmatch(search) else ""
-        conds.append(
-            "(l.user_id IN (SELECT id FROM users WHERE email ILIKE %(pattern)s) "
-            "OR l.endpoint_id IN (SELECT id FROM endpoints WHERE host ILIKE %(pattern)s) "
-            f"OR l.src_host ILIKE %(pattern)s{ip})"
-        )
-        params["pattern"] = _like(search)
-    if cursor is not None:
-        c_ts, c_src, c_off = decode_cursor(cursor)
-        conds.append("(l.ts, l.source_id, l.byte_offset) < (%(c_ts)s, %(c_src)s, %(c_off)s)")
-        params.update(c_ts=c_ts, c_src=c_src, c_off=c_off)
-    where = sql.SQL(" AND ".join(conds) if conds else "true")
-    return where, params
 
 
 @router.get("/logs", response_model=LogPage, summary="Access-log records, newest first")
 async def list_logs(
-    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+    pool: PoolDep,
     search: Annotated[
         str | None,
         Query(max_length=200, description="substring of destination host, user email or source"),
@@ -145,35 +50,18 @@ async def list_logs(
 ) -> LogPage:
     from_, to = utc("from", from_), utc("to", to)
     search, protocol, tag, user, node = map(clean, (search, protocol, tag, user, node))
-    where, params = build_filters(
+    where, params = q.build_filters(
         search=search, protocol=protocol, tag=tag, user=user, status=status, node=node,
         from_=from_, to=to, cursor=cursor,
     )  # fmt: skip
     params.update(limit=limit, offset=offset)
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql.SQL(SELECT_ITEMS).format(where=where), params)
-        rows = await cur.fetchall()
-        count_params = {k: v for k, v in params.items() if k not in ("limit", "offset")}
+        rows = await q.page(cur, where, params)
         cap = SEARCH_COUNT_LIMIT if search else EXACT_COUNT_LIMIT
-        count_params["cap"] = cap + 1
-        await cur.execute(
-            sql.SQL(
-                "SELECT count(*) AS n FROM (SELECT 1 FROM logs l WHERE {} LIMIT %(cap)s) x"
-            ).format(where),
-            count_params,
-        )
-        total = (await cur.fetchone())["n"]
-        estimate = total > cap
-        if estimate:
-            await cur.execute(
-                sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM logs l WHERE {}").format(where),
-                count_params,
-            )
-            plan = (await cur.fetchone())["QUERY PLAN"]
-            total = max(int(plan[0]["Plan"]["Plan Rows"]), total)
+        total, estimate = await q.count(cur, where, params, cap)
     next_cursor = None
     if len(rows) == limit:
         last = rows[-1]
-        next_cursor = encode_cursor(last["ts"], last["source_id"], last["byte_offset"])
+        next_cursor = q.encode_cursor(last["ts"], last["source_id"], last["byte_offset"])
     items = [LogItem(**{k: v for k, v in r.items() if k != "source_id"}) for r in rows]
     return LogPage(items=items, total=total, total_is_estimate=estimate, next_cursor=next_cursor)

@@ -1,19 +1,14 @@
-"""Aggregates: /api/logs/stats and /api/timeseries, from the rollups where they are complete
-(whole past days: `daily_totals` for the counts, `hourly_traffic` for the time series,
-`daily_user_ips` for unique users) plus a live query of `logs` for the rest (today, partial
-days, days not rolled up yet)."""
+"""Aggregates: /api/logs/stats, /api/timeseries and /api/freshness (see queries/stats.py)."""
 
 import datetime as dt
-import zoneinfo
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
-from psycopg import sql
+from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
-from xray_pipeline.api.deps import bad_param, clean, get_pool, require_token, utc
-from xray_pipeline.api.routers.logs import tag_filter
+from xray_pipeline.api.deps import PoolDep, TimezoneDep, bad_param, clean, require_token, utc
+from xray_pipeline.api.queries import stats as q
+from xray_pipeline.api.schemas import Freshness, Series, SeriesPoint, Stats
 
 router = APIRouter(
     prefix="/api",
@@ -24,216 +19,71 @@ router = APIRouter(
         503: {"description": "database unavailable"},
     },
 )
+FromQuery = Annotated[dt.datetime | None, Query(alias="from")]
+ToQuery = Annotated[dt.datetime | None, Query()]
+MAX_HOURLY = dt.timedelta(days=93)
 
 
-def split_window(
-    lo: dt.datetime, hi: dt.datetime, tz: str, rolled: set[dt.date]
-) -> tuple[list[dt.date], list[tuple[dt.datetime, dt.datetime]]]:
-    """Whole local days inside [lo, hi) that have rollups (strictly before today), and the
-    remaining windows to read from `logs`."""
-    zone = zoneinfo.ZoneInfo(tz)
-    today = dt.datetime.now(zone).date()
-    days: list[dt.date] = []
-    windows: list[tuple[dt.datetime, dt.datetime]] = []
-    cursor = lo
-    day = lo.astimezone(zone).date()
-    while cursor < hi:
-        start = dt.datetime.combine(day, dt.time(), zone)
-        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone)
-        piece_lo, piece_hi = max(start, cursor), min(end, hi)
-        if piece_lo == start and piece_hi == end and day < today and day in rolled:
-            days.append(day)
-        elif windows and windows[-1][1] == piece_lo:
-            windows[-1] = (windows[-1][0], piece_hi)
-        else:
-            windows.append((piece_lo, piece_hi))
-        cursor = end
-        day += dt.timedelta(days=1)
-    return days, windows
-
-
-async def _bounds(cur, lo: dt.datetime | None, hi: dt.datetime | None, tz: str):
-    """The asked window, narrowed to the local days that hold data (None, None when empty)."""
-    await cur.execute("SELECT min(ts) AS lo, max(ts) AS hi FROM logs")
-    row = await cur.fetchone()
-    if row["lo"] is None:
-        return None, None
-    zone = zoneinfo.ZoneInfo(tz)
-    first = dt.datetime.combine(row["lo"].astimezone(zone).date(), dt.time(), zone)
-    after_last = dt.datetime.combine(
-        row["hi"].astimezone(zone).date() + dt.timedelta(days=1), dt.time(), zone
-    )
-    return max(lo or first, first), min(hi or after_last, after_last)
-
-
-def live_filter(windows: list[tuple[dt.datetime, dt.datetime]]) -> tuple[str, dict]:
-    """`logs` rows inside the windows, as ranges on ts the planner can use (index, pruning)."""
-    if not windows:
-        return "false", {}
-    parts, params = [], {}
-    for i, (lo, hi) in enumerate(windows):
-        parts.append(f"(l.ts >= %(wlo{i})s AND l.ts < %(whi{i})s)")
-        params[f"wlo{i}"], params[f"whi{i}"] = lo, hi
-    return "(" + " OR ".join(parts) + ")", params
-
-
-async def _rolled_days(
-    cur, lo: dt.datetime, hi: dt.datetime, tables: tuple[str, ...]
-) -> set[dt.date]:
-    """The days in [lo - 1 day, hi + 1 day] that every one of `tables` holds (one index
-    probe per day and table: a day missing from one rollup is read live from `logs`)."""
-    probes = sql.SQL(" AND ").join(
-        sql.SQL("EXISTS (SELECT 1 FROM {} r WHERE r.day = d.day)").format(sql.Identifier(table))
-        for table in tables
-    )
-    await cur.execute(
-        sql.SQL(
-            "SELECT d.day FROM (SELECT g::date AS day FROM generate_series(%s::date, %s::date, "
-            "interval '1 day') g) d WHERE {}"
-        ).format(probes),
-        ((lo - dt.timedelta(days=1)).date(), (hi + dt.timedelta(days=1)).date()),
-    )
-    return {r["day"] for r in await cur.fetchall()}
-
-
-STATS = """
-WITH parts AS (
-    SELECT protocol_id, inbound_tag_id, outbound_tag_id, connections, rejected
-      FROM daily_totals WHERE day = ANY(%(days)s)
-    UNION ALL
-    SELECT l.dest_protocol_id, l.inbound_tag_id, l.outbound_tag_id, count(*),
-           count(*) FILTER (WHERE l.status = 'rejected')
-      FROM logs l WHERE {live} GROUP BY 1, 2, 3
+@router.get(
+    "/logs/stats",
+    response_model=Stats,
+    summary="Totals, unique users, protocol, tag and status breakdowns",
 )
-SELECT
-    coalesce(sum(connections), 0) AS connections,
-    coalesce(sum(rejected), 0) AS rejected,
-    -- a probe per user (indexes on user_id, day and user_id, ts) rather than a distinct over
-    -- every user-day row; one EXISTS over a UNION ALL, because `EXISTS .. OR EXISTS ..` lets
-    -- the planner hash the whole of daily_user_ips instead (measured: 106 ms against 22 ms)
-    (SELECT count(*) FROM users u
-      WHERE EXISTS (SELECT 1 FROM daily_user_ips d
-                     WHERE d.user_id = u.id AND d.day = ANY(%(days)s)
-                    UNION ALL
-                    SELECT 1 FROM logs l WHERE l.user_id = u.id AND {live})) AS unique_users,
-    (SELECT coalesce(jsonb_object_agg(coalesce(p.name, 'unknown'), n), '{{}}')
-       FROM (SELECT protocol_id, sum(connections) n FROM parts GROUP BY 1) x
-       LEFT JOIN protocols p ON p.id = x.protocol_id) AS protocols,
-    (SELECT coalesce(jsonb_object_agg(coalesce(t.name, '(none)'), n), '{{}}')
-       FROM (SELECT inbound_tag_id, sum(connections) n FROM parts GROUP BY 1) x
-       LEFT JOIN tags t ON t.id = x.inbound_tag_id) AS inbound_tags,
-    (SELECT coalesce(jsonb_object_agg(coalesce(t.name, '(none)'), n), '{{}}')
-       FROM (SELECT outbound_tag_id, sum(connections) n FROM parts GROUP BY 1) x
-       LEFT JOIN tags t ON t.id = x.outbound_tag_id) AS outbound_tags
-FROM parts
-"""
-
-
-@router.get("/logs/stats", summary="Totals, unique users, protocol, tag and status breakdowns")
 async def stats(
-    request: Request,
-    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
-    from_: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    to: Annotated[dt.datetime | None, Query()] = None,
-) -> dict:
+    pool: PoolDep, tz: TimezoneDep, from_: FromQuery = None, to: ToQuery = None
+) -> Stats:
     from_, to = utc("from", from_), utc("to", to)
-    tz = request.app.state.timezone
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        lo, hi = await _bounds(cur, from_, to, tz)
+        lo, hi = await q.bounds(cur, from_, to, tz)
         if lo is None or hi is None or lo >= hi:
-            return {"from": lo, "to": hi, "connections": 0, "accepted": 0, "rejected": 0,
-                    "unique_users": 0, "protocols": {}, "inbound_tags": {}, "outbound_tags": {},
-                    "days_from_rollups": 0}  # fmt: skip
-        rolled = await _rolled_days(cur, lo, hi, ("daily_totals", "daily_user_ips"))
-        days, windows = split_window(lo, hi, tz, rolled)
-        live, params = live_filter(windows)
-        params["days"] = days
-        await cur.execute(STATS.format(live=live), params)
-        row = await cur.fetchone()
+            return Stats.empty(lo, hi)
+        row, rolled = await q.totals(cur, lo, hi, tz)
     connections, rejected = int(row["connections"]), int(row["rejected"])
-    return {
-        "from": lo,
-        "to": hi,
-        "connections": connections,
-        "accepted": connections - rejected,
-        "rejected": rejected,
-        "unique_users": row["unique_users"],
-        "protocols": {k: int(v) for k, v in row["protocols"].items()},
-        "inbound_tags": {k: int(v) for k, v in row["inbound_tags"].items()},
-        "outbound_tags": {k: int(v) for k, v in row["outbound_tags"].items()},
-        "days_from_rollups": len(days),
-    }
+    return Stats(
+        from_=lo,
+        to=hi,
+        connections=connections,
+        accepted=connections - rejected,
+        rejected=rejected,
+        unique_users=row["unique_users"],
+        protocols=row["protocols"],
+        inbound_tags=row["inbound_tags"],
+        outbound_tags=row["outbound_tags"],
+        days_from_rollups=rolled,
+    )
 
 
-# the rollup of each bucket size and the instant its rows start at (daily_totals: about a
-# hundred rows a day against a few thousand in hourly_traffic)
-SERIES_ROLLUPS = {
-    "hour": ("hourly_traffic", "h.hour"),
-    "day": ("daily_totals", "(h.day::timestamp AT TIME ZONE %(tz)s)"),
-}
-
-
-@router.get("/timeseries", summary="Connections per hour or day")
+@router.get("/timeseries", response_model=Series, summary="Connections per hour or day")
 async def timeseries(
-    request: Request,
-    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+    pool: PoolDep,
+    tz: TimezoneDep,
     bucket: Annotated[Literal["hour", "day"], Query()] = "day",
-    from_: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    to: Annotated[dt.datetime | None, Query()] = None,
+    from_: FromQuery = None,
+    to: ToQuery = None,
     user: Annotated[str | None, Query(max_length=320)] = None,
     tag: Annotated[str | None, Query(max_length=200)] = None,
-) -> dict:
+) -> Series:
     from_, to = utc("from", from_), utc("to", to)
-    tz = request.app.state.timezone
-    if bucket == "hour" and from_ and to and to - from_ > dt.timedelta(days=93):
-        raise bad_param("from", "hourly buckets cover at most 93 days (narrow from/to)")
+    too_long = bad_param("from", "hourly buckets cover at most 93 days (narrow from/to)")
+    if bucket == "hour" and from_ and to and to - from_ > MAX_HOURLY:
+        raise too_long
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        lo, hi = await _bounds(cur, from_, to, tz)
+        lo, hi = await q.bounds(cur, from_, to, tz)
         if lo is None or hi is None or lo >= hi:
-            return {"bucket": bucket, "points": []}
-        if bucket == "hour" and hi - lo > dt.timedelta(days=93):
-            raise bad_param("from", "hourly buckets cover at most 93 days (narrow from/to)")
-        user, tag = clean(user), clean(tag)
-        params: dict = {"tz": tz, "bucket": bucket, "days": []}
-        live_extra = rollup_extra = ""
-        if tag is not None:
-            params["tag"] = tag
-            live_extra, rollup_extra = f" AND {tag_filter('l')}", f" AND {tag_filter('h')}"
-        table, start = SERIES_ROLLUPS[bucket]
-        if user is None:
-            # whole past days from a rollup (it has every dimension but the user)
-            rolled = await _rolled_days(cur, lo, hi, (table,))
-            days, windows = split_window(lo, hi, tz, rolled)
-            params["days"] = days
-        else:
-            # one user's rows come straight off the (user_id, ts) index of logs
-            windows = [(lo, hi)]
-            params["user"] = user
-            live_extra += " AND l.user_id IN (SELECT id FROM users WHERE email = %(user)s)"
-        live, window_params = live_filter(windows)
-        params.update(window_params)
-        await cur.execute(
-            "SELECT t, sum(connections) AS connections, sum(rejected) AS rejected FROM ("
-            f"SELECT date_trunc(%(bucket)s, {start}, %(tz)s) AS t, h.connections, h.rejected "
-            f"FROM {table} h WHERE h.day = ANY(%(days)s){rollup_extra} "
-            "UNION ALL SELECT date_trunc(%(bucket)s, l.ts, %(tz)s), count(*), "
-            "count(*) FILTER (WHERE l.status = 'rejected') FROM logs l "
-            f"WHERE {live}{live_extra} GROUP BY 1) x GROUP BY t ORDER BY t",
-            params,
-        )
-        points = [
-            {"t": r["t"], "connections": int(r["connections"]), "rejected": int(r["rejected"])}
-            for r in await cur.fetchall()
-        ]
-    return {"bucket": bucket, "timezone": tz, "points": points}
+            return Series(bucket=bucket, points=[])
+        if bucket == "hour" and hi - lo > MAX_HOURLY:
+            raise too_long
+        rows = await q.series(cur, lo, hi, tz, bucket, clean(user), clean(tag))
+    return Series(bucket=bucket, timezone=tz, points=[SeriesPoint(**r) for r in rows])
 
 
-@router.get("/freshness", summary="The newest row in logs and its age (the ingest lag)")
-async def freshness(pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> dict:
+@router.get(
+    "/freshness",
+    response_model=Freshness,
+    summary="The newest row in logs and its age (the ingest lag)",
+)
+async def freshness(pool: PoolDep) -> Freshness:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT max(ts) AS newest, extract(epoch FROM now() - max(ts)) AS lag FROM logs"
-        )
-        row = await cur.fetchone()
+        row = await q.newest(cur)
     lag = row["lag"]
-    return {"newest_row": row["newest"], "lag_seconds": None if lag is None else float(lag)}
+    return Freshness(newest_row=row["newest"], lag_seconds=None if lag is None else float(lag))

@@ -1,0 +1,127 @@
+"""Users: the list, one user's sources, destinations and sessions, the IPs of a window.
+
+A user's sources and destinations come from the daily rollups for whole past days (one row
+per address or destination a day, not one per connection) plus `logs` for the rest of the
+window, as the stats do; sessions need every connection's time, from `logs`."""
+
+import datetime as dt
+
+from fastapi import HTTPException
+
+from xray_pipeline.api.deps import clean
+from xray_pipeline.api.queries.logs import like
+from xray_pipeline.api.queries.stats import live_filter, rolled_days, split_window
+
+LIST_USERS = """
+WITH last_day AS (
+    SELECT u.id, u.email,
+           (SELECT max(day) FROM daily_user_ips d WHERE d.user_id = u.id) AS day
+    FROM users u
+    WHERE %(pattern)s::text IS NULL OR u.email ILIKE %(pattern)s
+), page AS (
+    SELECT l.id, l.email,
+           (SELECT max(d.last_seen) FROM daily_user_ips d
+             WHERE d.user_id = l.id AND d.day = l.day) AS last_seen
+    FROM last_day l
+    ORDER BY 3 DESC NULLS LAST, l.email
+    LIMIT %(limit)s OFFSET %(offset)s
+)
+SELECT p.email, coalesce(sum(d.connections), 0)::bigint AS connections,
+       p.last_seen, count(DISTINCT d.source) AS source_ips
+FROM page p LEFT JOIN daily_user_ips d ON d.user_id = p.id
+GROUP BY p.id, p.email, p.last_seen
+ORDER BY p.last_seen DESC NULLS LAST, p.email
+"""
+
+# the live part is grouped on the stored columns first, host() on the groups only (measured
+# for a user with 340,000 rows in the window: 159 ms against 683 ms for host() on every row)
+USER_IPS = """
+SELECT ip, sum(n)::bigint AS connections, min(first_seen) AS first_seen,
+       max(last_seen) AS last_seen
+FROM (
+    SELECT nullif(source, '') AS ip, connections AS n, first_seen, last_seen
+      FROM daily_user_ips WHERE user_id = %(uid)s AND day = ANY(%(days)s)
+    UNION ALL
+    SELECT coalesce(host(src_ip), src_host), n, first_seen, last_seen FROM (
+        SELECT l.src_ip, l.src_host, count(*) AS n, min(l.ts) AS first_seen,
+               max(l.ts) AS last_seen
+          FROM logs l WHERE l.user_id = %(uid)s AND {live} GROUP BY 1, 2) g
+) x GROUP BY 1 ORDER BY 4 DESC
+"""
+USER_DESTINATIONS = """
+SELECT e.host, e.port, g.n AS connections
+FROM (
+    SELECT endpoint_id, sum(n)::bigint AS n FROM (
+        SELECT endpoint_id, connections AS n FROM daily_user_destinations
+         WHERE user_id = %(uid)s AND day = ANY(%(days)s)
+        UNION ALL
+        SELECT l.endpoint_id, count(*) FROM logs l
+         WHERE l.user_id = %(uid)s AND {live} AND l.endpoint_id IS NOT NULL GROUP BY 1
+    ) x GROUP BY 1
+) g JOIN endpoints e ON e.id = g.endpoint_id
+ORDER BY 3 DESC, 1, 2 LIMIT %(top)s
+"""
+# a gap of more than `gap` between two connections starts a new session
+USER_SESSIONS = """
+SELECT min(ts) AS start, max(ts) AS "end", count(*) AS connections
+FROM (
+    SELECT ts, sum(new) OVER (ORDER BY ts) AS session
+    FROM (
+        SELECT ts, (lag(ts) OVER (ORDER BY ts) IS NULL
+                    OR ts - lag(ts) OVER (ORDER BY ts) > %(gap)s)::int AS new
+        FROM logs WHERE user_id = %(uid)s AND ts >= %(lo)s AND ts < %(hi)s
+    ) x
+) y GROUP BY session ORDER BY 1 DESC LIMIT 200
+"""
+WINDOW_IPS = """
+SELECT coalesce(host(src_ip), src_host) AS ip, count(*) AS connections,
+       min(ts) AS first_seen, max(ts) AS last_seen
+FROM logs WHERE user_id = %s AND ts > %s AND ts <= %s
+GROUP BY 1 ORDER BY 4 DESC
+"""
+
+
+async def list_users(cur, search: str | None, limit: int, offset: int) -> tuple[list[dict], int]:
+    """A page of users, the most recently seen first, and how many users match `search`."""
+    pattern = like(search) if search else None
+    # the page first (each user's last day and last seen: two index probes a user), then the
+    # counts of the page's users only: never an aggregate over every user-day row
+    await cur.execute(LIST_USERS, {"pattern": pattern, "limit": limit, "offset": offset})
+    items = await cur.fetchall()
+    await cur.execute(
+        "SELECT count(*) AS n FROM users WHERE %(p)s::text IS NULL OR email ILIKE %(p)s",
+        {"p": pattern},
+    )
+    return items, (await cur.fetchone())["n"]
+
+
+async def user_id(cur, email: str) -> int:
+    """The user's id; 404 naming the user when there is none."""
+    await cur.execute("SELECT id FROM users WHERE email = %s", (clean(email),))
+    row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(404, detail=f"no user {email!r}")
+    return row["id"]
+
+
+async def activity(
+    cur, uid: int, lo: dt.datetime, hi: dt.datetime, tz: str, *, gap: dt.timedelta, top: int
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(source IPs, top destinations, sessions) of a user in [lo, hi). One query after
+    another on one connection: run at once on a 2-core server they only traded a lower
+    median for a worse tail (measured), and held three connections a request."""
+    rolled = await rolled_days(cur, lo, hi, ("daily_user_ips", "daily_user_destinations"))
+    days, windows = split_window(lo, hi, tz, rolled)
+    live, params = live_filter(windows)
+    params.update(uid=uid, days=days, lo=lo, hi=hi, gap=gap, top=top)
+    found = []
+    for query in (USER_IPS.format(live=live), USER_DESTINATIONS.format(live=live), USER_SESSIONS):
+        await cur.execute(query, params)
+        found.append(await cur.fetchall())
+    return found[0], found[1], found[2]
+
+
+async def window_ips(cur, uid: int, lo: dt.datetime, hi: dt.datetime) -> list[dict]:
+    """The source IPs of a user in (lo, hi], from `logs` (a window of minutes)."""
+    await cur.execute(WINDOW_IPS, (uid, lo, hi))
+    return await cur.fetchall()
