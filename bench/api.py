@@ -2,7 +2,8 @@
 
 In one run on one server: the sidecar's latencies over 200 requests per endpoint with typical
 filters; the same questions answered the naive way (a count(*) over the five-way join plus an
-ILIKE scan, as the original sidecar does); and 20 concurrent clients for 30 s (errors counted).
+ILIKE scan, as the original sidecar does); the busiest user's page against the same page read
+wholly from `logs` (no rollups); and 20 concurrent clients for 30 s (errors counted).
 Usage: uv run python bench/api.py [--lines N] [--requests R]
 """
 
@@ -26,6 +27,12 @@ from psycopg import sql
 
 from bench._common import OUT, ensure_log
 from xray_pipeline.api.main import create_app
+from xray_pipeline.api.queries.users import (
+    CONNECTIONS,
+    USER_DESTINATIONS,
+    USER_IPS,
+    USER_SESSIONS,
+)
 from xray_pipeline.core.pg import apply_migrations, connect, database_url, with_database
 from xray_pipeline.core.quality import ROLLUPS, rebuild_rollup
 from xray_pipeline.settings import load_settings
@@ -122,7 +129,11 @@ def main() -> None:
             "WHERE user_id IS NOT NULL ORDER BY ts DESC LIMIT 1)"
         ).fetchone()[0]
         last = conn.execute("SELECT max(ts) FROM logs").fetchone()[0]
-    print(f"logs: {rows:,} rows")
+        busiest = conn.execute(
+            "SELECT u.email FROM daily_user_ips d JOIN users u ON u.id = d.user_id "
+            "GROUP BY u.email ORDER BY sum(d.connections) DESC LIMIT 1"
+        ).fetchone()[0]
+    print(f"logs: {rows:,} rows; busiest user {busiest}")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -140,6 +151,7 @@ def main() -> None:
         except httpx.HTTPError:
             time.sleep(0.2)
     week = (last - dt.timedelta(days=7)).isoformat()
+    month = {"from": (last - dt.timedelta(days=30)).isoformat(), "to": last.isoformat()}
     scenarios = {
         "/api/logs (first page)": ("/api/logs", {}),
         "/api/logs?user= (first page)": ("/api/logs", {"user": email}),
@@ -158,6 +170,8 @@ def main() -> None:
         ),
         "/api/users (first page)": ("/api/users", {}),
         "/api/users/{email} (last 7 days)": (f"/api/users/{email}", {"from": week}),
+        "/api/users/{busiest} (30 days)": (f"/api/users/{busiest}", month),
+        "/api/users/{busiest} (last 7 days)": (f"/api/users/{busiest}", {"from": week}),
         "/api/users/{email}/ips?window=60": (
             f"/api/users/{email}/ips",
             {"window": 60, "at": last.isoformat()},
@@ -188,6 +202,30 @@ def main() -> None:
         f"naive search (count(*) over the join + ILIKE scan), {len(naive)} runs: "
         f"p50 {pct(naive, 0.5):,.0f} ms; ratio to /api/logs?search= p50: "
         f"{pct(naive, 0.5) / pct(ours, 0.5):,.0f}x"
+    )
+
+    # the busiest user's 30 days the way the page read them before its rollups: every query on
+    # logs, sessions from every connection (the same SQL with no rolled day)
+    live = []
+    with connect(url) as conn:
+        uid = conn.execute("SELECT id FROM users WHERE email = %s", (busiest,)).fetchone()[0]
+        lo, hi = (dt.datetime.fromisoformat(month[k]) for k in ("from", "to"))
+        params = {"uid": uid, "days": [], "lo": lo, "hi": hi, "gap": dt.timedelta(minutes=30),
+                  "top": 10, "wlo0": lo, "whi0": hi}  # fmt: skip
+        window = "(l.ts >= %(wlo0)s AND l.ts < %(whi0)s)"
+        queries = (USER_IPS.format(live=window), USER_DESTINATIONS.format(live=window),
+                   USER_SESSIONS.format(segments=CONNECTIONS))  # fmt: skip
+        for _ in range(args.naive_requests):
+            started = time.perf_counter()
+            for query in queries:
+                conn.execute(query, params).fetchall()
+            live.append((time.perf_counter() - started) * 1000)
+    page = results["/api/users/{busiest} (30 days)"]
+    print(
+        f"baseline: the busiest user's 30 days all from logs, {len(live)} runs: p50 "
+        f"{pct(live, 0.5):,.0f} ms; with the rollups p50 {pct(page, 0.5):,.1f} ms, p95 "
+        f"{pct(page, 0.95):,.1f} ms (target p95 < 100 ms: "
+        f"{'met' if pct(page, 0.95) < 100 else 'NOT met'})"
     )
 
     async def load() -> tuple[int, int]:

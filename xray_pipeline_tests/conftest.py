@@ -1,4 +1,7 @@
-"""A real PostgreSQL for the tests: the embedded server, or XRAY_TEST_DATABASE_URL."""
+"""A real PostgreSQL for the tests (the embedded server, or XRAY_TEST_DATABASE_URL), and the
+markers that say what a test needs: `db` (a fixture of this file), `dagster` (its module uses
+Dagster), `browser` and `slow` (set by the modules). `uv run pytest -m "not slow"` is the
+quick loop; `uv run pytest` runs everything."""
 
 import os
 import re
@@ -17,6 +20,23 @@ from xray_pipeline.core.pg import EmbeddedServer, apply_migrations, connect, wit
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEST_HOME = PROJECT_ROOT / ".xray" / "test"
 TEMPLATE_DB = "xray_test_template"
+DATABASE_FIXTURES = {
+    "pg_server_url",
+    "template_db",
+    "db_url",
+    "fresh_db_url",
+    "empty_db_url",
+    "conn",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
+        module = getattr(item, "module", None)
+        if module is not None and getattr(module, "dg", None) is not None:
+            item.add_marker(pytest.mark.dagster)
 
 
 def run_cli(

@@ -12,6 +12,7 @@ ROLLUPS = (
     "daily_traffic",
     "daily_user_ips",
     "daily_user_destinations",
+    "daily_user_activity",
     "hourly_traffic",
     "daily_totals",
 )

@@ -33,6 +33,10 @@ DESCRIPTIONS = {
         "Per local day x user x destination (host and port): connections. A user's page reads "
         "its top destinations for whole past days from here."
     ),
+    "daily_user_activity": (
+        "Per local day x user x quarter hour: connections, first and last seen. A user's page "
+        "cuts its sessions from these rows for whole past days."
+    ),
     "hourly_traffic": (
         "Per local day x local hour x protocol x inbound tag x outbound tag: connections, "
         "rejected. No user dimension, so a day is a few thousand rows: the API's "

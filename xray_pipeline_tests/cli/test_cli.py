@@ -12,7 +12,7 @@ from conftest import run_cli
 
 from xray_pipeline.core.pg import EmbeddedServer, connect, with_database
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_help_lists_commands():
@@ -108,6 +108,7 @@ def test_config_show_masks_and_explains(tmp_path: Path):
     assert "environment XRAY_STATS_FORMAT" in result.stdout
 
 
+@pytest.mark.slow
 def test_embedded_server_lifecycle():
     """start twice is harmless, a killed server restarts with its data, stop stops."""
     home = PROJECT_ROOT / ".xray" / f"test-lifecycle-{uuid.uuid4().hex[:8]}"

@@ -19,6 +19,8 @@ from xray_pipeline.core.generate import GeneratorConfig, write_log
 from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.pg import connect
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 # as the machine notes say: without the background-networking flags Chromium keeps trying to
 # reach hosts a closed network refuses
 CHROMIUM_ARGS = [

@@ -17,6 +17,8 @@ from xray_pipeline.core.generate import GeneratorConfig, write_log
 from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.pg import connect
 
+pytestmark = [pytest.mark.slow]
+
 TOKEN = "schema-token"
 
 

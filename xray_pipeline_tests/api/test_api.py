@@ -1,6 +1,7 @@
 """The API sidecar over real HTTP semantics (Starlette's TestClient runs the lifespan)."""
 
 import datetime as dt
+import itertools
 from pathlib import Path
 
 import pytest
@@ -367,9 +368,35 @@ def test_users_list_detail_and_ips_window(client, data_url):
         ).fetchall()
     got_top = [(d["host"], d["port"], d["connections"]) for d in detail["top_destinations"]]
     assert got_top == [tuple(r) for r in top] and len(top) == 10
-    # with both of its rollups the whole days come from them (above: the live rows): the same
-    rebuild_rollups(data_url, ("daily_user_destinations",))
-    assert client.get(f"/api/users/{email}", params=window).json() == detail
+    # with its rollups the whole days come from them (above: the live rows): the same answer,
+    # sessions included, at the shortest gap the quarter hours serve (15 minutes) and below it
+    gaps = [{**window, "session_gap_minutes": m} for m in (1, 15, 30)]
+    before = [client.get(f"/api/users/{email}", params=p).json() for p in gaps]
+    rebuild_rollups(data_url, ("daily_user_destinations", "daily_user_activity"))
+    after = [client.get(f"/api/users/{email}", params=p).json() for p in gaps]
+    assert after == before and before[2] == detail
+    assert [len(d["sessions"]) for d in before] == sorted({len(d["sessions"]) for d in before})[
+        ::-1
+    ]
+    assert len(before[0]["sessions"]) > len(before[1]["sessions"]) > 1
+    with connect(data_url) as conn:  # the sessions of the single connections, cut here
+        times = [
+            r[0]
+            for r in conn.execute(
+                "SELECT ts FROM logs l JOIN users u ON u.id = l.user_id WHERE u.email = %s "
+                "ORDER BY ts",
+                (email,),
+            ).fetchall()
+        ]
+    for minutes, got in zip((1, 15, 30), after, strict=True):
+        cuts = [0, *(i for i in range(1, len(times))
+                     if times[i] - times[i - 1] > dt.timedelta(minutes=minutes)), len(times)]  # fmt: skip
+        expected = [(times[a], times[b - 1], b - a) for a, b in itertools.pairwise(cuts)]
+        sessions = [
+            (dt.datetime.fromisoformat(x["start"]), dt.datetime.fromisoformat(x["end"]),
+             x["connections"]) for x in got["sessions"]
+        ]  # fmt: skip
+        assert sessions == expected[::-1][:200], minutes
     signal = client.get(
         f"/api/users/{email}/ips", params={"window": 360, "at": last.isoformat()}
     ).json()

@@ -66,6 +66,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "daily_traffic",
         "daily_user_ips",
         "daily_user_destinations",
+        "daily_user_activity",
         "hourly_traffic",
         "daily_totals",
         "offline_buffer",
@@ -94,6 +95,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "daily_traffic_matches_logs",
         "daily_user_ips_matches_logs",
         "daily_user_destinations_matches_logs",
+        "daily_user_activity_matches_logs",
         "hourly_traffic_matches_logs",
         "daily_totals_matches_logs",
         "offline_buffer_not_stale",
@@ -331,7 +333,7 @@ def test_instance_config_frees_the_pool_slots_of_a_dead_run():
     `xray_postgres` pool slots; held, they stalled every later run (seen in `demo`)."""
     import yaml
 
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "dagster.yaml").read_text())
     monitoring = config["run_monitoring"]
     assert monitoring["enabled"] is True and monitoring["max_resume_run_attempts"] == 0
     assert 0 < monitoring["free_slots_after_run_end_seconds"] <= 300

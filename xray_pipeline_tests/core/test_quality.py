@@ -182,6 +182,7 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
         "daily_traffic_matches_logs",
         "daily_user_ips_matches_logs",
         "daily_user_destinations_matches_logs",
+        "daily_user_activity_matches_logs",
         "hourly_traffic_matches_logs",
         "daily_totals_matches_logs",
     }
@@ -209,6 +210,7 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
     assert bad["daily_traffic_matches_logs"].passed
     assert bad["daily_user_ips_matches_logs"].passed
     assert bad["daily_user_destinations_matches_logs"].passed
+    assert bad["daily_user_activity_matches_logs"].passed
     assert bad["hourly_traffic_matches_logs"].passed
     assert bad["daily_totals_matches_logs"].passed
 

@@ -18,7 +18,7 @@ from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.pg import EmbeddedServer, apply_migrations, connect
 from xray_pipeline.core.spool import replay, segments, write_segment
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LINES = 3_000
 
 

@@ -18,7 +18,7 @@ from xray_pipeline.core.parse import parse_chunk
 from xray_pipeline.core.pg import connect
 from xray_pipeline.core.plan import new_ranges
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def line(ts: str, user: str = "u1", host: str = "a.example") -> str:

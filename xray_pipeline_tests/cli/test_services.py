@@ -14,7 +14,9 @@ import pytest
 
 from xray_pipeline.core.pg import connect, with_database
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
