@@ -20,6 +20,12 @@ def get_timezone(request: Request) -> str:
     return request.app.state.timezone
 
 
+# what every /api route may answer besides its own response
+API_RESPONSES: dict[int | str, dict] = {
+    401: {"description": "bearer token missing or wrong"},
+    503: {"description": "database unavailable"},
+}
+
 PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
 TimezoneDep = Annotated[str, Depends(get_timezone)]
 

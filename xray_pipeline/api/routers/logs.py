@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
 
-from xray_pipeline.api.deps import PoolDep, clean, require_token, utc
+from xray_pipeline.api.deps import API_RESPONSES, PoolDep, clean, require_token, utc
 from xray_pipeline.api.queries import logs as q
 from xray_pipeline.api.schemas import LogItem, LogPage
 
@@ -14,10 +14,7 @@ router = APIRouter(
     prefix="/api",
     tags=["logs"],
     dependencies=[Depends(require_token)],
-    responses={
-        401: {"description": "bearer token missing or wrong"},
-        503: {"description": "database unavailable"},
-    },
+    responses=API_RESPONSES,
 )
 
 EXACT_COUNT_LIMIT = 10_000

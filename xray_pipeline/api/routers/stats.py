@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
 
-from xray_pipeline.api.deps import PoolDep, TimezoneDep, bad_param, clean, require_token, utc
+from xray_pipeline.api.deps import (
+    API_RESPONSES,
+    PoolDep,
+    TimezoneDep,
+    bad_param,
+    clean,
+    require_token,
+    utc,
+)
 from xray_pipeline.api.queries import stats as q
 from xray_pipeline.api.schemas import Freshness, Series, SeriesPoint, Stats
 
@@ -14,10 +22,7 @@ router = APIRouter(
     prefix="/api",
     tags=["stats"],
     dependencies=[Depends(require_token)],
-    responses={
-        401: {"description": "bearer token missing or wrong"},
-        503: {"description": "database unavailable"},
-    },
+    responses=API_RESPONSES,
 )
 FromQuery = Annotated[dt.datetime | None, Query(alias="from")]
 ToQuery = Annotated[dt.datetime | None, Query()]

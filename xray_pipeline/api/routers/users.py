@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from psycopg.rows import dict_row
 
-from xray_pipeline.api.deps import PoolDep, TimezoneDep, bad_param, clean, require_token, utc
+from xray_pipeline.api.deps import (
+    API_RESPONSES,
+    PoolDep,
+    TimezoneDep,
+    bad_param,
+    clean,
+    require_token,
+    utc,
+)
 from xray_pipeline.api.queries import users as q
 from xray_pipeline.api.schemas import UserDetail, UserIps, UserPage
 
@@ -15,11 +23,7 @@ router = APIRouter(
     prefix="/api/users",
     tags=["users"],
     dependencies=[Depends(require_token)],
-    responses={
-        401: {"description": "bearer token missing or wrong"},
-        503: {"description": "database unavailable"},
-        404: {"description": "no such user"},
-    },
+    responses={**API_RESPONSES, 404: {"description": "no such user"}},
 )
 
 Email = Annotated[str, Path(max_length=320, description="the user's email as Xray prints it")]
