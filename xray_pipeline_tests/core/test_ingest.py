@@ -16,7 +16,6 @@ from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.load import load_chunk, register_source
 from xray_pipeline.core.parse import parse_chunk
 from xray_pipeline.core.pg import connect
-from xray_pipeline.core.plan import new_ranges
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -252,14 +251,6 @@ def test_midnight_lines_land_in_their_days_partitions(conn, log_dir: Path):
     run(conn, path, timezone="Asia/Shanghai")
     rows = conn.execute("SELECT tableoid::regclass::text FROM logs ORDER BY ts").fetchall()
     assert [r[0] for r in rows] == ["logs_2025_01_01", "logs_2025_01_02"]
-
-
-def test_gaps_planning():
-    assert new_ranges([], 100, from_start=False) == [(0, 100)]
-    assert new_ranges([(0, 50)], 100, from_start=False) == [(50, 100)]
-    assert new_ranges([(0, 50)], 50, from_start=False) == []
-    assert new_ranges([(10, 50), (60, 80)], 100, from_start=True) == [(0, 10), (50, 60), (80, 100)]
-    assert new_ranges([(10, 50)], 100, from_start=False) == [(50, 100)]
 
 
 def cli_ingest(env: dict, *args: str) -> subprocess.CompletedProcess:

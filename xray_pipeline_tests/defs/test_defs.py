@@ -108,23 +108,39 @@ def test_definitions_are_pinned(tmp_path: Path):
     assert partitions.get_partition_keys()[0] == "2024-12-01"
 
 
-def test_skips_say_why(fresh_db_url: str, tmp_path: Path, instance):
-    nothing = tick(make_defs(fresh_db_url), instance)
-    assert "no log file configured" in skip_text(nothing)
-    path = tmp_path / "access.log"
-    missing = tick(make_defs(fresh_db_url, path), instance)
+def test_a_skip_without_a_log_file_says_how_to_configure_one(fresh_db_url: str, instance):
+    assert "no log file configured" in skip_text(tick(make_defs(fresh_db_url), instance))
+
+
+def test_a_skip_names_a_log_file_not_found(fresh_db_url: str, tmp_path: Path, instance):
+    missing = tick(make_defs(fresh_db_url, tmp_path / "access.log"), instance)
     assert "no new complete lines" in skip_text(missing) and "not found" in skip_text(missing)
+
+
+def test_a_skip_says_the_database_is_unreachable(tmp_path: Path, instance):
+    path = tmp_path / "access.log"
+    path.write_text(line(1, 0))
     down = tick(make_defs("postgresql://u@127.0.0.1:1/x", path), instance)
     assert "database unreachable" in skip_text(down)
+
+
+def test_a_partial_last_line_waits_for_its_newline(fresh_db_url: str, tmp_path: Path, instance):
+    path = tmp_path / "access.log"
     path.write_text("2025/01/01 12:00:00 from 198.51.100.7:1 acc")  # no complete line yet
     partial = tick(make_defs(fresh_db_url, path), instance)
+    assert not partial.run_requests
     assert "no new complete lines" in skip_text(partial)
-    folder = tmp_path / "logs"  # a folder where the log should be: named, the rest still read
+
+
+def test_an_unreadable_path_is_named_and_the_rest_still_read(
+    fresh_db_url: str, tmp_path: Path, instance
+):
+    path = tmp_path / "access.log"
+    folder = tmp_path / "logs"  # a folder where the log should be
     folder.mkdir()
     unreadable = tick(make_defs(fresh_db_url, folder, path), instance)
-    assert "cannot read" in skip_text(unreadable) and f"{folder} is a folder" in skip_text(
-        unreadable
-    )
+    assert "cannot read" in skip_text(unreadable)
+    assert f"{folder} is a folder" in skip_text(unreadable)
     path.write_text(line(1, 0))
     both = tick(make_defs(fresh_db_url, folder, path), instance)
     assert [r.run_config["ops"]["logs"]["config"]["path"] for r in both.run_requests] == [str(path)]

@@ -1,0 +1,154 @@
+"""The byte-range decisions, pure: gaps in the ledger, what is new, the sensor's plan and the
+retry policy of a hole. No database, no Dagster, no file is read."""
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xray_pipeline.core.ledger import holes, missing_ranges
+from xray_pipeline.core.plan import (
+    MAX_HOLE_ATTEMPTS,
+    STALE_AFTER_S,
+    hole_run_key,
+    new_ranges,
+    plan_reads,
+    plan_requests,
+    watched_file,
+)
+from xray_pipeline.core.tail import FileIdentity, FileState
+
+LIVE = Path("/var/log/xray/access.log")
+
+
+def state(path: Path, inode: int, size: int, *, fp: str = "f1", end: int | None = None):
+    return FileState(path, FileIdentity(1, inode, fp), size, complete_end=end)
+
+
+@pytest.mark.parametrize(
+    ("loaded", "start", "end", "expected"),
+    [
+        ([], 0, 100, [(0, 100)]),
+        ([(0, 50)], 0, 100, [(50, 100)]),
+        ([(0, 100)], 0, 100, []),
+        ([(10, 50), (60, 80)], 0, 100, [(0, 10), (50, 60), (80, 100)]),
+        ([(10, 50), (20, 40)], 0, 60, [(0, 10), (50, 60)]),  # overlapping ranges
+        ([(60, 80), (10, 50)], 0, None, [(0, 10), (50, 60), (80, None)]),  # unsorted, open end
+        ([(0, 10), (50, 60)], 20, 40, [(20, 40)]),
+        ([(0, 30), (35, 60)], 20, 50, [(30, 35)]),
+    ],
+)
+def test_missing_ranges(loaded, start, end, expected):
+    assert missing_ranges(loaded, start, end) == expected
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 500), st.integers(1, 50)).map(lambda t: (t[0], t[0] + t[1])),
+        max_size=12,
+    ),
+    st.integers(0, 600),
+    st.integers(0, 600),
+)
+def test_missing_ranges_and_loaded_cover_the_span_exactly_once(loaded, a, b):
+    start, end = min(a, b), max(a, b)
+    gaps = missing_ranges(loaded, start, end)
+    covered = {i for lo, hi in loaded for i in range(lo, hi)}
+    assert {i for lo, hi in gaps for i in range(lo, hi)} == set(range(start, end)) - covered
+    assert all(lo < hi for lo, hi in gaps)
+    assert gaps == sorted(gaps)
+
+
+def test_holes_are_the_gaps_behind_the_last_loaded_byte():
+    assert holes([]) == []
+    assert holes([(0, 10), (20, 30)]) == [(10, 20)]
+    assert holes([(5, 10)]) == [(0, 5)]
+
+
+def test_new_ranges_after_the_last_byte_or_every_hole_from_the_start():
+    assert new_ranges([(10, 50)], 100, from_start=False) == [(50, 100)]
+    assert new_ranges([(10, 50)], 100, from_start=True) == [(0, 10), (50, 100)]
+    assert new_ranges([(10, 50), (60, 80)], 100, from_start=True) == [(0, 10), (50, 60), (80, 100)]
+    assert new_ranges([(0, 50)], 50, from_start=False) == []
+    assert new_ranges([(0, 50)], -1, from_start=False) == [(50, None)]  # a .gz: size unknown
+    assert new_ranges([], 0, from_start=False) == []
+
+
+def test_plan_reads_never_takes_an_unknown_rotated_copy_for_the_live_file():
+    rotated = state(LIVE.with_name("access.log.1"), 2, 500, fp="old")
+    live = state(LIVE, 3, 100, fp="new")
+    tasks, notes = plan_reads([live, rotated], {}, explicit={LIVE})
+    assert [(t.path, t.start, t.end) for t in tasks] == [(LIVE, 0, 100)]
+    assert notes == []
+
+
+def test_plan_reads_reads_a_copy_of_a_known_file_as_that_source():
+    known = "1:9:f1"  # copytruncate's .1 has the loaded file's bytes under another inode
+    copy = state(LIVE.with_name("access.log.1"), 2, 300)
+    tasks, _ = plan_reads([copy], {known: [(0, 200)]}, explicit={LIVE})
+    assert [(t.identity, t.start, t.end) for t in tasks] == [(known, 200, 300)]
+
+
+def test_plan_reads_reports_a_file_truncated_in_place():
+    tasks, notes = plan_reads([state(LIVE, 1, 50)], {"1:1:f1": [(0, 80)]}, explicit={LIVE})
+    assert tasks == [] and "truncated in place" in notes[0]
+
+
+def test_watched_file_of_a_rotated_copy():
+    other = Path("/var/log/xray/error.log")
+    assert watched_file(LIVE.with_name("access.log.1"), [LIVE, other]) == LIVE
+    assert watched_file(LIVE.with_name("access.log-20250101"), [LIVE]) == LIVE
+    assert watched_file(LIVE.with_name("access.logger"), [LIVE]) == LIVE.with_name("access.logger")
+    assert watched_file(LIVE, [LIVE]) == LIVE
+
+
+def test_plan_requests_stops_at_the_last_complete_line_and_remembers_it():
+    live = state(LIVE, 1, 1000, end=940)
+    planned, cursor, _ = plan_requests([LIVE], [live], {}, {}, now=100.0)
+    assert [(p.start, p.end, p.suffix, p.hole) for p in planned] == [(0, 940, "", False)]
+    assert cursor == {"1:1:f1": {"end": 940, "at": 100.0, "retry": 0}}
+
+
+def test_plan_requests_does_not_request_a_range_in_flight_again():
+    live = state(LIVE, 1, 1000, end=1000)
+    cursor = {"1:1:f1": {"end": 940, "at": 100.0, "retry": 0}}
+    planned, new_cursor, _ = plan_requests([LIVE], [live], {}, cursor, now=110.0)
+    assert [(p.start, p.end) for p in planned] == [(940, 1000)]
+    assert new_cursor["1:1:f1"]["end"] == 1000
+    idle, _, _ = plan_requests([LIVE], [state(LIVE, 1, 940, end=940)], {}, cursor, now=110.0)
+    assert idle == []
+
+
+def test_plan_requests_retries_a_stale_request_under_a_new_key():
+    live = state(LIVE, 1, 940, end=940)
+    cursor = {"1:1:f1": {"end": 940, "at": 100.0, "retry": 0}}
+    later = 100.0 + STALE_AFTER_S + 1
+    planned, new_cursor, _ = plan_requests([LIVE], [live], {}, cursor, now=later)
+    assert [(p.start, p.end, p.suffix) for p in planned] == [(0, 940, "#retry1")]
+    assert new_cursor["1:1:f1"]["retry"] == 1
+
+
+def test_plan_requests_plans_the_holes_behind_loaded_ranges():
+    live = state(LIVE, 1, 300, end=300)
+    loaded = {"1:1:f1": [(0, 100), (200, 300)]}
+    planned, _, _ = plan_requests([LIVE], [live], loaded, {}, now=1.0)
+    assert [(p.start, p.end, p.hole) for p in planned] == [(100, 200, True)]
+
+
+def test_a_hole_is_retried_under_new_keys_then_given_up_on():
+    used: set[str] = set()
+    keys = []
+    for _ in range(MAX_HOLE_ATTEMPTS):
+        key, why = hole_run_key("k:0-10", 0, 10, [], used.__contains__)
+        assert why is None
+        keys.append(key)
+        used.add(key)
+    assert keys == ["k:0-10", *(f"k:0-10#hole{n}" for n in range(1, MAX_HOLE_ATTEMPTS))]
+    key, why = hole_run_key("k:0-10", 0, 10, [], used.__contains__)
+    assert key is None and "still not loaded after 5 runs" in why
+
+
+def test_a_hole_waits_while_a_run_covers_part_of_it():
+    assert hole_run_key("k:0-10", 0, 10, [(5, 20)], lambda key: False) == (None, None)
+    assert hole_run_key("k:0-10", 0, 10, [(10, 20)], lambda key: False) == ("k:0-10", None)
