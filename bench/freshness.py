@@ -148,7 +148,7 @@ def main() -> None:
     print(
         f"per run: queue + launch mean {statistics.mean(launch):.1f} s, "
         f"load (run start to end) mean {statistics.mean(load):.1f} s; "
-        f"sensor interval {settings.get('dagster.sensor_interval')} s (a line waits up to "
+        f"sensor interval {settings.dagster.sensor_interval} s (a line waits up to "
         "one interval for the next tick, plus the daemon's own loop)"
     )
     print(f"target: p95 < 15 s: {'met' if percentile(delays, 0.95) < 15 else 'NOT met'}")

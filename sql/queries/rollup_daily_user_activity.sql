@@ -6,3 +6,4 @@ SELECT %(day)s::date, l.user_id, date_bin('15 minutes', l.ts, TIMESTAMPTZ '2000-
 FROM logs l, bounds b
 WHERE l.ts >= b.lo AND l.ts < b.hi
 GROUP BY 2, 3
+ORDER BY 2, 3  -- a user's rows of a day next to each other

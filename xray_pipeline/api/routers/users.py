@@ -17,7 +17,7 @@ from xray_pipeline.api.deps import (
     utc,
 )
 from xray_pipeline.api.queries import users as q
-from xray_pipeline.api.schemas import UserDetail, UserIps, UserPage
+from xray_pipeline.api.schemas import SourceIp, UserDetail, UserIps, UserPage
 
 router = APIRouter(
     prefix="/api/users",
@@ -73,17 +73,17 @@ async def user_detail(
     gap = dt.timedelta(minutes=session_gap_minutes)
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         uid = await q.user_id(cur, email)
-        ips, destinations, sessions = await q.activity(cur, uid, lo, hi, tz, gap=gap, top=top)
+        found = await q.activity(cur, uid, lo, hi, tz, gap=gap, top=top)
+    ips = [SourceIp(**i) for i in found.pop("source_ips")]  # JSON text: typed here
     return UserDetail(
         email=email,
         from_=lo,
         to=hi,
-        first_seen=min((i["first_seen"] for i in ips), default=None),
-        last_seen=max((i["last_seen"] for i in ips), default=None),
-        connections=sum(i["connections"] for i in ips),
+        first_seen=min((i.first_seen for i in ips), default=None),
+        last_seen=max((i.last_seen for i in ips), default=None),
+        connections=sum(i.connections for i in ips),
         source_ips=ips,
-        top_destinations=destinations,
-        sessions=sessions,
+        **found,
     )
 
 
