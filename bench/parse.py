@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import OUT, ensure_log, peak_rss_mb, timed
 from xray_pipeline.core import parse as P
 from xray_pipeline.core.parse import parse_chunk
+from xray_pipeline.core.schema import LINES_SCHEMA
 from xray_pipeline.core.tail import iter_chunks
 from xray_pipeline.settings import ParserSettings
 
@@ -51,7 +52,7 @@ def naive_parse_line(raw: bytes) -> dict:
     line = raw.decode("utf-8", "replace").replace("\x00", "").rstrip("\r\n").strip()
     found = _LOCATE.match(line)
     ts, body = (found["ts"], found["body"].strip()) if found else (None, line)
-    row = dict.fromkeys(P.LINES_SCHEMA, None)
+    row = dict.fromkeys(LINES_SCHEMA, None)
     row["kind"] = "other"
     if _LEVEL.match(body):
         return row

@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from xray_pipeline.core.pg import EmbeddedServer, apply_migrations, connect, with_database
+from xray_pipeline.core.embedded import EmbeddedServer
+from xray_pipeline.core.pg import apply_migrations, connect, with_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEST_HOME = PROJECT_ROOT / ".xray" / "test"

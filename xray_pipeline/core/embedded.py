@@ -95,7 +95,11 @@ class EmbeddedServer:
         return DEFAULT_EMBEDDED_PORT
 
     def url(self, dbname: str = DATABASE_NAME) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+        from sqlalchemy.engine import URL  # here: its import is a large share of a start
+
+        return URL.create(
+            "postgresql", username="postgres", host="127.0.0.1", port=self.port, database=dbname
+        ).render_as_string(hide_password=False)
 
     def _os_user(self) -> str | None:
         return EMBEDDED_OS_USER if os.geteuid() == 0 else None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 import psycopg
+from psycopg import sql
 
 from xray_pipeline.core.parse import ParsedChunk
 from xray_pipeline.core.pg import ensure_partitions
@@ -122,13 +123,16 @@ def _upsert_names(
     """Insert the missing names (one statement), then read all their ids (one statement)."""
     if not names:
         return pl.DataFrame(schema={column: pl.String, "id": pl.Int64}), 0
+    names_sql = {"table": sql.Identifier(table), "column": sql.Identifier(column)}
     inserted = conn.execute(
-        f"INSERT INTO {table} ({column}) SELECT unnest(%s::text[]) "
-        f"ON CONFLICT ({column}) DO NOTHING",
+        sql.SQL(
+            "INSERT INTO {table} ({column}) SELECT unnest(%s::text[]) "
+            "ON CONFLICT ({column}) DO NOTHING"
+        ).format(**names_sql),
         (names,),
     ).rowcount
     rows = conn.execute(
-        f"SELECT {column}, id FROM {table} WHERE {column} = ANY(%s)",
+        sql.SQL("SELECT {column}, id FROM {table} WHERE {column} = ANY(%s)").format(**names_sql),
         (names,),
     ).fetchall()
     frame = pl.DataFrame(rows, schema={column: pl.String, "id": pl.Int64}, orient="row")
@@ -174,7 +178,9 @@ def copy_prepared(conn: psycopg.Connection, prepared: "PreparedChunk") -> None:
 def _copy_bytes(conn: psycopg.Connection, table: str, columns: tuple[str, ...], data: bytes):
     if not data:
         return
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
     with conn.cursor().copy(statement) as copy:
         copy.write(data)
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from sqlalchemy.engine import URL
 
 from xray_pipeline.settings import Settings, mask_url
 
@@ -72,6 +71,8 @@ def with_database(
     """The same server and credentials as `url` (or another `user`, without the password),
     another database, as a URL."""
     params = psycopg.conninfo.conninfo_to_dict(url)
+    from sqlalchemy.engine import URL  # here: its import is a large share of a start
+
     return URL.create(
         scheme,
         username=user or str(params.get("user", "postgres")),

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 from pydantic import PrivateAttr, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from sqlalchemy.engine import URL
 
 from xray_pipeline.settings.sections import (
     ApiSettings,
@@ -138,6 +137,8 @@ class Settings(BaseSettings):
             return normalize_url(pg.url.get_secret_value())
         if pg.host is None:
             return None
+        from sqlalchemy.engine import URL  # here: its import is a large share of a start
+
         return URL.create(
             "postgresql",
             username=pg.user,

@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from conftest import run_cli
 
-from xray_pipeline.core.pg import EmbeddedServer, connect, with_database
+from xray_pipeline.core.embedded import EmbeddedServer
+from xray_pipeline.core.pg import connect, with_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from xray_pipeline.core.embedded import EmbeddedServer
 from xray_pipeline.core.generate import GeneratorConfig, write_log
 from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.pg import EmbeddedServer, apply_migrations, connect
+from xray_pipeline.core.pg import apply_migrations, connect
 from xray_pipeline.core.spool import replay, segments, write_segment
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -153,15 +153,21 @@ async def series(
         live_extra += " AND l.user_id IN (SELECT id FROM users WHERE email = %(user)s)"
     live, window_params = live_filter(windows)
     params.update(window_params)
-    await cur.execute(
+    query = sql.SQL(
         "SELECT t, sum(connections) AS connections, sum(rejected) AS rejected FROM ("
-        f"SELECT date_trunc(%(bucket)s, {start}, %(tz)s) AS t, h.connections, h.rejected "
-        f"FROM {table} h WHERE h.day = ANY(%(days)s){rollup_extra} "
+        "SELECT date_trunc(%(bucket)s, {start}, %(tz)s) AS t, h.connections, h.rejected "
+        "FROM {table} h WHERE h.day = ANY(%(days)s){rollup_extra} "
         "UNION ALL SELECT date_trunc(%(bucket)s, l.ts, %(tz)s), count(*), "
         "count(*) FILTER (WHERE l.status = 'rejected') FROM logs l "
-        f"WHERE {live}{live_extra} GROUP BY 1) x GROUP BY t ORDER BY t",
-        params,
+        "WHERE {live}{live_extra} GROUP BY 1) x GROUP BY t ORDER BY t"
+    ).format(
+        start=sql.SQL(start),
+        table=sql.Identifier(table),
+        rollup_extra=sql.SQL(rollup_extra),
+        live=sql.SQL(live),
+        live_extra=sql.SQL(live_extra),
     )
+    await cur.execute(query, params)
     return await cur.fetchall()
 
 
