@@ -41,6 +41,7 @@ def truth(url: str, where: str = "true", params: tuple = ()) -> int:
         ).fetchone()[0]
 
 
+@pytest.mark.slow  # waits for the pool's timeout on a server that is not there
 def test_health_and_readiness(client):
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/health/ready").json() == {"status": "ready"}

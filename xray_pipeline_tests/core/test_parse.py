@@ -296,6 +296,7 @@ line_bytes = st.lists(
 
 
 @pytest.mark.parametrize("small_chunk", [P.SMALL_CHUNK, 0], ids=["small", "large"])
+@pytest.mark.slow  # hundreds of generated cases
 @settings(max_examples=400, deadline=None)
 @given(data=st.one_of(line_bytes, st.binary(max_size=200)))
 def test_split_lines_matches_a_plain_split(data, small_chunk):
@@ -640,6 +641,7 @@ def access_lines(draw):
     return line, expected
 
 
+@pytest.mark.slow  # hundreds of generated cases
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(access_lines())
 def test_property_access_lines_round_trip(case):
@@ -647,6 +649,7 @@ def test_property_access_lines_round_trip(case):
     assert parse_one(line) == expected
 
 
+@pytest.mark.slow  # hundreds of generated cases
 @settings(max_examples=200, deadline=None)
 @given(st.lists(access_lines(), min_size=1, max_size=30))
 def test_property_batch_equals_single(cases):
@@ -655,12 +658,14 @@ def test_property_batch_equals_single(cases):
     assert parsed.lines.drop("line_no", "byte_offset").to_dicts() == [e for _, e in cases]
 
 
+@pytest.mark.slow  # hundreds of generated cases
 @settings(max_examples=100, deadline=None)
 @given(st.lists(access_lines(), min_size=1, max_size=30))
 def test_property_fast_path_agrees_with_tolerant_path(cases):
     assert_paths_agree(split_lines(("\n".join(line for line, _ in cases) + "\n").encode()))
 
 
+@pytest.mark.slow  # hundreds of generated cases
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=2000))
 def test_garbage_never_raises_and_counts_add_up(data):

@@ -77,6 +77,7 @@ def env(db: str, tmp_path: Path) -> dict:
     }
 
 
+@pytest.mark.slow  # stops and starts a server of its own
 def test_down_before_the_run_spools_then_replays_once(server, db, env, tmp_path):
     log = tmp_path / "access.log"
     write_log(GeneratorConfig(lines=LINES, other_share=0.3), log)
@@ -106,6 +107,7 @@ def test_down_before_the_run_spools_then_replays_once(server, db, env, tmp_path)
     exactly_once(db, LINES)
 
 
+@pytest.mark.slow  # stops and starts a server of its own
 def test_a_spool_that_cannot_be_written_pauses_and_loses_nothing(server, db, env, tmp_path):
     """The spool's disk refuses the write (here a file-size limit on the process, EFBIG, as
     real as a full disk's ENOSPC): a warning, exit 0, no half segment; the log still holds the
@@ -133,6 +135,7 @@ def test_a_spool_that_cannot_be_written_pauses_and_loses_nothing(server, db, env
     exactly_once(db, LINES)
 
 
+@pytest.mark.slow  # stops and starts a server of its own
 def test_down_in_the_middle_of_a_copy(server, db, tmp_path):
     log = tmp_path / "access.log"
     write_log(GeneratorConfig(lines=LINES), log)
@@ -172,6 +175,7 @@ def test_down_in_the_middle_of_a_copy(server, db, tmp_path):
     exactly_once(db, LINES)
 
 
+@pytest.mark.slow  # stops and starts a server of its own
 def test_down_during_a_replay_then_finished(server, db, tmp_path):
     log = tmp_path / "access.log"
     write_log(GeneratorConfig(lines=LINES), log)
@@ -236,6 +240,7 @@ def test_damaged_segment_is_kept_aside_and_never_half_loaded(db, tmp_path):
     exactly_once(db, 500)
 
 
+@pytest.mark.slow  # stops and starts a server of its own
 def test_two_replays_at_once_load_once(server, db, env, tmp_path):
     log = tmp_path / "access.log"
     write_log(GeneratorConfig(lines=LINES), log)
@@ -260,6 +265,7 @@ def test_two_replays_at_once_load_once(server, db, env, tmp_path):
     exactly_once(db, LINES)
 
 
+@pytest.mark.slow  # stops and starts a server of its own
 def test_offline_buffer_sensor_and_asset(server, db, tmp_path):
     import dagster as dg
 
@@ -318,6 +324,7 @@ def test_offline_buffer_sensor_and_asset(server, db, tmp_path):
     exactly_once(db, 800)
 
 
+@pytest.mark.slow  # stops and starts a server of its own
 def test_api_gives_503_while_the_database_is_down_then_recovers(server, db):
     from fastapi.testclient import TestClient
 
