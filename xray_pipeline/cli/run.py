@@ -2,13 +2,16 @@
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from xray_pipeline.cli.console import NO_LOGFILE, STATE, LogfileOption, console, err_console
 from xray_pipeline.cli.ingest import export_run_stats
 from xray_pipeline.settings import Settings
+
+if TYPE_CHECKING:  # imported by the commands that run them: the CLI starts faster
+    from xray_pipeline.core.services import Running
 
 HostOption = Annotated[str, typer.Option("--host", help="Dagster UI address")]
 PortOption = Annotated[int, typer.Option("--port", help="Dagster UI port")]
@@ -101,7 +104,15 @@ def _run_services(
     console.print("stopped; no process left running")
 
 
-def _until_stopped(settings, running, host, port, api_port, demo_rate, ready_timeout) -> None:
+def _until_stopped(
+    settings: Settings,
+    running: "Running",
+    host: str,
+    port: int,
+    api_port: int | None,
+    demo_rate: float | None,
+    ready_timeout: float,
+) -> None:
     """Say where everything is, wait for the first sensor tick, then for the end."""
     from xray_pipeline.core import services
 
