@@ -214,12 +214,19 @@ def port_free(host: str, port: int) -> bool:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGINT raise KeyboardInterrupt while inside. SIGINT as well: started with
-    `&` from a script, this process inherits an ignored SIGINT (and Python then leaves it
-    ignored), yet `kill -INT` should stop it like Ctrl-C does."""
+    """The first SIGTERM or SIGINT raises KeyboardInterrupt while inside. SIGINT as well:
+    started with `&` from a script, this process inherits an ignored SIGINT (and Python then
+    leaves it ignored), yet `kill -INT` should stop it like Ctrl-C does."""
+
+    stopping = False
 
     def on_signal(signum, frame):
-        raise KeyboardInterrupt
+        # only the first: a second signal (a supervisor signalling the whole group, a second
+        # Ctrl-C) must not cut the shutdown short and leave children running
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
