@@ -12,6 +12,7 @@ from xray_pipeline.defs.resources import (
     OfflineSpoolResource,
     PostgresResource,
 )
+from xray_pipeline.defs.retention import build_run_retention
 from xray_pipeline.defs.rollups import build_rollup_assets
 from xray_pipeline.defs.schedules import (
     build_checks_schedule,
@@ -51,6 +52,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         settings.retention.days,
         settings.retention.rollup_days,
     )
+    prune_job, prune_schedule = build_run_retention(
+        settings.dagster.run_retention_days, [logs.key, *(r.key for r in rollups)]
+    )
     return dg.Definitions(
         assets=[logs, *rollups, offline_buffer],
         asset_checks=build_checks(
@@ -64,8 +68,13 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             maintenance_job,
             replay_job,
             build_migration_job(settings.timezone, settings.migration.drop_old),
+            prune_job,
         ],
-        schedules=[maintenance_schedule, build_checks_schedule(check_job, settings.timezone)],
+        schedules=[
+            maintenance_schedule,
+            build_checks_schedule(check_job, settings.timezone),
+            prune_schedule,
+        ],
         sensors=[
             build_access_log_sensor(load_logs_job, partitions, settings.dagster.sensor_interval),
             build_offline_buffer_sensor(replay_job),

@@ -90,6 +90,9 @@ class DagsterSettings(Section):
     database: Text = setting("dagster", "database of Dagster's own storage")
     sensor_interval: PositiveInt = setting(5, "seconds between sensor ticks")
     max_run_bytes: Bytes = setting(64 * 1024 * 1024, "largest byte range one sensor run loads")
+    run_retention_days: PositiveInt = setting(
+        7, "days Dagster keeps a finished run and its events (the data stays)"
+    )
 
 
 class RetentionSettings(Section):

@@ -79,6 +79,7 @@ def test_definitions_are_pinned(tmp_path: Path):
     assert sorted(s.name for s in repo.schedule_defs) == [
         "data_quality_schedule",
         "partition_maintenance_schedule",
+        "prune_dagster_runs_job_schedule",
     ]
     assert {j.name for j in repo.get_all_jobs()} >= {
         "load_logs_job",
@@ -86,6 +87,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "partition_maintenance_job",
         "replay_offline_buffer_job",
         "migrate_legacy_logs_job",
+        "prune_dagster_runs_job",
     }
     assert {c.name for c in repo.asset_graph.asset_check_keys} == {
         "logs_reconciliation",
@@ -356,3 +358,43 @@ def test_instance_config_frees_the_pool_slots_of_a_dead_run():
     assert monitoring["poll_interval_seconds"] < RUN_MAX_RUNTIME_S
     with dg.instance_for_test(overrides={"run_monitoring": monitoring}) as instance:
         assert instance.run_monitoring_enabled
+
+
+def test_run_retention_prunes_old_runs_but_not_a_partitions_latest_or_the_data(
+    fresh_db_url: str, tmp_path: Path, instance
+):
+    path = tmp_path / "access.log"
+    path.write_text(line(1, 0) + line(1, 1))
+    defs = make_defs(fresh_db_url, path)
+    first = tick(defs, instance)
+    [day1_early] = first.run_requests
+    assert materialize(defs, instance, day1_early).success
+    path.write_text(path.read_text() + line(1, 2) + line(2, 0))
+    later = tick(defs, instance, cursor=first.cursor)
+    latest = {r.partition_key: materialize(defs, instance, r).run_id for r in later.run_requests}
+    assert sorted(latest) == ["2025-01-01", "2025-01-02"]
+    failed = instance.create_run_for_job(
+        job_def=defs.resolve_job_def("load_logs_job"), status=dg.DagsterRunStatus.FAILURE
+    )
+    prune = defs.resolve_job_def("prune_dagster_runs_job")
+
+    # within the retention (7 days by default): nothing goes
+    assert prune.execute_in_process(instance=instance).success
+    assert len(instance.get_run_ids(dg.RunsFilter(job_name="load_logs_job"))) == 4
+
+    config = {"ops": {"prune_dagster_runs": {"config": {"retention_days": 0}}}}
+    result = prune.execute_in_process(instance=instance, run_config=config)
+    assert result.success
+    left = set(instance.get_run_ids(dg.RunsFilter(job_name="load_logs_job")))
+    assert left == set(latest.values())  # the early day-1 run and the failed run are gone
+    assert failed.run_id not in left
+    [output] = [e for e in result.all_node_events if e.is_successful_output]
+    # the early day-1 run, the failed run and the first pruning run
+    assert output.step_output_data.metadata["deleted_runs"].value == 3
+    assert instance.get_run_ids(dg.RunsFilter(job_name="prune_dagster_runs_job")) == [result.run_id]
+    assert instance.get_materialized_partitions(dg.AssetKey("logs")) == {
+        "2025-01-01",
+        "2025-01-02",
+    }
+    with connect(fresh_db_url) as conn:  # the data stays
+        assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 4
