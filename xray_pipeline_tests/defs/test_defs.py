@@ -398,3 +398,30 @@ def test_run_retention_prunes_old_runs_but_not_a_partitions_latest_or_the_data(
     }
     with connect(fresh_db_url) as conn:  # the data stays
         assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 4
+
+
+def test_dg_check_defs_needs_no_running_database():
+    """`uv run dg check defs` from the project folder validates the code location at once,
+    whether or not a database runs (the project's dagster.yaml names no storage)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    # a storage here would be what dg connects to (and retries for a while when it is down)
+    assert "storage" not in yaml.safe_load((root / "dagster.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XRAY_", "DAGSTER_"))}
+    env["XRAY_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/nothing"  # nothing listens
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
