@@ -311,3 +311,18 @@ def split_range(
                 requests.append(RangeRequest(path, identity, pos, cut, day))
                 pos = cut
     return requests
+
+
+def earliest_day(paths: Iterable[Path]) -> dt.date | None:
+    """The day of the first timestamped line among the files (the first MiB of each is looked
+    at: logs are time-ordered), None when none has one."""
+    days = []
+    for path in paths:
+        try:
+            with open_log(path) as fh:
+                day, _ = _day_at(fh, 0, _MAX_SCAN)
+        except OSError:
+            continue
+        if day is not None:
+            days.append(day)
+    return min(days, default=None)

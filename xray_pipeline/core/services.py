@@ -6,6 +6,7 @@ configured server, readiness = the first sensor tick (a web server can look heal
 daemon is stuck), and a shutdown that leaves no process behind.
 """
 
+import datetime as dt
 import fcntl
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ from xray_pipeline.core.pg import (
     session,
     with_database,
 )
+from xray_pipeline.core.plan import earliest_day
+from xray_pipeline.core.tail import expand_paths, rotated_siblings
 from xray_pipeline.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +73,34 @@ class InstanceLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def start_date_file(settings: Settings) -> Path:
+    """Where the first `up` or `demo` records the first day of the partitions."""
+    return settings.home / "dagster" / "start_date"
+
+
+def recorded_start_date(settings: Settings) -> str | None:
+    try:
+        return dt.date.fromisoformat(start_date_file(settings).read_text().strip()).isoformat()
+    except (OSError, ValueError):
+        return None
+
+
+def record_start_date(settings: Settings, logfiles: list[str]) -> str:
+    """The first day of the partitions, recorded once: the first day of the logs (and of
+    their rotated copies), today when they hold none; [dagster] start_date wins."""
+    if settings.dagster.start_date:
+        return settings.dagster.start_date
+    recorded = recorded_start_date(settings)
+    if recorded:
+        return recorded
+    paths = [c for p in expand_paths(logfiles) for c in (p, *rotated_siblings(p))]
+    today = dt.datetime.now(zoneinfo.ZoneInfo(settings.timezone)).date()
+    first = min(earliest_day(paths) or today, today)
+    start_date_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    start_date_file(settings).write_text(first.isoformat() + "\n")
+    return first.isoformat()
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -278,6 +310,7 @@ def supervised(
             started_db = not embedded_server(settings).status().running
         with session(settings) as conn:
             conn.commit()
+        record_start_date(settings, logfiles)
         demo_log = None
         if demo_rate is not None:
             demo_log = Path(logfiles[0])

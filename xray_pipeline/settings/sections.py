@@ -84,8 +84,10 @@ class MigrationSettings(Section):
 class DagsterSettings(Section):
     """The Dagster code location: partitions, sensor, run size."""
 
-    start_date: Day = setting(
-        "2019-01-01", "first day of the daily partitions (older lines go to this day's partition)"
+    start_date: Day | None = setting(
+        None,
+        "first day of the daily partitions (unset: the first day of the logs, recorded by the "
+        "first `up` or `demo`); older lines go to that day's partition",
     )
     database: Text = setting("dagster", "database of Dagster's own storage")
     sensor_interval: PositiveInt = setting(5, "seconds between sensor ticks")

@@ -1,6 +1,7 @@
 """The byte-range decisions, pure: gaps in the ledger, what is new, the sensor's plan and the
 retry policy of a hole. No database, no Dagster, no file is read."""
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from xray_pipeline.core.ledger import holes, missing_ranges
 from xray_pipeline.core.plan import (
     MAX_HOLE_ATTEMPTS,
     STALE_AFTER_S,
+    earliest_day,
     hole_run_key,
     new_ranges,
     plan_reads,
@@ -152,3 +154,13 @@ def test_a_hole_is_retried_under_new_keys_then_given_up_on():
 def test_a_hole_waits_while_a_run_covers_part_of_it():
     assert hole_run_key("k:0-10", 0, 10, [(5, 20)], lambda key: False) == (None, None)
     assert hole_run_key("k:0-10", 0, 10, [(10, 20)], lambda key: False) == ("k:0-10", None)
+
+
+def test_earliest_day_of_the_logs_and_their_rotated_copies(tmp_path: Path):
+    live, rotated, empty = (tmp_path / n for n in ("access.log", "access.log.1", "other.log"))
+    live.write_text("banner without a time\n2025/03/02 10:00:00 from 1.2.3.4:1 rejected  x\n")
+    rotated.write_text("2025/02/27 23:59:59.000001 from 1.2.3.4:1 rejected  x\n")
+    empty.write_text("no record here\n")
+    assert earliest_day([live]) == dt.date(2025, 3, 2)
+    assert earliest_day([live, rotated, empty, tmp_path / "missing.log"]) == dt.date(2025, 2, 27)
+    assert earliest_day([empty]) is None

@@ -425,3 +425,24 @@ def test_dg_check_defs_needs_no_running_database():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "All definitions loaded successfully" in result.stdout + result.stderr
+
+
+def test_partitions_start_at_the_first_day_of_the_logs_recorded_once(tmp_path: Path):
+    from xray_pipeline.core.services import record_start_date
+
+    path = tmp_path / "access.log"
+    path.write_text(line(2, 0) + line(3, 0))
+    (tmp_path / "access.log.1").write_text(line(1, 0))  # a rotated copy: older still
+    overrides = {"general.home": str(tmp_path / "home"), "parser.logfile": [str(path)]}
+    settings = load_settings(None, overrides, env={})
+    assert record_start_date(settings, [str(path)]) == "2025-01-01"
+    path.write_text("")  # the logs change: the recorded day stays
+    assert record_start_date(settings, [str(path)]) == "2025-01-01"
+    defs = build_definitions(settings)
+    keys = defs.resolve_assets_def("logs").partitions_def.get_partition_keys()
+    assert keys[0] == "2025-01-01"
+    chosen = load_settings(None, {**overrides, "dagster.start_date": "2024-06-01"}, env={})
+    assert record_start_date(chosen, [str(path)]) == "2024-06-01"  # the setting wins
+    empty = load_settings(None, {"general.home": str(tmp_path / "new")}, env={})
+    first = build_definitions(empty).resolve_assets_def("logs").partitions_def
+    assert len(first.get_partition_keys()) <= 2  # nothing recorded: from today on
