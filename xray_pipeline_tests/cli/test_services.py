@@ -182,3 +182,58 @@ def test_demo_generates_loads_and_stops_on_sigterm(fresh_db_url: str, tmp_path: 
     assert (tmp_path / "home" / "demo" / "access.log").stat().st_size > 0
     with connect(with_database(fresh_db_url, "postgres"), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("command", ["up", "demo"])
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGINT,), (signal.SIGTERM, signal.SIGTERM)],
+    ids=["SIGINT to the group", "SIGTERM to the group, again while stopping"],
+)
+def test_a_signal_to_the_whole_group_stops_every_child(
+    fresh_db_url: str, tmp_path: Path, command: str, signals: tuple[int, ...]
+):
+    """As a supervisor script stops a group it started with setsid (`kill -INT -PGID`): every
+    child stops, Dagster's code server and the sidecar included, and only then "stopped"."""
+    log = tmp_path / "access.log"
+    log.write_text(line(1))
+    dagster_db = f"dagster_test_{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    env.update(
+        XRAY_DATABASE_URL=fresh_db_url,
+        XRAY_HOME=str(tmp_path / "home"),
+        XRAY_DAGSTER_DATABASE=dagster_db,
+    )
+    args = ["--logfile", str(log)] if command == "up" else ["--rate", "5"]
+    cmd = [sys.executable, "-m", "xray_pipeline.cli", command, *args, "--port",
+           str(free_port()), "--api-port", str(free_port()), "--ready-timeout", "200"]  # fmt: skip
+    out_path = tmp_path / "out.txt"
+    with out_path.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        wait_for(lambda: "ready:" in out_path.read_text(), 240, "the first tick")
+        children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(children) >= 3  # dagster dev and its processes, the sidecar
+        for sig in signals:
+            os.killpg(proc.pid, sig)
+            time.sleep(0.5)
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out_path.read_text()
+    assert "stopped; no process left running" in text, text
+    time.sleep(1)
+    assert not _alive(children), [psutil.Process(p).cmdline() for p in _alive(children)]
+    with connect(with_database(fresh_db_url, "postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
