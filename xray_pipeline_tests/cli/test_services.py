@@ -40,18 +40,37 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-@pytest.mark.timeout(400)
-def test_up_loads_appended_lines_and_stops_cleanly(fresh_db_url: str, tmp_path: Path):
-    log = tmp_path / "access.log"
-    log.write_text(line(1))
+def _alive(pids: list[int]) -> list[int]:
+    return [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+
+
+@pytest.fixture
+def service_env(fresh_db_url: str, tmp_path: Path):
+    """The environment of an `up` or `demo` child on the test database, with a Dagster
+    storage database of its own, dropped afterwards."""
     dagster_db = f"dagster_test_{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
     env.update(
         XRAY_DATABASE_URL=fresh_db_url,
         XRAY_HOME=str(tmp_path / "home"),
         XRAY_DAGSTER_DATABASE=dagster_db,
-        XRAY_DAGSTER_SENSOR_INTERVAL="5",
     )
+    yield env
+    with connect(with_database(fresh_db_url, "postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
+
+
+@pytest.mark.timeout(400)
+def test_up_loads_appended_lines_and_stops_cleanly(
+    fresh_db_url: str, service_env: dict, tmp_path: Path
+):
+    log = tmp_path / "access.log"
+    log.write_text(line(1))
+    env = {**service_env, "XRAY_DAGSTER_SENSOR_INTERVAL": "5"}
     port = free_port()
     api_port = free_port()
     cmd = [
@@ -116,27 +135,17 @@ def test_up_loads_appended_lines_and_stops_cleanly(fresh_db_url: str, tmp_path: 
     text = (tmp_path / "up.out").read_text()
     assert "stopped; no process left running" in text, text
     time.sleep(1)
-    assert not [
-        pid
-        for pid in children
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
+    assert not _alive(children)
     with connect(fresh_db_url) as conn:
         assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 11
         assert conn.execute("SELECT count(DISTINCT run_id) FROM ingest_ledger").fetchone()[0] >= 1
-    with connect(with_database(fresh_db_url, "postgres"), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
 
 
 @pytest.mark.timeout(400)
-def test_demo_generates_loads_and_stops_on_sigterm(fresh_db_url: str, tmp_path: Path):
-    dagster_db = f"dagster_test_{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
-    env.update(
-        XRAY_DATABASE_URL=fresh_db_url,
-        XRAY_HOME=str(tmp_path / "home"),
-        XRAY_DAGSTER_DATABASE=dagster_db,
-    )
+def test_demo_generates_loads_and_stops_on_sigterm(
+    fresh_db_url: str, service_env: dict, tmp_path: Path
+):
+    env = service_env
     cmd = [
         sys.executable,
         "-m",
@@ -174,22 +183,8 @@ def test_demo_generates_loads_and_stops_on_sigterm(fresh_db_url: str, tmp_path: 
         proc.wait(timeout=60)
     assert "stopped; no process left running" in out_path.read_text()
     time.sleep(1)
-    assert not [
-        pid
-        for pid in children
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
+    assert not _alive(children)
     assert (tmp_path / "home" / "demo" / "access.log").stat().st_size > 0
-    with connect(with_database(fresh_db_url, "postgres"), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
-
-
-def _alive(pids: list[int]) -> list[int]:
-    return [
-        pid
-        for pid in pids
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
 
 
 @pytest.mark.timeout(300)
@@ -200,25 +195,18 @@ def _alive(pids: list[int]) -> list[int]:
     ids=["SIGINT to the group", "SIGTERM to the group, again while stopping"],
 )
 def test_a_signal_to_the_whole_group_stops_every_child(
-    fresh_db_url: str, tmp_path: Path, command: str, signals: tuple[int, ...]
+    service_env: dict, tmp_path: Path, command: str, signals: tuple[int, ...]
 ):
     """As a supervisor script stops a group it started with setsid (`kill -INT -PGID`): every
     child stops, Dagster's code server and the sidecar included, and only then "stopped"."""
     log = tmp_path / "access.log"
     log.write_text(line(1))
-    dagster_db = f"dagster_test_{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
-    env.update(
-        XRAY_DATABASE_URL=fresh_db_url,
-        XRAY_HOME=str(tmp_path / "home"),
-        XRAY_DAGSTER_DATABASE=dagster_db,
-    )
     args = ["--logfile", str(log)] if command == "up" else ["--rate", "5"]
     cmd = [sys.executable, "-m", "xray_pipeline.cli", command, *args, "--port",
            str(free_port()), "--api-port", str(free_port()), "--ready-timeout", "200"]  # fmt: skip
     out_path = tmp_path / "out.txt"
     with out_path.open("w") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=out,
+        proc = subprocess.Popen(cmd, env=service_env, cwd=PROJECT_ROOT, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         wait_for(lambda: "ready:" in out_path.read_text(), 240, "the first tick")
@@ -235,5 +223,3 @@ def test_a_signal_to_the_whole_group_stops_every_child(
     assert "stopped; no process left running" in text, text
     time.sleep(1)
     assert not _alive(children), [psutil.Process(p).cmdline() for p in _alive(children)]
-    with connect(with_database(fresh_db_url, "postgres"), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
