@@ -326,3 +326,60 @@ def earliest_day(paths: Iterable[Path]) -> dt.date | None:
         if day is not None:
             days.append(day)
     return min(days, default=None)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One day's slice of a planned range, under the partition key of that day."""
+
+    item: PlannedRange
+    request: RangeRequest
+    partition: str
+
+    @property
+    def size(self) -> int:
+        return self.request.end - self.request.start
+
+
+def batch_pieces(
+    pieces: list[Piece], busy: set[str], max_bytes: int
+) -> tuple[list[list[Piece]], dict[str, int]]:
+    """Adaptive batching: (one batch of pieces per partition, where each sources' deferred
+    pieces start). A partition with a run queued or starting (`busy`) gets no new run: its
+    next run takes, in one go, what arrived meanwhile. Another partition gets one run that
+    holds its pieces of every source, in order, up to `max_bytes` (at least one piece); the
+    rest waits for a later tick. A source's pieces after a deferred one are deferred too, so
+    that what was requested of it is always a prefix of what was planned."""
+    batches: dict[str, list[Piece]] = {}
+    sizes: dict[str, int] = {}
+    deferred: dict[str, int] = {}
+    for piece in pieces:
+        identity = piece.request.identity
+        if identity in deferred:
+            continue
+        day = piece.partition
+        batch = batches.setdefault(day, [])
+        fits = not batch or sizes.get(day, 0) + piece.size <= max_bytes
+        if day in busy or not fits:
+            deferred[identity] = piece.request.start
+            continue
+        batch.append(piece)
+        sizes[day] = sizes.get(day, 0) + piece.size
+    return [batch for batch in batches.values() if batch], deferred
+
+
+def rewind_cursor(
+    planned_cursor: dict, cursor: dict, deferred: dict[str, int], requested: set[str]
+) -> dict:
+    """The cursor after a tick that deferred some pieces: a source whose pieces were partly
+    requested is marked in flight up to its first deferred byte; one of which nothing was
+    requested keeps the entry it had before the tick."""
+    rewound = dict(planned_cursor)
+    for identity, start in deferred.items():
+        if identity in requested:
+            rewound[identity] = {**rewound[identity], "end": start}
+        elif identity in cursor:
+            rewound[identity] = cursor[identity]
+        else:
+            rewound.pop(identity, None)
+    return rewound

@@ -13,15 +13,23 @@ from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 POOL = "xray_postgres"
 
 
-class LogRangeConfig(dg.Config):
-    """The byte range a run loads (set by access_log_sensor)."""
+class LogRange(dg.Config):
+    """Bytes [start, end) of the file with `identity` (at `path`, or a rotated copy of the
+    `watched` live file), stored with `node`."""
 
-    path: str | None = None
-    identity: str | None = None
-    start: int | None = None
-    end: int | None = None
+    path: str
+    identity: str
+    start: int
+    end: int
     node: str | None = None
     watched: str | None = None
+
+
+class LogRangeConfig(dg.Config):
+    """The byte ranges a run loads, of one day, any number of sources (set by
+    access_log_sensor); none: a backfill, which rebuilds the run's days."""
+
+    ranges: list[LogRange] = []  # noqa: RUF012 (pydantic copies defaults)
 
 
 def build_logs_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -48,10 +56,11 @@ def _logs_decorator(partitions_def: dg.PartitionsDefinition):
         group_name="ingest",
         description=(
             "Access-log records in the daily-partitioned `logs` table (plus `dns_queries` and "
-            "`rejects`): each sensor run loads one byte range planned by access_log_sensor, "
-            "exactly once (the ingest ledger refuses a second load of a range). A run without "
-            "a range (a backfill) rebuilds its days from the bytes still on disk, rotated and "
-            ".gz copies included, keeping the rows whose bytes are gone."
+            "`rejects`): each sensor run loads the byte ranges of one day that "
+            "access_log_sensor planned, of every source, exactly once (the ingest ledger "
+            "refuses a second load of a range). A run without ranges (a backfill) rebuilds its "
+            "days from the bytes still on disk, rotated and .gz copies included, keeping the "
+            "rows whose bytes are gone."
         ),
     )
 
@@ -62,42 +71,49 @@ def _logs(
     postgres: PostgresResource,
     log_sources: LogSourcesResource,
 ) -> dg.MaterializeResult:
-    if config.path is None or config.identity is None or config.start is None or config.end is None:
+    if not config.ranges:
         return rebuild(context, postgres)
+    loaded = []
     with postgres.connect() as conn:
-        stats = load_range(
-            conn,
-            Path(config.path),
-            config.identity,
-            config.start,
-            config.end,
-            timezone=postgres.timezone,
-            batch_size=postgres.batch_size,
-            node=config.node or log_sources.node,
-            run_id=context.run.run_id,
-            watched=Path(config.watched) if config.watched else None,
-        )
-    lag = None
-    if stats.newest_ts is not None:
-        lag = (dt.datetime.now(dt.UTC) - stats.newest_ts).total_seconds()
-    context.log.info(
-        f"{stats.lines} lines from {stats.source} bytes {config.start}-{config.end}"
-        + (" (already loaded)" if stats.chunks_already_loaded else "")
-    )
+        for item in config.ranges:
+            stats = load_range(
+                conn,
+                Path(item.path),
+                item.identity,
+                item.start,
+                item.end,
+                timezone=postgres.timezone,
+                batch_size=postgres.batch_size,
+                node=item.node or log_sources.node,
+                run_id=context.run.run_id,
+                watched=Path(item.watched) if item.watched else None,
+            )
+            loaded.append(stats)
+            context.log.info(
+                f"{stats.lines} lines from {stats.source} bytes {item.start}-{item.end}"
+                + (" (already loaded)" if stats.chunks_already_loaded else "")
+            )
+    newest = max((s.newest_ts for s in loaded if s.newest_ts is not None), default=None)
+    lag = None if newest is None else (dt.datetime.now(dt.UTC) - newest).total_seconds()
+    seconds = sum(s.duration_s for s in loaded)
+    lines = sum(s.lines for s in loaded)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": stats.access_rows,
-            "lines": stats.lines,
-            "bytes": stats.bytes,
-            "dns_rows": stats.dns_rows,
-            "rejects": stats.rejects,
-            "lines_per_s": stats.lines_per_s,
+            "dagster/row_count": sum(s.access_rows for s in loaded),
+            "lines": lines,
+            "bytes": sum(s.bytes for s in loaded),
+            "dns_rows": sum(s.dns_rows for s in loaded),
+            "rejects": sum(s.rejects for s in loaded),
+            "lines_per_s": round(lines / seconds, 1) if seconds else 0.0,
             "lag_seconds": dg.MetadataValue.float(lag) if lag is not None else None,
-            "source": stats.source,
-            "node": config.node or log_sources.node or "",
-            "range": f"{config.start}-{config.end}",
-            "chunks_already_loaded": stats.chunks_already_loaded,
-            "new_users": stats.new_users,
+            "sources": len({item.identity for item in config.ranges}),
+            "source": ", ".join(dict.fromkeys(s.source for s in loaded)),
+            "node": ", ".join(
+                dict.fromkeys(i.node or log_sources.node or "" for i in config.ranges)
+            ),
+            "range": ", ".join(f"{i.start}-{i.end}" for i in config.ranges),
+            "chunks_already_loaded": sum(s.chunks_already_loaded for s in loaded),
+            "new_users": sum(s.new_users for s in loaded),
         }
     )
 

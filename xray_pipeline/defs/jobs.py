@@ -8,7 +8,7 @@ def build_load_logs_job():
         name="load_logs_job",
         selection=dg.AssetSelection.assets("logs").without_checks(),
         executor_def=dg.in_process_executor,
-        description="Load one byte range of an access log into `logs` (run by access_log_sensor).",
+        description="Load the new byte ranges of a day into `logs` (run by access_log_sensor).",
     )
 
 

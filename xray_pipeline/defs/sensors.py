@@ -1,5 +1,6 @@
-"""access_log_sensor: new bytes in the watched files -> one run per day and byte range."""
+"""access_log_sensor: new bytes in the watched files -> one run per day partition at a time."""
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -9,9 +10,12 @@ import dagster as dg
 from xray_pipeline.core.ledger import committed_ranges
 from xray_pipeline.core.pg import DatabaseError
 from xray_pipeline.core.plan import (
+    Piece,
     PlannedRange,
+    batch_pieces,
     hole_run_key,
     plan_requests,
+    rewind_cursor,
     split_range,
 )
 from xray_pipeline.core.tail import unreadable_reason, watched_states
@@ -26,48 +30,78 @@ _ACTIVE = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+# a partition with a run in these states gets no new run: that run has not read its ranges yet
+_WAITING = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+]
 
 
-def _active_ranges(instance: dg.DagsterInstance, identity: str) -> list[tuple[int, int]]:
-    """The byte ranges of the queued and running runs of a source."""
-    runs = instance.get_runs(dg.RunsFilter(tags={"xray/identity": identity}, statuses=_ACTIVE))
-    found = []
-    for run in runs:
-        start, _, end = run.tags.get("xray/range", "").partition("-")
-        if start.isdigit() and end.isdigit():
-            found.append((int(start), int(end)))
-    return found
+def run_ranges(run: dg.DagsterRun) -> list[dict]:
+    """The byte ranges a run of `logs` loads (its run config)."""
+    config = run.run_config.get("ops", {}).get("logs", {}).get("config", {})
+    return list(config.get("ranges") or [])
+
+
+def _active_ranges(instance: dg.DagsterInstance, identity: str, job: str) -> list[tuple[int, int]]:
+    """The byte ranges of a source in the queued and running runs."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=job, statuses=_ACTIVE))
+    return [
+        (r["start"], r["end"]) for run in runs for r in run_ranges(run) if r["identity"] == identity
+    ]
+
+
+def _busy_partitions(instance: dg.DagsterInstance, job: str) -> set[str]:
+    runs = instance.get_runs(dg.RunsFilter(job_name=job, statuses=_WAITING))
+    return {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
+
+
+def _range_config(piece: Piece, node: str | None) -> dict:
+    request = piece.request
+    return {
+        "path": str(request.path),
+        "identity": request.identity,
+        "start": request.start,
+        "end": request.end,
+        "node": node,
+        "watched": str(piece.item.watched),
+    }
 
 
 def _run_request(
-    planned: PlannedRange, request, run_key: str, day: str, node: str | None
+    pieces: list[Piece], run_key: str, node_of: dict[Path, str | None]
 ) -> dg.RunRequest:
-    """The run of one day's piece of a planned range."""
+    """The run of a day's batch of pieces (or of one piece of a hole)."""
     return dg.RunRequest(
         run_key=run_key,
-        partition_key=day,
+        partition_key=pieces[0].partition,
         run_config={
             "ops": {
                 "logs": {
                     "config": {
-                        "path": str(request.path),
-                        "identity": request.identity,
-                        "start": request.start,
-                        "end": request.end,
-                        "node": node,
-                        "watched": str(planned.watched),
+                        "ranges": [_range_config(p, node_of.get(p.item.watched)) for p in pieces]
                     }
                 }
             }
         },
         tags={
-            "xray/source": str(request.path),
-            "xray/identity": request.identity,
-            "xray/range": f"{request.start}-{request.end}",
-            # a range of at most max_run_bytes loads in seconds: a run still going after
-            # this is hung or dead, and run monitoring fails it
+            "xray/sources": str(len({p.request.identity for p in pieces})),
+            "xray/bytes": str(sum(p.size for p in pieces)),
+            # at most max_run_bytes load in seconds: a run still going after this is hung or
+            # dead, and run monitoring fails it
             "dagster/max_runtime": str(RUN_MAX_RUNTIME_S),
         },
+    )
+
+
+def batch_key(pieces: list[Piece]) -> str:
+    """The run key of a batch: its pieces, in order (the same batch, the same key)."""
+    keys = "|".join(p.request.key + p.item.suffix for p in pieces)
+    if len(pieces) == 1:
+        return keys
+    return (
+        f"batch:{pieces[0].partition}:" + hashlib.blake2b(keys.encode(), digest_size=12).hexdigest()
     )
 
 
@@ -80,7 +114,7 @@ def _skip_reason(files: list[Path], unreadable: dict[Path, str], in_flight: bool
     return reason
 
 
-def _hole_key(context: dg.SensorEvaluationContext, piece, cursor: dict) -> str | None:
+def _hole_key(context: dg.SensorEvaluationContext, piece, cursor: dict, job: str) -> str | None:
     """The run key for a piece of a hole (see hole_run_key), warning once every
     STALE_AFTER_S (kept in the cursor) when it is given up on."""
     instance = context.instance
@@ -88,7 +122,7 @@ def _hole_key(context: dg.SensorEvaluationContext, piece, cursor: dict) -> str |
     def used(key: str) -> bool:
         return bool(instance.get_runs_count(dg.RunsFilter(tags={"dagster/run_key": key})))
 
-    active = _active_ranges(instance, piece.identity)
+    active = _active_ranges(instance, piece.identity, job)
     key, why = hole_run_key(piece.key, piece.start, piece.end, active, used)
     if why and (said := f"hole:{piece.key}") not in cursor:
         context.log.warning(f"{piece.path}: {why}")
@@ -102,23 +136,31 @@ def _run_requests(
     cursor: dict,
     log_sources: LogSourcesResource,
     partitions_def: dg.DailyPartitionsDefinition,
-) -> list[dg.RunRequest]:
-    """One run per day and size-capped piece of each planned range."""
+    job: str,
+) -> tuple[list[dg.RunRequest], dict[str, int], set[str]]:
+    """The runs of a tick: one per hole piece, and one batch per day partition that has no
+    run waiting to start (batch_pieces); with the pieces deferred and the sources requested."""
     first_day = partitions_def.start.date().isoformat()
     today = partitions_def.get_last_partition_key()
     node_of = dict(log_sources.entries())
-    requests = []
+    requests, pieces = [], []
     for item in planned:
-        pieces = split_range(
+        cut = split_range(
             item.path, item.identity, item.start, item.end, max_bytes=log_sources.max_run_bytes
         )
-        for piece in pieces:
-            run_key = _hole_key(context, piece, cursor) if item.hole else piece.key + item.suffix
-            if run_key is None:
-                continue
-            day = max(piece.day.isoformat() if piece.day else today, first_day)
-            requests.append(_run_request(item, piece, run_key, day, node_of.get(item.watched)))
-    return requests
+        for request in cut:
+            day = max(request.day.isoformat() if request.day else today, first_day)
+            piece = Piece(item, request, day)
+            if not item.hole:
+                pieces.append(piece)
+            elif run_key := _hole_key(context, request, cursor, job):
+                requests.append(_run_request([piece], run_key, node_of))
+    busy = _busy_partitions(context.instance, job)
+    batches, deferred = batch_pieces(pieces, busy, log_sources.max_run_bytes)
+    for batch in batches:
+        requests.append(_run_request(batch, batch_key(batch), node_of))
+    requested = {p.request.identity for batch in batches for p in batch}
+    return requests, deferred, requested
 
 
 def build_access_log_sensor(
@@ -133,7 +175,8 @@ def build_access_log_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Watches the configured access logs (and their still-growing rotated copies) and "
-            "requests one `logs` run per day and byte range of new complete lines."
+            "requests `logs` runs for the new complete lines: one run per day partition at a "
+            "time, with every source's new bytes of that day, up to [dagster] max_run_bytes."
         ),
     )
     def access_log_sensor(
@@ -152,14 +195,17 @@ def build_access_log_sensor(
                 loaded = committed_ranges(conn, [s.identity.key for s in states])
         except DatabaseError as exc:
             return dg.SkipReason(f"database unreachable: {exc}")
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        planned, cursor, notes = plan_requests(files, states, loaded, cursor, now=time.time())
+        before = json.loads(context.cursor) if context.cursor else {}
+        planned, cursor, notes = plan_requests(files, states, loaded, before, now=time.time())
         unreadable = {p: r for p in files if (r := unreadable_reason(p))}
         for note in notes:
             context.log.warning(note)
         for why in unreadable.values():
             context.log.error(why)
-        requests = _run_requests(context, planned, cursor, log_sources, partitions_def)
+        requests, deferred, requested = _run_requests(
+            context, planned, cursor, log_sources, partitions_def, job.name
+        )
+        cursor = rewind_cursor(cursor, before, deferred, requested)
         if not requests:
             skip = _skip_reason(files, unreadable, in_flight=bool(planned))
             return dg.SensorResult(skip_reason=skip, cursor=json.dumps(cursor))

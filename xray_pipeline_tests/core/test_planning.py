@@ -1,5 +1,5 @@
-"""The byte-range decisions, pure: gaps in the ledger, what is new, the sensor's plan and the
-retry policy of a hole. No database, no Dagster, no file is read."""
+"""The byte-range decisions, pure: gaps in the ledger, what is new, the sensor's plan, the
+retry policy of a hole and the batching of a tick's pieces. No database, no Dagster."""
 
 import datetime as dt
 from pathlib import Path
@@ -12,11 +12,16 @@ from xray_pipeline.core.ledger import holes, missing_ranges
 from xray_pipeline.core.plan import (
     MAX_HOLE_ATTEMPTS,
     STALE_AFTER_S,
+    Piece,
+    PlannedRange,
+    RangeRequest,
+    batch_pieces,
     earliest_day,
     hole_run_key,
     new_ranges,
     plan_reads,
     plan_requests,
+    rewind_cursor,
     watched_file,
 )
 from xray_pipeline.core.tail import FileIdentity, FileState
@@ -164,3 +169,43 @@ def test_earliest_day_of_the_logs_and_their_rotated_copies(tmp_path: Path):
     assert earliest_day([live]) == dt.date(2025, 3, 2)
     assert earliest_day([live, rotated, empty, tmp_path / "missing.log"]) == dt.date(2025, 2, 27)
     assert earliest_day([empty]) is None
+
+
+def piece(identity: str, start: int, end: int, day: str, path: Path = LIVE) -> Piece:
+    item = PlannedRange(path, path, identity, start, end)
+    return Piece(item, RangeRequest(path, identity, start, end, None), day)
+
+
+def test_batches_one_run_per_day_of_every_source():
+    pieces = [piece("a", 0, 10, "d1"), piece("a", 10, 20, "d2"), piece("b", 0, 5, "d1")]
+    batches, deferred = batch_pieces(pieces, set(), max_bytes=100)
+    assert [[(p.request.identity, p.partition) for p in b] for b in batches] == [
+        [("a", "d1"), ("b", "d1")],
+        [("a", "d2")],
+    ]
+    assert deferred == {}
+
+
+def test_a_busy_day_defers_its_pieces_and_the_later_ones_of_their_sources():
+    pieces = [piece("a", 0, 10, "d1"), piece("a", 10, 20, "d2"), piece("b", 0, 5, "d2")]
+    batches, deferred = batch_pieces(pieces, {"d1"}, max_bytes=100)
+    assert [[(p.request.identity, p.request.start) for p in b] for b in batches] == [[("b", 0)]]
+    assert deferred == {"a": 0}  # a's day-2 piece waits too: requests stay a prefix
+
+
+def test_a_batch_stops_at_max_bytes_but_takes_at_least_one_piece():
+    pieces = [piece("a", 0, 60, "d1"), piece("b", 0, 60, "d1"), piece("c", 0, 500, "d2")]
+    batches, deferred = batch_pieces(pieces, set(), max_bytes=100)
+    assert [[p.request.identity for p in b] for b in batches] == [["a"], ["c"]]
+    assert deferred == {"b": 0}
+
+
+def test_the_cursor_rewinds_to_the_first_deferred_byte_or_to_what_it_was():
+    before = {"b": {"end": 5, "at": 1.0, "retry": 0}}
+    planned = {
+        "a": {"end": 20, "at": 9.0, "retry": 0},
+        "b": {"end": 50, "at": 9.0, "retry": 0},
+        "c": {"end": 7, "at": 9.0, "retry": 0},
+    }
+    rewound = rewind_cursor(planned, before, {"a": 10, "b": 5, "c": 0}, requested={"a"})
+    assert rewound == {"a": {"end": 10, "at": 9.0, "retry": 0}, "b": before["b"]}

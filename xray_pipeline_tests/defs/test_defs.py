@@ -38,6 +38,11 @@ def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None 
     return sensor(context)
 
 
+def ranges(request: dg.RunRequest) -> list[dict]:
+    """The byte ranges a requested run loads."""
+    return request.run_config["ops"]["logs"]["config"]["ranges"]
+
+
 def skip_text(result) -> str:
     if isinstance(result, dg.SkipReason):
         return result.skip_message
@@ -145,7 +150,7 @@ def test_an_unreadable_path_is_named_and_the_rest_still_read(
     assert f"{folder} is a folder" in skip_text(unreadable)
     path.write_text(line(1, 0))
     both = tick(make_defs(fresh_db_url, folder, path), instance)
-    assert [r.run_config["ops"]["logs"]["config"]["path"] for r in both.run_requests] == [str(path)]
+    assert [c["path"] for r in both.run_requests for c in ranges(r)] == [str(path)]
 
 
 def test_new_bytes_day_split_materialize_and_cursor(fresh_db_url: str, tmp_path: Path, instance):
@@ -157,12 +162,12 @@ def test_new_bytes_day_split_materialize_and_cursor(fresh_db_url: str, tmp_path:
     requests = result.run_requests
     assert [r.partition_key for r in requests] == ["2025-01-01", "2025-01-02"]
     boundary = text.index("2025/01/02")
-    configs = [r.run_config["ops"]["logs"]["config"] for r in requests]
+    configs = [c for r in requests for c in ranges(r)]
     assert [(c["start"], c["end"]) for c in configs] == [(0, boundary), (boundary, len(text))]
     assert requests[0].run_key.endswith(f":0-{boundary}")
     # what run monitoring and the hole planning go by (see dagster.yaml)
     assert requests[0].tags["dagster/max_runtime"] == str(RUN_MAX_RUNTIME_S)
-    assert requests[0].tags["xray/identity"] == configs[0]["identity"]
+    assert requests[0].tags["xray/sources"] == "1"
     cursor = json.loads(result.cursor)
     assert next(iter(cursor.values()))["end"] == len(text)
 
@@ -198,7 +203,7 @@ def test_new_bytes_day_split_materialize_and_cursor(fresh_db_url: str, tmp_path:
         fh.write("\n")
     later = tick(defs, instance, cursor=result.cursor)
     [req] = later.run_requests
-    assert req.run_config["ops"]["logs"]["config"]["start"] == len(text)
+    assert ranges(req)[0]["start"] == len(text)
 
 
 def test_rotation_rename_copytruncate_and_truncation(fresh_db_url: str, tmp_path: Path, instance):
@@ -216,10 +221,8 @@ def test_rotation_rename_copytruncate_and_truncation(fresh_db_url: str, tmp_path
         fh.write(line(1, 50, "old-tail"))
     path.write_text(line(1, 55, "new"))
     result = tick(defs, instance, cursor=first.cursor)
-    configs = sorted(
-        (r.run_config["ops"]["logs"]["config"] for r in result.run_requests),
-        key=lambda c: c["path"],
-    )
+    assert len(result.run_requests) == 1  # one day: both files in one run
+    configs = sorted((c for r in result.run_requests for c in ranges(r)), key=lambda c: c["path"])
     assert [(Path(c["path"]).name, c["start"]) for c in configs] == [
         ("access.log", 0),
         ("access.log.1", rotated.stat().st_size - len(line(1, 50, "old-tail"))),
@@ -233,7 +236,7 @@ def test_rotation_rename_copytruncate_and_truncation(fresh_db_url: str, tmp_path
     path.write_text(line(2, 1, "after-truncate"))
     truncated = tick(defs, instance, cursor=result.cursor)
     [req] = truncated.run_requests
-    assert req.run_config["ops"]["logs"]["config"]["start"] == 0
+    assert ranges(req)[0]["start"] == 0
     assert req.partition_key == "2025-01-02"
     assert materialize(defs, instance, req).success
     with connect(fresh_db_url) as conn:
@@ -269,7 +272,7 @@ def test_copytruncate_and_per_file_node(fresh_db_url: str, tmp_path: Path, insta
     path.write_text("".join(line(1, s) for s in range(3)))
     defs = make_defs(fresh_db_url, Path(f"edge-01={path}"))
     first = tick(defs, instance)
-    assert first.run_requests[0].run_config["ops"]["logs"]["config"]["node"] == "edge-01"
+    assert ranges(first.run_requests[0])[0]["node"] == "edge-01"
     for r in first.run_requests:
         materialize(defs, instance, r)
     with path.open("a") as fh:
@@ -279,9 +282,7 @@ def test_copytruncate_and_per_file_node(fresh_db_url: str, tmp_path: Path, insta
         fh.truncate(0)
     path.write_text(line(1, 45, "fresh"))
     result = tick(defs, instance, cursor=first.cursor)
-    names = sorted(
-        Path(r.run_config["ops"]["logs"]["config"]["path"]).name for r in result.run_requests
-    )
+    names = sorted(Path(c["path"]).name for r in result.run_requests for c in ranges(r))
     assert names == ["access.log", "access.log.1"]
     for r in result.run_requests:
         assert materialize(defs, instance, r).success
@@ -446,3 +447,54 @@ def test_partitions_start_at_the_first_day_of_the_logs_recorded_once(tmp_path: P
     empty = load_settings(None, {"general.home": str(tmp_path / "new")}, env={})
     first = build_definitions(empty).resolve_assets_def("logs").partitions_def
     assert len(first.get_partition_keys()) <= 2  # nothing recorded: from today on
+
+
+def test_one_run_loads_every_source_of_a_day(fresh_db_url: str, tmp_path: Path, instance):
+    paths = [tmp_path / f"node{i}" / "access.log" for i in range(3)]
+    for i, path in enumerate(paths):
+        path.parent.mkdir()
+        path.write_text(line(1, i, f"n{i}") + line(2, i, f"m{i}"))
+    defs = make_defs(fresh_db_url, *paths)
+    result = tick(defs, instance)
+    assert [r.partition_key for r in result.run_requests] == ["2025-01-01", "2025-01-02"]
+    assert [len(ranges(r)) for r in result.run_requests] == [3, 3]
+    assert all(r.tags["xray/sources"] == "3" for r in result.run_requests)
+    outputs = [materialize(defs, instance, r) for r in result.run_requests]
+    metadata = outputs[0].get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["sources"].value == 3 and metadata["lines"].value == 3
+    with connect(fresh_db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 6
+    assert not tick(defs, instance, cursor=result.cursor).run_requests
+
+
+def test_a_day_with_a_run_waiting_to_start_gets_no_new_run_until_it_starts(
+    fresh_db_url: str, tmp_path: Path, instance
+):
+    """Adaptive batching: while a partition's run is queued, what arrives waits; the next
+    run takes all of it in one go."""
+    path = tmp_path / "access.log"
+    path.write_text(line(1, 0))
+    defs = make_defs(fresh_db_url, path)
+    first = tick(defs, instance)
+    [request] = first.run_requests
+    queued = instance.create_run_for_job(
+        job_def=defs.resolve_job_def("load_logs_job"),
+        run_config=request.run_config,
+        tags={**request.tags, "dagster/partition": request.partition_key},
+        status=dg.DagsterRunStatus.NOT_STARTED,  # waiting in the queue, as far as it goes
+    )
+    for second in range(1, 4):  # three ticks while it waits
+        with path.open("a") as fh:
+            fh.write(line(1, second))
+        waiting = tick(defs, instance, cursor=first.cursor)
+        assert not waiting.run_requests
+        assert json.loads(waiting.cursor) == json.loads(first.cursor)  # nothing marked sent
+    instance.report_run_canceled(queued)  # it never started: its range is requested again
+    assert materialize(defs, instance, request).success
+    later = tick(defs, instance, cursor=waiting.cursor)
+    [batch] = later.run_requests
+    assert ranges(batch)[0]["start"] == len(line(1, 0))
+    assert ranges(batch)[0]["end"] == path.stat().st_size  # the three lines in one run
+    assert materialize(defs, instance, batch).success
+    with connect(fresh_db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 4
