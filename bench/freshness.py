@@ -5,7 +5,8 @@ source a file of its own with a writer of its own) it runs `xray-pipeline up` wi
 (API sidecar, rollups, checks) on a fresh database for --minutes, and prints:
 - append -> queryable delay (a write counts once the ledger holds its bytes): p50, p95 and max
   over the whole run and over its last 5 minutes (its last half when shorter);
-- Dagster runs created per minute, overall and the most for one partition in one minute;
+- Dagster runs created per minute (every job's, counted per job), and the most runs of one
+  partition (a tail run's: its day) created in one minute;
 - the queue depth (runs queued, not started or starting): its maximum in the first and in
   the last 5 minutes (growth means runs pile up faster than they start);
 - Dagster event rows per minute;
@@ -57,6 +58,7 @@ class Result:
     delays: list[tuple[float, float]] = field(default_factory=list)  # (append time, delay)
     unseen: int = 0
     runs_per_min: float = 0.0
+    runs_by_job: dict[str, int] = field(default_factory=dict)
     max_runs_partition_min: int = 0
     queue_first: int = 0
     queue_last: int = 0
@@ -212,9 +214,11 @@ def run_scenario(
         threads[0].join(timeout=5)
         with connect(storage) as conn:
             events1 = conn.execute("SELECT count(*) FROM event_logs").fetchone()[0]
+            # every run, under its partition (a tail run's: its day)
             runs = conn.execute(
-                "SELECT extract(epoch FROM create_timestamp), "
-                "coalesce(partition, '') FROM runs WHERE pipeline_name = 'load_logs_job'"
+                "SELECT extract(epoch FROM r.create_timestamp), "
+                "coalesce(r.partition, t.value, ''), r.pipeline_name FROM runs r "
+                "LEFT JOIN run_tags t ON t.run_id = r.run_id AND t.key = 'xray/day'"
             ).fetchall()
     finally:
         stop.set()
@@ -229,10 +233,12 @@ def run_scenario(
             result.unseen += 1
         else:
             result.delays.append((t_append, hit - t_append))
-    in_run = [(float(t), p) for t, p in runs if started_at <= float(t) <= ended_at]
+    in_run = [(float(t), p, job) for t, p, job in runs if started_at <= float(t) <= ended_at]
     result.runs_per_min = len(in_run) / span
+    for _, _, job in in_run:
+        result.runs_by_job[job] = result.runs_by_job.get(job, 0) + 1
     per_partition_minute: dict[tuple[str, int], int] = {}
-    for t, part in in_run:
+    for t, part, _ in in_run:
         key = (part, int((t - started_at) // 60))
         per_partition_minute[key] = per_partition_minute.get(key, 0) + 1
     result.max_runs_partition_min = max(per_partition_minute.values(), default=0)
@@ -252,6 +258,7 @@ def run_scenario(
 
 def report(result: Result, sources: int, rate: float) -> None:
     whole, last = result.window(False), result.window(True)
+    jobs = ", ".join(f"{job} {n}" for job, n in sorted(result.runs_by_job.items())) or "none"
     print(f"{result.label}: {sources} source(s) x {rate:g} lines/s")
     print(
         f"  append -> queryable: whole run p50 {pct(whole, 0.5):.1f} s, p95 {pct(whole, 0.95):.1f}"
@@ -260,7 +267,8 @@ def report(result: Result, sources: int, rate: float) -> None:
         + (f"; {result.unseen} writes never seen loaded" if result.unseen else "")
     )
     print(
-        f"  runs: {result.runs_per_min:.1f} a minute, at most {result.max_runs_partition_min} "
+        f"  runs: {result.runs_per_min:.1f} a minute ({jobs}), at most "
+        f"{result.max_runs_partition_min} "
         f"for one partition in a minute; queue depth max {result.queue_first} (first part), "
         f"{result.queue_last} (last part); Dagster events {result.events_per_min:,.0f} a minute"
     )

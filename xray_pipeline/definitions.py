@@ -1,5 +1,7 @@
 """The one place that assembles the Dagster code location."""
 
+import warnings
+
 import dagster as dg
 
 from xray_pipeline.defs.assets import build_logs_asset
@@ -19,8 +21,16 @@ from xray_pipeline.defs.schedules import (
     build_maintenance,
     build_migration_job,
 )
-from xray_pipeline.defs.sensors import build_access_log_sensor
+from xray_pipeline.defs.sensors import Tailing, build_access_log_sensor
+from xray_pipeline.defs.tail import build_tail_job
 from xray_pipeline.settings import Settings, load_settings
+
+# Dagster 1.13 warns that a sensor's `owners` is beta whenever it resolves the asset job of a
+# sensor that targets several jobs (access_log_sensor: load_logs_job and tail_logs_job), at
+# each load of the code location, though no owner is set: it would tell an operator nothing
+warnings.filterwarnings(
+    "ignore", message="Parameter `owners` of initializer `SensorDefinition", category=dg.BetaWarning
+)
 
 
 def _database_url(settings: Settings) -> str | dg.EnvVar | None:
@@ -39,6 +49,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     logs = build_logs_asset(partitions)
     rollups = build_rollup_assets(partitions)
     load_logs_job = build_load_logs_job()
+    tail_job = build_tail_job()
     check_job = build_check_job()
     replay_job = dg.define_asset_job(
         name="replay_offline_buffer_job",
@@ -64,6 +75,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         ),
         jobs=[
             load_logs_job,
+            tail_job,
             check_job,
             maintenance_job,
             replay_job,
@@ -76,7 +88,13 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             prune_schedule,
         ],
         sensors=[
-            build_access_log_sensor(load_logs_job, partitions, settings.dagster.sensor_interval),
+            build_access_log_sensor(
+                load_logs_job,
+                tail_job,
+                partitions,
+                settings.dagster.sensor_interval,
+                Tailing(settings.dagster.tail_minutes, settings.dagster.tail_poll_seconds),
+            ),
             build_offline_buffer_sensor(replay_job),
             dg.AutomationConditionSensorDefinition(
                 "rollups_automation_sensor",

@@ -42,17 +42,31 @@ def holes(loaded: list[Range]) -> list[Range]:
 
 
 def committed_ranges(conn: psycopg.Connection, identities: list[str]) -> dict[str, list[Range]]:
-    """The loaded byte ranges per source identity, in order: of these identities, and of any
-    source with the same fingerprint (a copy of a known file has another device and inode)."""
+    """The loaded byte ranges per source identity, in order, adjacent ones merged (a file
+    tailed for a week has hundreds of thousands of ledger rows and a few ranges): of these
+    identities, and of any source with the same fingerprint (a copy of a known file has
+    another device and inode)."""
     if not identities:
         return {}
     fingerprints = [i.rsplit(":", 1)[-1] for i in identities]
     rows = conn.execute(
         """
-        SELECT s.identity, l.start_offset, l.end_offset
-        FROM sources s JOIN ingest_ledger l ON l.source_id = s.id
-        WHERE s.identity = ANY(%s) OR split_part(s.identity, ':', 3) = ANY(%s)
-        ORDER BY s.identity, l.start_offset
+        WITH ranges AS (
+            SELECT s.identity, l.start_offset, l.end_offset,
+                max(l.end_offset) OVER (
+                    PARTITION BY s.identity ORDER BY l.start_offset
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+                ) AS reached
+            FROM sources s JOIN ingest_ledger l ON l.source_id = s.id
+            WHERE s.identity = ANY(%s) OR split_part(s.identity, ':', 3) = ANY(%s)
+        ), islands AS (
+            SELECT identity, start_offset, end_offset,
+                count(*) FILTER (WHERE reached IS NULL OR start_offset > reached)
+                    OVER (PARTITION BY identity ORDER BY start_offset) AS island
+            FROM ranges
+        )
+        SELECT identity, min(start_offset), max(end_offset)
+        FROM islands GROUP BY identity, island ORDER BY identity, 2
         """,
         (identities, fingerprints),
     ).fetchall()
@@ -60,6 +74,28 @@ def committed_ranges(conn: psycopg.Connection, identities: list[str]) -> dict[st
     for identity, start, end in rows:
         ranges.setdefault(identity, []).append((start, end))
     return ranges
+
+
+def last_ranges(conn: psycopg.Connection, identities: list[str]) -> dict[str, list[Range]]:
+    """The last loaded range per source identity (as committed_ranges, fingerprint copies
+    included): all that a tail, which loads what follows, needs, at the cost of one index
+    probe per source however long the ledger has grown."""
+    if not identities:
+        return {}
+    fingerprints = [i.rsplit(":", 1)[-1] for i in identities]
+    rows = conn.execute(
+        """
+        SELECT s.identity, last.start_offset, last.end_offset
+        FROM sources s
+        CROSS JOIN LATERAL (
+            SELECT l.start_offset, l.end_offset FROM ingest_ledger l
+            WHERE l.source_id = s.id ORDER BY l.start_offset DESC LIMIT 1
+        ) last
+        WHERE s.identity = ANY(%s) OR split_part(s.identity, ':', 3) = ANY(%s)
+        """,
+        (identities, fingerprints),
+    ).fetchall()
+    return {identity: [(start, end)] for identity, start, end in rows}
 
 
 def source_ranges(conn: psycopg.Connection, source_id: int, start: int, end: int) -> list[Range]:

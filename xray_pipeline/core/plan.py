@@ -118,6 +118,14 @@ def watched_file(path: Path, files: Iterable[Path]) -> Path:
     return max(bases, key=lambda f: len(f.name), default=path)
 
 
+def ordered_states(files: list[Path], states: list[FileState], known: set[str]) -> list[FileState]:
+    """Known sources and configured files first: a rotated copy is planned as the source it
+    is, never as a new file (see plan_reads)."""
+    explicit = set(files)
+    first = [s for s in states if s.identity.key in known or s.path in explicit]
+    return first + [s for s in states if s not in first]
+
+
 def plan_requests(
     files: list[Path],
     states: list[FileState],
@@ -136,10 +144,7 @@ def plan_requests(
     marked `hole` (see hole_run_key).
     """
     explicit = set(files)
-    ordered = [s for s in states if s.identity.key in loaded or s.path in explicit] + [
-        s for s in states if s.identity.key not in loaded and s.path not in explicit
-    ]
-    tasks, notes = plan_reads(ordered, loaded, explicit=explicit)
+    tasks, notes = plan_reads(ordered_states(files, states, set(loaded)), loaded, explicit=explicit)
     new_cursor = {k: v for k, v in cursor.items() if now - v.get("at", 0) < STALE_AFTER_S}
     planned: list[PlannedRange] = []
     for state in states:

@@ -8,6 +8,7 @@ import dagster as dg
 
 from xray_pipeline.core.ingest import load_range
 from xray_pipeline.core.rebuild import rebuild_day
+from xray_pipeline.core.stats import RunStats
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 
 POOL = "xray_postgres"
@@ -93,29 +94,35 @@ def _logs(
                 f"{stats.lines} lines from {stats.source} bytes {item.start}-{item.end}"
                 + (" (already loaded)" if stats.chunks_already_loaded else "")
             )
+    nodes = [i.node or log_sources.node for i in config.ranges]
+    spans = [(i.identity, i.start, i.end) for i in config.ranges]
+    return dg.MaterializeResult(metadata=load_metadata(loaded, spans, nodes))
+
+
+def load_metadata(
+    loaded: list[RunStats], spans: list[tuple[str, int, int]], nodes: list[str | None]
+) -> dict:
+    """The metadata of a load of byte ranges (`spans`: identity, start, end), the same for a
+    sensor run and each load of a tail run."""
     newest = max((s.newest_ts for s in loaded if s.newest_ts is not None), default=None)
     lag = None if newest is None else (dt.datetime.now(dt.UTC) - newest).total_seconds()
     seconds = sum(s.duration_s for s in loaded)
     lines = sum(s.lines for s in loaded)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": sum(s.access_rows for s in loaded),
-            "lines": lines,
-            "bytes": sum(s.bytes for s in loaded),
-            "dns_rows": sum(s.dns_rows for s in loaded),
-            "rejects": sum(s.rejects for s in loaded),
-            "lines_per_s": round(lines / seconds, 1) if seconds else 0.0,
-            "lag_seconds": dg.MetadataValue.float(lag) if lag is not None else None,
-            "sources": len({item.identity for item in config.ranges}),
-            "source": ", ".join(dict.fromkeys(s.source for s in loaded)),
-            "node": ", ".join(
-                dict.fromkeys(i.node or log_sources.node or "" for i in config.ranges)
-            ),
-            "range": ", ".join(f"{i.start}-{i.end}" for i in config.ranges),
-            "chunks_already_loaded": sum(s.chunks_already_loaded for s in loaded),
-            "new_users": sum(s.new_users for s in loaded),
-        }
-    )
+    return {
+        "dagster/row_count": sum(s.access_rows for s in loaded),
+        "lines": lines,
+        "bytes": sum(s.bytes for s in loaded),
+        "dns_rows": sum(s.dns_rows for s in loaded),
+        "rejects": sum(s.rejects for s in loaded),
+        "lines_per_s": round(lines / seconds, 1) if seconds else 0.0,
+        "lag_seconds": dg.MetadataValue.float(lag) if lag is not None else None,
+        "sources": len({identity for identity, _, _ in spans}),
+        "source": ", ".join(dict.fromkeys(s.source for s in loaded)),
+        "node": ", ".join(dict.fromkeys(node or "" for node in nodes)),
+        "range": ", ".join(f"{start}-{end}" for _, start, end in spans),
+        "chunks_already_loaded": sum(s.chunks_already_loaded for s in loaded),
+        "new_users": sum(s.new_users for s in loaded),
+    }
 
 
 def rebuild(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:

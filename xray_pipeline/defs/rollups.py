@@ -8,12 +8,22 @@ from xray_pipeline.core.quality import COUNTED_ROWS, rebuild_rollup, rollup_tota
 from xray_pipeline.defs.assets import POOL
 from xray_pipeline.defs.resources import PostgresResource
 
-# A day of a rollup is rebuilt after that day of `logs` changed (the latest day while lines
-# arrive, or an older day rebuilt by a backfill), once no run of either is in progress. Not
-# `eager()`: it only looks at the latest day and waits for every upstream day to exist.
+# A day of a rollup is rebuilt after that day of `logs` changed (an older day rebuilt by a
+# backfill, the latest day while lines arrive), once no run of either is in progress. The
+# current day changes with every load of a tail run, and the API reads it from `logs` itself:
+# its rollups are rebuilt at most every ROLLUP_TODAY_CRON tick (then once more after the day
+# ends), so that a day's rebuilds do not grow with its rows. Not `eager()`: it only looks at
+# the latest day and waits for every upstream day to exist.
+ROLLUP_TODAY_CRON = "*/15 * * * *"
 ROLLUP_CONDITION = (
     dg.AutomationCondition.any_deps_updated().since(
         dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
+    )
+    & (
+        ~dg.AutomationCondition.in_latest_time_window()
+        | dg.AutomationCondition.cron_tick_passed(ROLLUP_TODAY_CRON).since(
+            dg.AutomationCondition.newly_requested()
+        )
     )
     & ~dg.AutomationCondition.in_progress()
     & ~dg.AutomationCondition.any_deps_in_progress()

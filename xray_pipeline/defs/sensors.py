@@ -1,8 +1,11 @@
-"""access_log_sensor: new bytes in the watched files -> one run per day partition at a time."""
+"""access_log_sensor: new bytes in the watched files -> a tail run for the current day, and one
+run per older day partition at a time."""
 
+import datetime as dt
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +23,7 @@ from xray_pipeline.core.plan import (
 )
 from xray_pipeline.core.tail import unreadable_reason, watched_states
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
+from xray_pipeline.defs.tail import DAY_TAG, STALE_AFTER_S, TAIL_JOB, heartbeat
 
 # a sensor run still going after this is marked failed by run monitoring (dagster.yaml)
 RUN_MAX_RUNTIME_S = 10 * 60
@@ -75,6 +79,7 @@ def _run_request(
     """The run of a day's batch of pieces (or of one piece of a hole)."""
     return dg.RunRequest(
         run_key=run_key,
+        job_name="load_logs_job",
         partition_key=pieces[0].partition,
         run_config={
             "ops": {
@@ -130,6 +135,71 @@ def _hole_key(context: dg.SensorEvaluationContext, piece, cursor: dict, job: str
     return key
 
 
+@dataclass(frozen=True)
+class Tailing:
+    """How the sensor hands the current day to tail runs: for `minutes` each, looking every
+    `poll_seconds` (minutes 0: no tail runs)."""
+
+    minutes: int
+    poll_seconds: float
+
+
+def _live_tails(context: dg.SensorEvaluationContext, now: float) -> set[str]:
+    """The days that a tail run follows. A started one whose heartbeat stopped lost its
+    process (killed with its machine or by the OOM killer): it is failed, so that another
+    can start."""
+    days = set()
+    instance = context.instance
+    for record in instance.get_run_records(dg.RunsFilter(job_name=TAIL_JOB, statuses=_ACTIVE)):
+        run = record.dagster_run
+        if run.status == dg.DagsterRunStatus.STARTED:
+            last = heartbeat(run) or record.start_time or record.create_timestamp.timestamp()
+            if now - last > STALE_AFTER_S:
+                message = f"no heartbeat for {now - last:.0f} s: its process is gone"
+                context.log.warning(f"tail run {run.run_id} of {run.tags.get(DAY_TAG)}: {message}")
+                instance.report_run_failed(run, message)
+                continue
+        days.add(run.tags.get(DAY_TAG, ""))
+    return days
+
+
+def _tail_failed_lately(context: dg.SensorEvaluationContext, day: str, now: float) -> bool:
+    """A tail run of `day` ended in failure (or was canceled) in the last minute: meanwhile
+    the day's bytes go to sensor runs, rather than to tail runs started in a loop."""
+    ended = context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=TAIL_JOB,
+            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+            tags={DAY_TAG: day},
+            updated_after=dt.datetime.fromtimestamp(now - 60, dt.UTC),
+        ),
+        limit=1,
+    )
+    return bool(ended)
+
+
+def _tail_request(day: str, tailing: Tailing, now: float) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"tail:{day}:{int(now)}",
+        job_name=TAIL_JOB,
+        run_config={
+            "ops": {
+                "tail_logs": {
+                    "config": {
+                        "day": day,
+                        "minutes": tailing.minutes,
+                        "poll_seconds": tailing.poll_seconds,
+                    }
+                }
+            }
+        },
+        tags={
+            DAY_TAG: day,
+            "dagster/max_runtime": str(tailing.minutes * 60 + RUN_MAX_RUNTIME_S),
+        },
+    )
+
+
 def _run_requests(
     context: dg.SensorEvaluationContext,
     planned: list[PlannedRange],
@@ -137,9 +207,11 @@ def _run_requests(
     log_sources: LogSourcesResource,
     partitions_def: dg.DailyPartitionsDefinition,
     job: str,
+    tailing: Tailing,
 ) -> tuple[list[dg.RunRequest], dict[str, int], set[str]]:
-    """The runs of a tick: one per hole piece, and one batch per day partition that has no
-    run waiting to start (batch_pieces); with the pieces deferred and the sources requested."""
+    """The runs of a tick: one per hole piece, a tail run for the current day when it has
+    new bytes and none follows it, and one batch per other day partition that has no run
+    waiting to start (batch_pieces); with the pieces deferred and the sources requested."""
     first_day = partitions_def.start.date().isoformat()
     today = partitions_def.get_last_partition_key()
     node_of = dict(log_sources.entries())
@@ -156,6 +228,17 @@ def _run_requests(
             elif run_key := _hole_key(context, request, cursor, job):
                 requests.append(_run_request([piece], run_key, node_of))
     busy = _busy_partitions(context.instance, job)
+    if tailing.minutes:
+        now = time.time()
+        tailed = _live_tails(context, now)
+        if (
+            today not in tailed
+            and any(p.partition == today for p in pieces)
+            and not _tail_failed_lately(context, today, now)
+        ):
+            requests.append(_tail_request(today, tailing, now))
+            tailed.add(today)
+        busy |= tailed  # a tail run loads them
     batches, deferred = batch_pieces(pieces, busy, log_sources.max_run_bytes)
     for batch in batches:
         requests.append(_run_request(batch, batch_key(batch), node_of))
@@ -165,18 +248,22 @@ def _run_requests(
 
 def build_access_log_sensor(
     job,  # the unresolved asset job of build_load_logs_job
+    tail_job: dg.JobDefinition,
     partitions_def: dg.DailyPartitionsDefinition,
     interval_seconds: int,
+    tailing: Tailing,
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name="access_log_sensor",
-        job=job,
+        jobs=[job, tail_job],
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            "Watches the configured access logs (and their still-growing rotated copies) and "
-            "requests `logs` runs for the new complete lines: one run per day partition at a "
-            "time, with every source's new bytes of that day, up to [dagster] max_run_bytes."
+            "Watches the configured access logs (and their still-growing rotated copies). The "
+            "current day's new lines go to a tail run (tail_logs_job) that it starts and keeps "
+            "alive; older days' (and every day's, with [dagster] tail_minutes = 0) to `logs` "
+            "runs: one run per day partition at a time, with every source's new bytes of that "
+            "day, up to [dagster] max_run_bytes."
         ),
     )
     def access_log_sensor(
@@ -203,7 +290,7 @@ def build_access_log_sensor(
         for why in unreadable.values():
             context.log.error(why)
         requests, deferred, requested = _run_requests(
-            context, planned, cursor, log_sources, partitions_def, job.name
+            context, planned, cursor, log_sources, partitions_def, job.name, tailing
         )
         cursor = rewind_cursor(cursor, before, deferred, requested)
         if not requests:

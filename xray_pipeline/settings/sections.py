@@ -13,8 +13,10 @@ from xray_pipeline.settings.values import (
     Fraction,
     LogLevel,
     Names,
+    NonNegativeInt,
     Port,
     PositiveInt,
+    Seconds,
     Secret,
     StatsFormat,
     Text,
@@ -92,6 +94,14 @@ class DagsterSettings(Section):
     database: Text = setting("dagster", "database of Dagster's own storage")
     sensor_interval: PositiveInt = setting(5, "seconds between sensor ticks")
     max_run_bytes: Bytes = setting(64 * 1024 * 1024, "largest byte range one sensor run loads")
+    tail_minutes: NonNegativeInt = setting(
+        60,
+        "minutes a tail run of the current day lives, loading new lines as they come, before "
+        "the sensor starts the next (0: no tail runs, the sensor requests a run per batch)",
+    )
+    tail_poll_seconds: Seconds = setting(
+        1.0, "seconds between a tail run's looks at the files (the floor of the ingest lag)"
+    )
     run_retention_days: PositiveInt = setting(
         7, "days Dagster keeps a finished run and its events (the data stays)"
     )

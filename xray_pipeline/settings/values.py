@@ -39,6 +39,23 @@ def _parse_positive_int(raw: str) -> int:
     return value
 
 
+def _parse_non_negative_int(raw: str) -> int:
+    value = _parse_int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number, 0 or above")
+    return value
+
+
+def _parse_seconds(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds, such as 1 or 0.5") from None
+    if not 0 < value <= 3600:
+        raise ValueError("expected a number of seconds above 0, at most 3600")
+    return value
+
+
 _SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*(?:([kmg])(?:i?b)?|b)?\s*$")
 
 
@@ -124,6 +141,8 @@ Text = Annotated[str, BeforeValidator(_typed(str.strip))]
 Bool = Annotated[bool, BeforeValidator(_typed(_parse_bool))]
 Int = Annotated[int, BeforeValidator(_typed(_parse_int))]
 PositiveInt = Annotated[int, BeforeValidator(_typed(_parse_positive_int))]
+NonNegativeInt = Annotated[int, BeforeValidator(_typed(_parse_non_negative_int))]
+Seconds = Annotated[float, BeforeValidator(_typed(_parse_seconds))]
 Bytes = Annotated[ByteSize, BeforeValidator(_typed(_parse_bytes))]
 Port = Annotated[int, BeforeValidator(_typed(_parse_port))]
 TimeZone = Annotated[str, BeforeValidator(_typed(_parse_timezone))]

@@ -1,0 +1,185 @@
+"""tail_logs_job: one long-lived run per day that loads each source's new lines as they come.
+
+A run per increment costs a fresh process (Dagster, Polars and the code location imported,
+seconds of CPU) and waits in the queue; the tail run pays that once an hour. The sensor starts
+it for the current day, keeps it alive (a run whose heartbeat stops is failed and replaced),
+and leaves that day's new bytes to it. Each load is reported as a materialization of that
+day's `logs` partition, with the metadata of a sensor run.
+"""
+
+import datetime as dt
+import time
+import zoneinfo
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+from loguru import logger
+
+from xray_pipeline.core.follow import follow_pieces
+from xray_pipeline.core.ingest import load_range
+from xray_pipeline.core.ledger import last_ranges
+from xray_pipeline.core.pg import DatabaseError
+from xray_pipeline.core.tail import watched_states
+from xray_pipeline.defs.assets import load_metadata
+from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
+
+TAIL_JOB = "tail_logs_job"
+DAY_TAG = "xray/day"
+HEARTBEAT_TAG = "xray/heartbeat"
+HEARTBEAT_EVERY_S = 15
+# a started tail run whose heartbeat is older than this has lost its process: the sensor
+# fails it and starts another
+STALE_AFTER_S = 120
+# a tail run of a day keeps looking this long after the day ended (lines written just
+# before midnight can reach the file just after)
+DAY_GRACE_S = 120
+# how long to wait before connecting again while PostgreSQL is unreachable
+OUTAGE_BACKOFF_S = 5.0
+
+
+class TailConfig(dg.Config):
+    """The local `day` whose lines the run loads, for `minutes`, looking every
+    `poll_seconds`."""
+
+    day: str
+    minutes: float = 60.0
+    poll_seconds: float = 1.0
+
+
+def day_end(day: dt.date, timezone: str) -> float:
+    """The epoch second at which the local `day` ends."""
+    midnight = dt.datetime.combine(
+        day + dt.timedelta(days=1), dt.time(), zoneinfo.ZoneInfo(timezone)
+    )
+    return midnight.timestamp()
+
+
+def heartbeat(run: dg.DagsterRun | None) -> float | None:
+    """The epoch second of a tail run's last heartbeat (None: none yet)."""
+    if run is None or HEARTBEAT_TAG not in run.tags:
+        return None
+    return float(run.tags[HEARTBEAT_TAG])
+
+
+@dg.op(
+    name="tail_logs",
+    description=(
+        "Follows the watched access logs for one local day: every poll_seconds, loads each "
+        "source's new complete lines of that day (exactly once, through the ingest ledger) and "
+        "reports them as a materialization of that day's `logs` partition. Stops after "
+        "`minutes` or when the day is over; access_log_sensor starts the next."
+    ),
+    tags={"kind": "postgres"},
+)
+def tail_logs(
+    context: dg.OpExecutionContext,
+    config: TailConfig,
+    postgres: PostgresResource,
+    log_sources: LogSourcesResource,
+) -> None:
+    day = dt.date.fromisoformat(config.day)
+    stop_at = min(time.time() + config.minutes * 60, day_end(day, postgres.timezone) + DAY_GRACE_S)
+    files = log_sources.files()
+    node_of = dict(log_sources.entries())
+    log = logger.bind(run_id=context.run_id, day=config.day)
+    conn: psycopg.Connection | None = None
+    loads = lines = 0
+    beat = 0.0
+    down_since: float | None = None
+    try:
+        while (now := time.time()) < stop_at:
+            if now - beat >= HEARTBEAT_EVERY_S:
+                if not _still_wanted(context):
+                    context.log.info("the run is no longer STARTED (failed by the sensor?)")
+                    break
+                context.instance.add_run_tags(context.run_id, {HEARTBEAT_TAG: str(int(now))})
+                beat = now
+            try:
+                if conn is None or conn.closed:
+                    conn = postgres.connect(upgrade=loads == 0 and down_since is None)
+                report = _load_new(conn, context.run_id, files, node_of, day, postgres, log_sources)
+            except (DatabaseError, psycopg.OperationalError) as exc:
+                if down_since is None:
+                    down_since = now
+                    context.log.warning(f"database unreachable, trying again: {exc}")
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(OUTAGE_BACKOFF_S)
+                continue
+            if down_since is not None:
+                context.log.info(f"database back after {now - down_since:.0f} s")
+                down_since = None
+            if report is not None:
+                metadata, count = report
+                context.log_event(
+                    dg.AssetMaterialization(
+                        asset_key="logs", partition=config.day, metadata=metadata
+                    )
+                )
+                loads += 1
+                lines += count
+                log.debug("tail load: {} lines", count)
+            time.sleep(max(0.0, config.poll_seconds - (time.time() - now)))
+    finally:
+        if conn is not None:
+            conn.close()
+    context.log.info(f"{loads} loads, {lines} lines of {config.day}")
+
+
+def _still_wanted(context: dg.OpExecutionContext) -> bool:
+    run = context.instance.get_run_by_id(context.run_id)
+    return run is not None and run.status == dg.DagsterRunStatus.STARTED
+
+
+def _load_new(
+    conn: psycopg.Connection,
+    run_id: str,
+    files: list[Path],
+    node_of: dict[Path, str | None],
+    day: dt.date,
+    postgres: PostgresResource,
+    log_sources: LogSourcesResource,
+) -> tuple[dict, int] | None:
+    """Load the day's new lines of every source: (metadata, lines), or None when none came."""
+    states = watched_states(files, with_complete_end=True)
+    loaded = last_ranges(conn, [s.identity.key for s in states])
+    pieces, _ = follow_pieces(files, states, loaded, day, max_bytes=log_sources.max_run_bytes)
+    if not pieces:
+        return None
+    stats = []
+    for piece in pieces:
+        request = piece.request
+        stats.append(
+            load_range(
+                conn,
+                request.path,
+                request.identity,
+                request.start,
+                request.end,
+                timezone=postgres.timezone,
+                batch_size=postgres.batch_size,
+                node=node_of.get(piece.watched) or log_sources.node,
+                run_id=run_id,
+                watched=piece.watched,
+            )
+        )
+    spans = [(p.request.identity, p.request.start, p.request.end) for p in pieces]
+    nodes = [node_of.get(p.watched) or log_sources.node for p in pieces]
+    return load_metadata(stats, spans, nodes), sum(s.lines for s in stats)
+
+
+def build_tail_job() -> dg.JobDefinition:
+    @dg.job(
+        name=TAIL_JOB,
+        executor_def=dg.in_process_executor,
+        description=(
+            "Follow the current day's access logs in one long-lived run (started and kept "
+            "alive by access_log_sensor)."
+        ),
+    )
+    def tail_logs_job():
+        tail_logs()
+
+    return tail_logs_job
