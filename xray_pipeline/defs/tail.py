@@ -27,10 +27,11 @@ from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 TAIL_JOB = "tail_logs_job"
 DAY_TAG = "xray/day"
 HEARTBEAT_TAG = "xray/heartbeat"
-HEARTBEAT_EVERY_S = 15
-# a started tail run whose heartbeat is older than this has lost its process: the sensor
-# fails it and starts another
-STALE_AFTER_S = 120
+HEARTBEAT_EVERY_S = 10
+# a started tail run whose heartbeat is older than this has lost its process (killed with
+# SIGKILL, or its machine): the sensor fails it and starts another. A tail run stopped by a
+# signal says so itself (its run fails at once).
+STALE_AFTER_S = 60
 # a tail run of a day keeps looking this long after the day ended (lines written just
 # before midnight can reach the file just after)
 DAY_GRACE_S = 120
@@ -85,20 +86,16 @@ def tail_logs(
     log = logger.bind(run_id=context.run_id, day=config.day)
     conn: psycopg.Connection | None = None
     loads = lines = 0
-    beat = 0.0
     down_since: float | None = None
+    alive = Heartbeat(context)
     try:
-        while (now := time.time()) < stop_at:
-            if now - beat >= HEARTBEAT_EVERY_S:
-                if not _still_wanted(context):
-                    context.log.info("the run is no longer STARTED (failed by the sensor?)")
-                    break
-                context.instance.add_run_tags(context.run_id, {HEARTBEAT_TAG: str(int(now))})
-                beat = now
+        while (now := time.time()) < stop_at and alive():
             try:
                 if conn is None or conn.closed:
                     conn = postgres.connect(upgrade=loads == 0 and down_since is None)
-                report = _load_new(conn, context.run_id, files, node_of, day, postgres, log_sources)
+                report = _load_new(
+                    conn, context.run_id, files, node_of, day, postgres, log_sources, alive
+                )
             except (DatabaseError, psycopg.OperationalError) as exc:
                 if down_since is None:
                     down_since = now
@@ -128,9 +125,28 @@ def tail_logs(
     context.log.info(f"{loads} loads, {lines} lines of {config.day}")
 
 
-def _still_wanted(context: dg.OpExecutionContext) -> bool:
-    run = context.instance.get_run_by_id(context.run_id)
-    return run is not None and run.status == dg.DagsterRunStatus.STARTED
+class Heartbeat:
+    """Called between loads: every HEARTBEAT_EVERY_S, records that the run is alive (a run
+    tag the sensor reads) and says whether it still should be (False once the run is no
+    longer STARTED: the sensor failed it, thinking it dead)."""
+
+    def __init__(self, context: dg.OpExecutionContext) -> None:
+        self.context = context
+        self.last = 0.0
+        self.wanted = True
+
+    def __call__(self) -> bool:
+        now = time.time()
+        if self.wanted and now - self.last >= HEARTBEAT_EVERY_S:
+            instance, run_id = self.context.instance, self.context.run_id
+            run = instance.get_run_by_id(run_id)
+            self.wanted = run is not None and run.status == dg.DagsterRunStatus.STARTED
+            if self.wanted:
+                instance.add_run_tags(run_id, {HEARTBEAT_TAG: str(int(now))})
+            else:
+                self.context.log.warning("the run is no longer STARTED: stopping")
+            self.last = now
+        return self.wanted
 
 
 def _load_new(
@@ -141,8 +157,10 @@ def _load_new(
     day: dt.date,
     postgres: PostgresResource,
     log_sources: LogSourcesResource,
+    alive: Heartbeat,
 ) -> tuple[dict, int] | None:
-    """Load the day's new lines of every source: (metadata, lines), or None when none came."""
+    """Load the day's new lines of every source, piece by piece while the run is `alive`
+    (a backlog can take minutes): (metadata, lines), or None when none came."""
     states = watched_states(files, with_complete_end=True)
     loaded = last_ranges(conn, [s.identity.key for s in states])
     pieces, _ = follow_pieces(files, states, loaded, day, max_bytes=log_sources.max_run_bytes)
@@ -150,6 +168,9 @@ def _load_new(
         return None
     stats = []
     for piece in pieces:
+        if stats and not alive():
+            pieces = pieces[: len(stats)]
+            break
         request = piece.request
         stats.append(
             load_range(
