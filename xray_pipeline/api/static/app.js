@@ -25,9 +25,13 @@ class ApiError extends Error {
   }
 }
 
+// One prompt at a time: the page's concurrent requests that met a 401 wait for the same answer.
+let tokenPrompt = null;
+
 function askToken() {
+  if (tokenPrompt) return tokenPrompt;
   const dialog = $("token-dialog");
-  return new Promise((resolve) => {
+  tokenPrompt = new Promise((resolve) => {
     const form = $("token-form");
     const done = (event) => {
       event.preventDefault();
@@ -36,12 +40,14 @@ function askToken() {
       sessionStorage.setItem(TOKEN_KEY, value);
       form.removeEventListener("submit", done);
       dialog.close();
+      tokenPrompt = null;
       resolve();
     };
     form.addEventListener("submit", done);
     if (!dialog.open) dialog.showModal();
     $("token-input").focus();
   });
+  return tokenPrompt;
 }
 
 async function api(path, params = {}) {
@@ -56,8 +62,9 @@ async function api(path, params = {}) {
     if (token) headers.Authorization = `Bearer ${token}`;
     const response = await fetch(url, { headers });
     if (response.status === 401) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      await askToken();
+      // A request sent with an older token must not throw away the one typed since.
+      if (sessionStorage.getItem(TOKEN_KEY) === token) sessionStorage.removeItem(TOKEN_KEY);
+      if (!sessionStorage.getItem(TOKEN_KEY)) await askToken();
       continue;
     }
     const body = await response.json().catch(() => ({}));
