@@ -115,6 +115,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                 paths=list(settings.logfiles),
                 node=settings.node,
                 max_run_bytes=settings.dagster.max_run_bytes,
+                landing_dir=str(settings.landing_dir),
             ),
         },
     )

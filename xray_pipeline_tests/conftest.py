@@ -5,10 +5,14 @@ quick loop; `uv run pytest` runs everything."""
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -38,6 +42,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = getattr(item, "module", None)
         if module is not None and getattr(module, "dg", None) is not None:
             item.add_marker(pytest.mark.dagster)
+
+
+@contextmanager
+def live_api(url: str, port: int | None = None, **options) -> Iterator[str]:
+    """The sidecar served by uvicorn on loopback (`port`, default a free one), in a thread."""
+    import uvicorn
+
+    from xray_pipeline.api.main import create_app
+
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(url, **options), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def run_cli(

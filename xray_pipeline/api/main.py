@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from xray_pipeline.api.routers import health, logs, metrics, stats, users
+from xray_pipeline.api.routers import health, logs, metrics, nodes, ship, stats, users
 
 STATIC = Path(__file__).parent / "static"
 
@@ -24,6 +24,8 @@ def create_app(
     statement_timeout_ms: int = 5000,
     pool_size: int = 8,
     timezone: str = "UTC",
+    landing_dir: Path | None = None,
+    max_range_bytes: int = 16 * 1024 * 1024,
 ) -> FastAPI:
     """The sidecar for `database_url`; read-only connections with a statement timeout."""
     options = f"-c statement_timeout={statement_timeout_ms} -c default_transaction_read_only=on"
@@ -44,6 +46,8 @@ def create_app(
         app.state.pool = pool
         app.state.token = token
         app.state.timezone = timezone
+        app.state.landing_dir = landing_dir
+        app.state.max_range_bytes = max_range_bytes
         try:
             yield
         finally:
@@ -95,6 +99,8 @@ def create_app(
     app.include_router(stats.router)
     app.include_router(logs.router)
     app.include_router(users.router)
+    app.include_router(nodes.router)
+    app.include_router(ship.router)
 
     # the dashboard: static files shipped in the package, reading only the public API
     @app.get("/", include_in_schema=False)

@@ -124,5 +124,19 @@ class UserIps(Window):
     ips: list[SourceIp]
 
 
+class NodeStatus(BaseModel):
+    """A registered node of the fleet."""
+
+    name: str
+    created_at: dt.datetime
+    last_contact: dt.datetime | None = Field(description="the last time its shipper called")
+    newest_line: dt.datetime | None = Field(description="the newest line loaded from it")
+    lag_seconds: float | None = Field(description="now minus newest_line")
+    lines_today: int = Field(description="lines loaded today (local day)")
+    bytes_today: int = Field(description="bytes loaded today (local day)")
+    bytes_waiting: int = Field(description="bytes landed at the center, not loaded yet")
+    shipper_version: str | None
+
+
 class Health(BaseModel):
     status: str

@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 from loguru import logger
 
-from xray_pipeline.cli import ingest, migrate, parse, run
+from xray_pipeline.cli import ingest, migrate, parse, run, ship
 from xray_pipeline.cli.config import config_app
 from xray_pipeline.cli.console import STATE, err_console
 from xray_pipeline.cli.db import db_app
+from xray_pipeline.cli.nodes import nodes_app
 from xray_pipeline.log import configure_logging
 from xray_pipeline.settings import SettingsError
 
@@ -31,8 +32,10 @@ app.command("replay")(ingest.replay_cmd)
 app.command("parse")(parse.parse_cmd)
 app.command("generate")(parse.generate_cmd)
 app.command("migrate")(migrate.migrate_cmd)
+app.command("ship")(ship.ship_cmd)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+app.add_typer(nodes_app, name="nodes")
 app.add_typer(ingest.spool_app, name="spool")
 
 

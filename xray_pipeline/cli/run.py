@@ -45,6 +45,8 @@ def serve_cmd(
         cors_origins=settings.api.cors_origins,
         statement_timeout_ms=settings.api.statement_timeout_ms,
         timezone=settings.timezone,
+        landing_dir=settings.landing_dir,
+        max_range_bytes=settings.api.max_range_bytes,
     )
     console.print(f"dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
@@ -150,11 +152,18 @@ def up_cmd(
     api_port: ApiPortOption = 8000,
 ) -> None:
     """Run the pipeline on real logs: the database, the Dagster UI and daemon with
-    access_log_sensor watching the files, until Ctrl-C or SIGTERM."""
+    access_log_sensor watching the files (and the ranges the fleet's nodes land at this
+    center, through the API sidecar), until Ctrl-C or SIGTERM."""
     settings = STATE.settings(**{"parser.logfile": logfile})
     if not settings.logfiles:
-        err_console.print(NO_LOGFILE)
-        raise typer.Exit(2)
+        if not settings.landing_dir.is_dir():
+            err_console.print(
+                NO_LOGFILE + " (a center of a fleet: `xray-pipeline nodes add NAME` first)"
+            )
+            raise typer.Exit(2)
+        err_console.print(
+            f"no local log file: loading what the nodes land in {settings.landing_dir}"
+        )
     _run_services(
         settings,
         list(settings.logfiles),

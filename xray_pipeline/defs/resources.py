@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
+from xray_pipeline.core.landing import landed_files
 from xray_pipeline.core.pg import apply_migrations, connect, database_url
 from xray_pipeline.core.tail import expand_paths
 from xray_pipeline.settings import load_settings, normalize_url
@@ -39,15 +40,19 @@ class LogSourcesResource(dg.ConfigurableResource):
     paths: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
     node: str | None = None
     max_run_bytes: int = 64 * 1024 * 1024
+    landing_dir: str | None = None
 
     def entries(self) -> list[tuple[Path, str | None]]:
-        """(file, node) for every configured file, globs expanded."""
+        """(file, node) for every configured file, globs expanded, and every file that the
+        fleet's nodes landed (their node: the folder's name)."""
         found: list[tuple[Path, str | None]] = []
         for entry in self.paths:
             node, sep, pattern = entry.partition("=")
             if not sep or "/" in node:
                 node, pattern = self.node, entry
             found.extend((path, node or self.node) for path in expand_paths([pattern]))
+        if self.landing_dir:
+            found.extend(landed_files(Path(self.landing_dir)))
         return list(dict.fromkeys(found))
 
     def files(self) -> list[Path]:

@@ -274,7 +274,8 @@ def build_access_log_sensor(
         files = log_sources.files()
         if not files:
             return dg.SkipReason(
-                "no log file configured: set [parser] logfile in config.ini or XRAY_PARSER_LOGFILE"
+                "no log file configured (set [parser] logfile in config.ini or "
+                "XRAY_PARSER_LOGFILE) and no node has shipped any (xray-pipeline nodes add)"
             )
         states = watched_states(files, with_complete_end=True)
         try:

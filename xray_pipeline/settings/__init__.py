@@ -29,6 +29,7 @@ from xray_pipeline.settings.sections import (
     PostgresqlSettings,
     RetentionSettings,
     Section,
+    ShipSettings,
     StatsSettings,
     env_names,
 )
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     checks: ChecksSettings = ChecksSettings()
     api: ApiSettings = ApiSettings()
+    ship: ShipSettings = ShipSettings()
     general: GeneralSettings = GeneralSettings()
 
     _config_path: Path | None = PrivateAttr(None)
@@ -105,6 +107,11 @@ class Settings(BaseSettings):
     @property
     def node(self) -> str | None:
         return self.parser.node
+
+    @property
+    def landing_dir(self) -> Path:
+        """Where the ranges that the fleet's nodes ship land (one folder per node)."""
+        return self.home / "landed"
 
     @property
     def spool_dir(self) -> Path:

@@ -135,6 +135,33 @@ class ApiSettings(Section):
         None, "the sidecar's own (read-only) connection; default: the xray_api role"
     )
     statement_timeout_ms: PositiveInt = setting(5000, "per-query time limit")
+    max_range_bytes: Bytes = setting(
+        16 * 1024 * 1024, "largest byte range a node may ship in one request (inflated)"
+    )
+
+
+class ShipSettings(Section):
+    """`xray-pipeline ship` on a node of a fleet: where to send its logs, as whom."""
+
+    central: Text | None = setting(
+        None, "the center's API address, e.g. https://center.example:8000"
+    )
+    node: Text | None = setting(
+        None, "this node's name, as registered by `nodes add` at the center"
+    )
+    token: Secret | None = setting(
+        None, "this node's token (better: a token_file readable by the shipper only)",
+        env=("XRAY_SHIP_TOKEN",),
+    )  # fmt: skip
+    token_file: Text | None = setting(None, "file holding this node's token")
+    spool_max_mb: PositiveInt = setting(
+        512, "size limit of the node's spool of unsent ranges; when full, reading pauses"
+    )
+    max_range_bytes: Bytes = setting(
+        1024 * 1024,
+        "largest range sent in one request (the center takes up to [api] max_range_bytes)",
+    )
+    interval: Seconds = setting(1.0, "seconds between looks at the files")
 
 
 class GeneralSettings(Section):

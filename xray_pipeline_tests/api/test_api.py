@@ -430,3 +430,24 @@ def test_metrics_in_prometheus_text(client):
     assert 'xray_api_pool{figure="pool_size"}' in text
     lag = float(text.split("xray_ingest_lag_seconds ")[-1])
     assert lag > 0
+
+
+def test_nodes_lists_each_registered_node_with_its_freshness(client, data_url: str):
+    from xray_pipeline.core.nodes import add_node
+
+    with connect(data_url) as conn:
+        for name in ("edge-1", "idle"):
+            if not conn.execute("SELECT 1 FROM nodes WHERE name = %s", (name,)).fetchone():
+                add_node(conn, name)
+        newest = conn.execute("SELECT max(ts) FROM logs").fetchone()[0]
+        paths = [r[0] for r in conn.execute("SELECT path FROM sources WHERE node = 'edge-1'")]
+    body = client.get("/api/nodes").json()
+    assert [n["name"] for n in body] == ["edge-1", "idle"]
+    edge, idle = body
+    assert edge["lines_today"] == 3_000  # the module's lines, all loaded today
+    assert edge["bytes_today"] == sum(Path(p).stat().st_size for p in paths)
+    assert edge["bytes_waiting"] == 0  # a local file: nothing landed
+    assert dt.datetime.fromisoformat(edge["newest_line"]) == newest
+    assert edge["lag_seconds"] > 0
+    assert idle["newest_line"] is None and idle["lines_today"] == 0
+    assert all("token" not in key for node in body for key in node)

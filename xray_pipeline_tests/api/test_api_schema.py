@@ -25,6 +25,7 @@ TOKEN = "schema-token"
 @pytest.fixture(scope="module")
 def live_api(db_url: str, tmp_path_factory):
     log = Path(tmp_path_factory.mktemp("schema")) / "access.log"
+    landing = Path(tmp_path_factory.mktemp("landed"))
     write_log(GeneratorConfig(lines=500, other_share=0.3), log)
     with connect(db_url) as conn:
         ingest_files(conn, [log], timezone="UTC", batch_size=64 * 1024)
@@ -33,7 +34,10 @@ def live_api(db_url: str, tmp_path_factory):
         port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(db_url, token=TOKEN), host="127.0.0.1", port=port, log_level="warning"
+            create_app(db_url, token=TOKEN, landing_dir=landing),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -4,17 +4,12 @@ PostgreSQL: loads clean, filters, pages, live refresh, user page, token, phone w
 import datetime as dt
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
+from conftest import live_api
 
-from xray_pipeline.api.main import create_app
 from xray_pipeline.core.generate import GeneratorConfig, write_log
 from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.pg import connect
@@ -41,28 +36,6 @@ def chromium_path() -> str | None:
         if name and (path := shutil.which(name)):
             return path
     return None
-
-
-@contextmanager
-def live_api(url: str, **options) -> Iterator[str]:
-    """The sidecar served by uvicorn on a free loopback port, in a thread."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(url, **options), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -190,3 +190,23 @@ def test_up_and_serve_name_a_port_in_use_before_starting_anything(tmp_path: Path
         assert f"port {port} on 127.0.0.1 is in use" in run.stderr
         assert "choose another with --port" in run.stderr
     assert not (tmp_path / "home" / "pgdata").exists()  # no database started for nothing
+
+
+def test_nodes_add_list_remove(fresh_db_url: str):
+    env = {"XRAY_DATABASE_URL": fresh_db_url}
+    added = run_cli("nodes", "add", "edge-1", env=env)
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip()
+    assert token.startswith("xrn_") and "shown only this once" in added.stderr
+    again = run_cli("nodes", "add", "edge-1", env=env)
+    assert again.returncode == 2 and "already registered" in again.stderr
+    bad = run_cli("nodes", "add", "../etc", env=env)
+    assert bad.returncode == 2 and "letters, digits" in bad.stderr
+    listed = run_cli("nodes", "list", env=env)
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("edge-1"))
+    # never called, no shipper, nothing loaded: no lag, 0 lines and bytes today, 0 waiting
+    assert row.split() == ["edge-1", "never", "-", "never", "-", "0", "0", "0"]
+    assert token not in listed.stdout
+    assert run_cli("nodes", "remove", "edge-1", env=env).returncode == 0
+    gone = run_cli("nodes", "remove", "edge-1", env=env)
+    assert gone.returncode == 1 and "no node named" in gone.stderr

@@ -1,0 +1,139 @@
+"""The write side for a fleet: nodes land the byte ranges of their logs here.
+
+Authenticated by the node's own token (`xray-pipeline nodes add`), not the API's read token:
+a token writes only as its node. A range is acknowledged once it is appended and fsynced in
+the landing store (core/landing.py); the pipeline then loads it like a local file.
+"""
+
+import asyncio
+from pathlib import Path as FsPath
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from xray_pipeline.api.deps import PoolDep
+from xray_pipeline.core.landing import (
+    LandingError,
+    inflate,
+    land,
+    landed_sources,
+    record_contact,
+)
+from xray_pipeline.core.nodes import NAME, token_hash
+
+_bearer = HTTPBearer(auto_error=False)
+
+router = APIRouter(
+    prefix="/api/ship",
+    tags=["ship"],
+    responses={
+        401: {"description": "the node token is missing or unknown"},
+        403: {"description": "the token is another node's"},
+        503: {"description": "database unavailable, or this sidecar takes no ranges"},
+    },
+)
+
+NodeName = Annotated[
+    str, Path(pattern=NAME.pattern, max_length=64, description="the registered node name")
+]
+
+
+class Landed(BaseModel):
+    """Where a source's landed bytes end: the next range starts there."""
+
+    identity: str
+    end: int = Field(description="the remote offset just past the last landed byte")
+
+
+class Refused(BaseModel):
+    detail: str
+    expected: int | None = Field(None, description="409: the offset to send from")
+
+
+async def node_of_request(
+    request: Request,
+    pool: PoolDep,
+    node: NodeName,
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+) -> str:
+    """The node the request writes as: its token must be that node's."""
+    if request.app.state.landing_dir is None:
+        raise HTTPException(503, "this sidecar takes no ranges (started without a landing dir)")
+    if node in {".", ".."}:
+        raise HTTPException(422, "a node name cannot be '.' or '..'")
+    if credentials is None:
+        raise HTTPException(
+            401, "a node token is required (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT name FROM nodes WHERE token_sha256 = %s",
+                (token_hash(credentials.credentials),),
+            )
+        ).fetchone()
+    if row is None:
+        raise HTTPException(
+            401, "unknown node token: `xray-pipeline nodes add NAME` at the center gives one",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    if row[0] != node:
+        raise HTTPException(403, f"this token is node {row[0]!r}'s; it cannot write as {node!r}")
+    return node
+
+
+NodeDep = Annotated[str, Depends(node_of_request)]
+
+
+@router.get(
+    "/{node}/sources",
+    response_model=list[Landed],
+    summary="What a node has landed: where each of its sources ends (a shipper asks at start)",
+)
+async def sources(request: Request, node: NodeDep) -> list[Landed]:
+    root: FsPath = request.app.state.landing_dir
+    landed = await asyncio.to_thread(landed_sources, root, node)
+    return [Landed(identity=s.identity, end=s.end) for s in landed.values()]
+
+
+@router.post(
+    "/{node}/ranges",
+    response_model=Landed,
+    responses={
+        400: {"model": Refused, "description": "the body is not what Content-Encoding says"},
+        409: {"model": Refused, "description": "the range does not continue what was landed"},
+        413: {"model": Refused, "description": "the range is larger than [api] max_range_bytes"},
+        415: {"model": Refused, "description": "an encoding other than gzip or deflate"},
+        422: {"model": Refused, "description": "a range that does not end at a line end"},
+    },
+    summary="Land bytes [start, start + length) of one of the node's log files",
+)
+async def land_range(
+    request: Request,
+    node: NodeDep,
+    identity: Annotated[
+        str, Query(min_length=1, max_length=512, description="the file's identity")
+    ],
+    start: Annotated[int, Query(ge=0, description="the remote offset of the first byte")],
+    path: Annotated[str, Query(max_length=4096, description="the file's path on the node")] = "",
+    content_encoding: Annotated[str | None, Header()] = None,
+    user_agent: Annotated[str | None, Header()] = None,
+):
+    limit: int = request.app.state.max_range_bytes
+    body = b""
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            return JSONResponse({"detail": f"the body is larger than {limit} bytes"}, 413)
+    root: FsPath = request.app.state.landing_dir
+    try:
+        data = inflate(body, content_encoding, limit)
+        end = await asyncio.to_thread(land, root, node, identity, path, start, data)
+    except LandingError as exc:
+        return JSONResponse({"detail": str(exc), "expected": exc.expected}, exc.status)
+    await asyncio.to_thread(record_contact, root, node, user_agent)
+    return Landed(identity=identity, end=end)

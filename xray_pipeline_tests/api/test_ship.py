@@ -1,0 +1,91 @@
+"""The fleet's write side over real HTTP: a node lands ranges with its own token, each once,
+in order; every other request is refused with its status and lands nothing."""
+
+import gzip
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import live_api
+
+from xray_pipeline.core.landing import landed_sources
+from xray_pipeline.core.nodes import add_node
+from xray_pipeline.core.pg import connect
+
+LINE = b"2025/01/01 00:00:00 from 192.0.2.1:1 accepted tcp:a.example:443 email: u\n"
+
+
+@pytest.fixture
+def center(fresh_db_url: str, tmp_path: Path):
+    with connect(fresh_db_url) as conn:
+        tokens = {name: add_node(conn, name) for name in ("n1", "n2")}
+    root = tmp_path / "landed"
+    with live_api(fresh_db_url, landing_dir=root, max_range_bytes=64 * 1024) as url:
+        yield url, tokens, root
+
+
+def post(url: str, node: str, token: str | None, start: int, body: bytes, **headers):
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.post(
+        f"{url}/api/ship/{node}/ranges",
+        params={"identity": "64:12:abcd", "start": start, "path": "/var/log/xray/access.log"},
+        content=body,
+        headers={**auth, **headers},
+        timeout=10,
+    )
+
+
+def test_a_node_lands_its_ranges_once_and_in_order(center):
+    url, tokens, root = center
+    gz = {"Content-Encoding": "gzip", "User-Agent": "xray-pipeline-ship/test"}
+    first = post(url, "n1", tokens["n1"], 0, gzip.compress(LINE * 2), **gz)
+    assert first.status_code == 200 and first.json()["end"] == 2 * len(LINE)
+    again = post(url, "n1", tokens["n1"], 0, gzip.compress(LINE * 2), **gz)
+    assert again.status_code == 200 and again.json()["end"] == 2 * len(LINE)
+    gap = post(url, "n1", tokens["n1"], 10 * len(LINE), LINE)
+    assert gap.status_code == 409 and gap.json()["expected"] == 2 * len(LINE)
+    listed = httpx.get(
+        f"{url}/api/ship/n1/sources", headers={"Authorization": f"Bearer {tokens['n1']}"}
+    )
+    assert listed.json() == [{"identity": "64:12:abcd", "end": 2 * len(LINE)}]
+    [source] = landed_sources(root, "n1").values()
+    assert source.path.read_bytes() == LINE * 2
+    nodes = httpx.get(f"{url}/api/nodes").json()
+    assert nodes[0]["name"] == "n1" and nodes[0]["shipper_version"] == "xray-pipeline-ship/test"
+    assert nodes[0]["last_contact"] is not None and nodes[1]["last_contact"] is None
+
+
+@pytest.mark.parametrize(
+    ("node", "who", "body", "headers", "status"),
+    [
+        ("n1", None, LINE, {}, 401),
+        ("n1", "unknown", LINE, {}, 401),
+        ("n1", "n2", LINE, {}, 403),
+        ("n1", "n1", LINE * 2000, {}, 413),
+        ("n1", "n1", gzip.compress(LINE * 2000), {"Content-Encoding": "gzip"}, 413),
+        ("n1", "n1", LINE[:-1], {}, 422),
+        ("n1", "n1", LINE, {"Content-Encoding": "br"}, 415),
+        ("%2E%2E", "n1", LINE, {}, 422),  # sent as is: the server sees '..'
+        ("n1%2F..%2Fn2", "n1", LINE, {}, 404),  # the server sees n1/../n2: no such route
+        ("n1/../n2", "n1", LINE, {}, 403),  # the client resolves it to n2: not n1's
+    ],
+    ids=[
+        "no token",
+        "unknown token",
+        "another node's token",
+        "too large",
+        "inflates too large",
+        "not at a line end",
+        "unknown encoding",
+        "dot-dot node",
+        "slash in node",
+        "dot segments",
+    ],
+)
+def test_refused_requests_say_why_and_land_nothing(center, node, who, body, headers, status):
+    url, tokens, root = center
+    token = tokens.get(who, who)
+    response = post(url, node, token, 0, body, **headers)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]
+    assert not root.exists() or not any(p.stat().st_size for p in root.rglob("*.log"))

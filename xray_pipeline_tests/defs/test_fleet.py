@@ -1,0 +1,73 @@
+"""Landed ranges of the fleet's nodes flow through the pipeline as local files do: the sensor
+plans them, `logs` loads them exactly once, and every row carries its node."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from xray_pipeline.core.landing import land
+from xray_pipeline.core.pg import connect
+from xray_pipeline.definitions import build_definitions
+from xray_pipeline.settings import load_settings
+
+
+def line(node: int, second: int) -> bytes:
+    return (
+        f"2025/01/01 12:00:{second:02d}.000001 from 198.51.100.{node}:1 accepted "
+        f"tcp:a.example:443 [in >> out] email: n{node}u{second}\n"
+    ).encode()
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def test_each_nodes_landed_lines_load_once_under_its_node(
+    fresh_db_url: str, tmp_path: Path, instance
+):
+    home = tmp_path / "home"
+    landed = home / "landed"
+    for node in (1, 2):
+        land(landed, f"n{node}", "64:7:abc", "/var/log/xray/access.log", 0, line(node, 0))
+    settings = load_settings(
+        None,
+        {
+            "postgresql.url": fresh_db_url,
+            "general.home": str(home),
+            "dagster.start_date": "2024-12-01",
+        },
+        env={},
+    )
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("access_log_sensor")
+
+    def tick(cursor=None):
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=defs.resources
+        )
+        return sensor(context)
+
+    first = tick()
+    [request] = first.run_requests  # one run of the day, both nodes' sources
+    assert sorted(r["node"] for r in request.run_config["ops"]["logs"]["config"]["ranges"]) == [
+        "n1",
+        "n2",
+    ]
+    job = defs.resolve_job_def("load_logs_job")
+    assert job.execute_in_process(
+        run_config=request.run_config, partition_key=request.partition_key, instance=instance
+    ).success
+    land(landed, "n1", "64:7:abc", "", len(line(1, 0)), line(1, 1))
+    [later] = tick(first.cursor).run_requests
+    assert job.execute_in_process(
+        run_config=later.run_config, partition_key=later.partition_key, instance=instance
+    ).success
+    with connect(fresh_db_url) as conn:
+        rows = conn.execute(
+            "SELECT s.node, count(*) FROM logs l JOIN sources s ON s.id = l.source_id "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert rows == [("n1", 2), ("n2", 1)]
