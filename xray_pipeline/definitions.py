@@ -72,6 +72,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             settings.timezone,
             settings.checks.reject_rate,
             settings.checks.freshness_minutes,
+            settings.checks.node_silence_minutes,
         ),
         jobs=[
             load_logs_job,

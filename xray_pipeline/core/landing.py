@@ -15,10 +15,11 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from xray_pipeline.core.nodes import check_name
+from xray_pipeline.core.nodes import NodeStatus, check_name
 
 
 class LandingError(Exception):
@@ -155,6 +156,20 @@ def last_contact(root: Path, node: str) -> tuple[dt.datetime | None, str | None]
     except (OSError, ValueError):
         return None, None
     return dt.datetime.fromisoformat(contact["at"]), contact.get("version")
+
+
+def silent_nodes(
+    nodes: Iterable[NodeStatus], root: Path | None, now: dt.datetime, limit: dt.timedelta
+) -> dict[str, float]:
+    """The nodes whose last call (or registration, when they never called) is older than
+    `limit`, with their silence in minutes."""
+    silent = {}
+    for node in nodes:
+        contact = last_contact(root, node.name)[0] if root is not None else None
+        since = now - (contact or node.created_at)
+        if since > limit:
+            silent[node.name] = round(since.total_seconds() / 60, 1)
+    return silent
 
 
 def _write_json(path: Path, value: dict) -> None:

@@ -15,6 +15,7 @@ ROLLUPS = (
     "daily_user_activity",
     "hourly_traffic",
     "daily_totals",
+    "daily_node_users",
 )
 
 

@@ -8,10 +8,13 @@ The rollups check themselves in their own runs (see rollups.py).
 
 import datetime as dt
 import zoneinfo
+from pathlib import Path
 
 import dagster as dg
 
+from xray_pipeline.core.landing import silent_nodes
 from xray_pipeline.core.ledger import discontinuities
+from xray_pipeline.core.nodes import list_nodes
 from xray_pipeline.core.quality import newest_row, reconcile_day
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 
@@ -23,7 +26,7 @@ class DayConfig(dg.Config):
 
 
 def build_checks(
-    timezone: str, reject_rate: float, freshness_minutes: int
+    timezone: str, reject_rate: float, freshness_minutes: int, node_silence_minutes: int = 15
 ) -> list[dg.AssetChecksDefinition]:
     def day_of(config: DayConfig) -> dt.date:
         if config.day:
@@ -107,7 +110,32 @@ def build_checks(
             metadata={"newest_row_age_s": age, "limit_s": limit.total_seconds()},
         )
 
+    @dg.asset_check(asset="logs", blocking=False)
+    def logs_node_silence(
+        postgres: PostgresResource, log_sources: LogSourcesResource
+    ) -> dg.AssetCheckResult:
+        """Every registered node of the fleet called the center within [checks]
+        node_silence_minutes (a node never heard of counts from its registration)."""
+        now = dt.datetime.now(dt.UTC)
+        with postgres.connect() as conn:
+            nodes = list_nodes(conn, postgres.timezone)
+        root = Path(log_sources.landing_dir) if log_sources.landing_dir else None
+        silent = silent_nodes(nodes, root, now, dt.timedelta(minutes=node_silence_minutes))
+        return dg.AssetCheckResult(
+            passed=not silent,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=None
+            if not silent
+            else f"{len(silent)} of {len(nodes)} nodes silent: " + ", ".join(sorted(silent)),
+            metadata={
+                "nodes": len(nodes),
+                "silent": dg.MetadataValue.json(silent),
+                "limit_minutes": node_silence_minutes,
+            },
+        )
+
     return [
+        logs_node_silence,
         logs_reconciliation,
         logs_ledger_contiguity,
         logs_reject_rate,

@@ -56,6 +56,10 @@ DESCRIPTIONS = {
         "Per local day x protocol x inbound tag x outbound tag: connections, rejected. About a "
         "hundred rows a day: the API's totals and distributions read it for whole past days."
     ),
+    "daily_node_users": (
+        "Per local day x node x user: connections, rejected, first and last seen. The users "
+        "list filtered by node reads it, and it says on how many nodes a user was."
+    ),
 }
 
 

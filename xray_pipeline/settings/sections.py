@@ -122,6 +122,9 @@ class ChecksSettings(Section):
     freshness_minutes: PositiveInt = setting(
         15, "newest row older than this while the log is written fails the freshness check"
     )
+    node_silence_minutes: PositiveInt = setting(
+        15, "a registered node that has not called the center for this long warns"
+    )
 
 
 class ApiSettings(Section):

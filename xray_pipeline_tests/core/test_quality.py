@@ -179,12 +179,14 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
         "logs_ledger_contiguity",
         "logs_reject_rate",
         "logs_freshness",
+        "logs_node_silence",
         "daily_traffic_matches_logs",
         "daily_user_ips_matches_logs",
         "daily_user_destinations_matches_logs",
         "daily_user_activity_matches_logs",
         "hourly_traffic_matches_logs",
         "daily_totals_matches_logs",
+        "daily_node_users_matches_logs",
     }
     assert all(e.passed for e in good.values()), {k: e.metadata for k, e in good.items()}
 
@@ -213,6 +215,7 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
     assert bad["daily_user_activity_matches_logs"].passed
     assert bad["hourly_traffic_matches_logs"].passed
     assert bad["daily_totals_matches_logs"].passed
+    assert bad["daily_node_users_matches_logs"].passed
 
 
 def test_maintenance_creates_ahead_and_drops_past_retention(fresh_db_url: str):

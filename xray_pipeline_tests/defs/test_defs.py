@@ -74,6 +74,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "daily_user_activity",
         "hourly_traffic",
         "daily_totals",
+        "daily_node_users",
         "offline_buffer",
     }
     assert sorted(s.name for s in repo.sensor_defs) == [
@@ -105,6 +106,8 @@ def test_definitions_are_pinned(tmp_path: Path):
         "daily_user_activity_matches_logs",
         "hourly_traffic_matches_logs",
         "daily_totals_matches_logs",
+        "daily_node_users_matches_logs",
+        "logs_node_silence",
         "offline_buffer_not_stale",
     }
     sensor = defs.resolve_sensor_def("access_log_sensor")

@@ -1,13 +1,17 @@
 """Landed ranges of the fleet's nodes flow through the pipeline as local files do: the sensor
 plans them, `logs` loads them exactly once, and every row carries its node."""
 
+import datetime as dt
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from xray_pipeline.core.landing import land
+from xray_pipeline.core.ingest import ingest_files
+from xray_pipeline.core.landing import land, landed_files, record_contact
+from xray_pipeline.core.nodes import add_node
 from xray_pipeline.core.pg import connect
+from xray_pipeline.core.quality import rebuild_rollup
 from xray_pipeline.definitions import build_definitions
 from xray_pipeline.settings import load_settings
 
@@ -71,3 +75,58 @@ def test_each_nodes_landed_lines_load_once_under_its_node(
             "GROUP BY 1 ORDER BY 1"
         ).fetchall()
     assert rows == [("n1", 2), ("n2", 1)]
+
+
+def test_daily_node_users_counts_each_nodes_users(fresh_db_url: str, tmp_path: Path):
+    landed = tmp_path / "landed"
+    data = {1: b"".join(line(1, s) for s in range(3)), 2: line(2, 0) + line(2, 0)}
+    for node, body in data.items():
+        land(landed, f"n{node}", "64:7:abc", "/var/log/xray/access.log", 0, body)
+    with connect(fresh_db_url) as conn:
+        for path, node in landed_files(landed):
+            ingest_files(conn, [path], timezone="UTC", batch_size=64 * 1024, node=node)
+        rebuild_rollup(conn, "daily_node_users", dt.date(2025, 1, 1), "UTC")
+        got = conn.execute(
+            "SELECT d.node, u.email, d.connections, d.rejected FROM daily_node_users d "
+            "JOIN users u ON u.id = d.user_id ORDER BY 1, 2"
+        ).fetchall()
+    assert got == [
+        ("n1", "n1u0", 1, 0),
+        ("n1", "n1u1", 1, 0),
+        ("n1", "n1u2", 1, 0),
+        ("n2", "n2u0", 2, 0),
+    ]
+
+
+def test_node_silence_check_warns_for_the_nodes_not_heard_from(
+    fresh_db_url: str, tmp_path: Path, instance
+):
+    home = tmp_path / "home"
+    landed = home / "landed"
+    with connect(fresh_db_url) as conn:
+        for name in ("calls", "quiet", "new"):
+            add_node(conn, name)
+        conn.execute("UPDATE nodes SET created_at = now() - interval '2 hours' WHERE name <> 'new'")
+        conn.commit()
+    record_contact(landed, "calls", "xray-pipeline-ship/test")
+    settings = load_settings(
+        None,
+        {
+            "postgresql.url": fresh_db_url,
+            "general.home": str(home),
+            "dagster.start_date": "2024-12-01",
+            "checks.node_silence_minutes": "30",
+        },
+        env={},
+    )
+    defs = build_definitions(settings)
+    result = defs.resolve_job_def("check_logs_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    [silence] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "logs_node_silence"
+    ]
+    assert not silence.passed and silence.severity == dg.AssetCheckSeverity.WARN
+    silent = silence.metadata["silent"].value
+    assert list(silent) == ["quiet"] and 119 < silent["quiet"] < 125
+    assert silence.description == "1 of 3 nodes silent: quiet"
