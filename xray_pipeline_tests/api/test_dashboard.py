@@ -137,6 +137,7 @@ def test_overview_loads_clean_with_cards_chart_and_distributions(open_page, base
     rejected = count(data_url, "l.status = 'rejected'")
     assert page.inner_text("#card-rejected").replace(",", "") == str(rejected)
     assert page.inner_text("#card-lag") != "–"
+    assert not page.is_visible("#nodes-panel") and not page.is_visible("#node")  # no fleet
     # the chart drew on its canvas (non-transparent pixels), with both series in the legend
     painted = page.evaluate(
         """() => {
@@ -278,4 +279,40 @@ def test_keyboard_and_phone_width(open_page, base_url):
             }}"""
         )
         assert label, f"{control} has no label"
+    assert errors == []
+
+
+def test_nodes_panel_and_node_filter(open_page, fresh_db_url, tmp_path):
+    from xray_pipeline.core.landing import record_contact
+    from xray_pipeline.core.nodes import add_node
+
+    start = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=1)
+    with connect(fresh_db_url) as conn:
+        for i, node in enumerate(("edge-1", "edge-2")):
+            log = tmp_path / f"{node}.log"
+            write_log(GeneratorConfig(lines=400 + 300 * i, days=1, start=start, seed=i), log)
+            ingest_files(conn, [log], timezone="UTC", batch_size=256 * 1024, node=node)
+            add_node(conn, node)
+    record_contact(tmp_path / "landed", "edge-2", "xray-pipeline-ship/0.1.0")
+    with live_api(fresh_db_url, landing_dir=tmp_path / "landed") as url:
+        page, errors = open_page(url)
+        show_all(page)
+        rows = page.locator("#nodes-table tbody tr").all_inner_texts()
+        assert [r.split("\t")[0] for r in rows] == ["edge-1", "edge-2"]
+        assert "never" in rows[0] and "xray-pipeline-ship/0.1.0" in rows[1]
+        everyone = page.inner_text("#card-connections").replace(",", "")
+        assert everyone == str(count(fresh_db_url))
+        act(page, lambda: page.click("#nodes-table >> text=edge-2"))
+        assert page.input_value("#node") == "edge-2"
+        edge2 = count(
+            fresh_db_url,
+            "l.source_id IN (SELECT id FROM sources WHERE node = %s)",
+            ("edge-2",),
+        )
+        assert page.inner_text("#card-connections").replace(",", "") == str(edge2)
+        assert 0 < edge2 < int(everyone)
+        total = page.inner_text("#page-info").split(" of ")[-1].replace(",", "")
+        assert total == str(edge2)
+        act(page, lambda: page.select_option("#node", ""))
+        assert page.inner_text("#card-connections").replace(",", "") == everyone
     assert errors == []

@@ -121,34 +121,59 @@ SERIES_ROLLUPS = {
 }
 
 
-async def totals(cur, lo: dt.datetime, hi: dt.datetime, tz: str) -> tuple[dict, int]:
-    """The STATS row of [lo, hi) and how many whole days came from the rollups."""
-    rolled = await rolled_days(cur, lo, hi, ("daily_totals", "daily_user_ips"))
-    days, windows = split_window(lo, hi, tz, rolled)
+# the rows of one node's files (the rollups of the stats have no node: a node's stats are read
+# from `logs`, its sources' rows found through (source_id, byte_offset, ts))
+NODE_FILTER = " AND l.source_id IN (SELECT id FROM sources WHERE node = %(node)s)"
+
+
+async def totals(
+    cur, lo: dt.datetime, hi: dt.datetime, tz: str, node: str | None = None
+) -> tuple[dict, int]:
+    """The STATS row of [lo, hi) (of one node's rows) and how many whole days came from the
+    rollups."""
+    if node is None:
+        rolled = await rolled_days(cur, lo, hi, ("daily_totals", "daily_user_ips"))
+        days, windows = split_window(lo, hi, tz, rolled)
+    else:
+        days, windows = [], [(lo, hi)]
     live, params = live_filter(windows)
+    if node is not None:
+        live = f"({live}{NODE_FILTER})"
+        params["node"] = node
     params["days"] = days
     await cur.execute(STATS.format(live=live), params)
     return await cur.fetchone(), len(days)
 
 
 async def series(
-    cur, lo: dt.datetime, hi: dt.datetime, tz: str, bucket: str, user: str | None, tag: str | None
+    cur,
+    lo: dt.datetime,
+    hi: dt.datetime,
+    tz: str,
+    bucket: str,
+    user: str | None,
+    tag: str | None,
+    node: str | None = None,
 ) -> list[dict]:
-    """Connections and rejections per bucket: a rollup for whole past days (without a user
-    filter: the rollups of the series have every dimension but the user), `logs` for the rest
-    (a user's rows come straight off the (user_id, ts) index of logs)."""
+    """Connections and rejections per bucket: a rollup for whole past days (without a user or
+    node filter: the rollups of the series have every dimension but those), `logs` for the
+    rest (a user's rows come straight off the (user_id, ts) index of logs)."""
     params: dict = {"tz": tz, "bucket": bucket, "days": []}
     live_extra = rollup_extra = ""
     if tag is not None:
         params["tag"] = tag
         live_extra, rollup_extra = f" AND {tag_filter('l')}", f" AND {tag_filter('h')}"
     table, start = SERIES_ROLLUPS[bucket]
-    if user is None:
+    if node is not None:
+        params["node"] = node
+        live_extra += NODE_FILTER
+    if user is None and node is None:
         rolled = await rolled_days(cur, lo, hi, (table,))
         days, windows = split_window(lo, hi, tz, rolled)
         params["days"] = days
     else:
         windows = [(lo, hi)]
+    if user is not None:
         params["user"] = user
         live_extra += " AND l.user_id IN (SELECT id FROM users WHERE email = %(user)s)"
     live, window_params = live_filter(windows)

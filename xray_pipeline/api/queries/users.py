@@ -33,6 +33,28 @@ GROUP BY p.id, p.email, p.last_seen
 ORDER BY p.last_seen DESC NULLS LAST, p.email
 """
 
+# A node's users: their connections on that node and their last time seen there (from
+# daily_node_users, a few rows per user a day); source_ips stays the user's count over the fleet
+LIST_NODE_USERS = """
+WITH per_user AS (
+    SELECT d.user_id, sum(d.connections)::bigint AS connections, max(d.last_seen) AS last_seen
+    FROM daily_node_users d
+    WHERE d.node = %(node)s
+    GROUP BY d.user_id
+), matching AS (
+    SELECT u.id, u.email, p.connections, p.last_seen FROM per_user p
+    JOIN users u ON u.id = p.user_id
+    WHERE %(pattern)s::text IS NULL OR u.email ILIKE %(pattern)s
+)
+SELECT m.email, m.connections, m.last_seen,
+       (SELECT count(DISTINCT d.source) FROM daily_user_ips d WHERE d.user_id = m.id)
+           AS source_ips,
+       count(*) OVER () AS total
+FROM matching m
+ORDER BY m.last_seen DESC NULLS LAST, m.email
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
 # One statement: the window's live rows of the user are read once (`live`) and feed the
 # source IPs, the destinations and the sessions, each added to its rollup's rows for the whole
 # past days. Live IPs are grouped on the stored columns first, host() on the groups only
@@ -111,9 +133,22 @@ GROUP BY 1 ORDER BY 4 DESC
 """
 
 
-async def list_users(cur, search: str | None, limit: int, offset: int) -> tuple[list[dict], int]:
-    """A page of users, the most recently seen first, and how many users match `search`."""
+async def list_users(
+    cur, search: str | None, limit: int, offset: int, node: str | None = None
+) -> tuple[list[dict], int]:
+    """A page of users (of one node), the most recently seen first, and how many users match
+    `search`."""
     pattern = like(search) if search else None
+    if node is not None:
+        params = {"pattern": pattern, "limit": limit, "offset": offset, "node": node}
+        await cur.execute(LIST_NODE_USERS, params)
+        items = await cur.fetchall()
+        if not items and offset:  # past the end: the total still counts
+            await cur.execute(LIST_NODE_USERS, {**params, "limit": 1, "offset": 0})
+            first = await cur.fetchall()
+            return [], first[0]["total"] if first else 0
+        total = items[0]["total"] if items else 0
+        return [{k: v for k, v in i.items() if k != "total"} for i in items], total
     # the page first (each user's last day and last seen: two index probes a user), then the
     # counts of the page's users only: never an aggregate over every user-day row
     await cur.execute(LIST_USERS, {"pattern": pattern, "limit": limit, "offset": offset})

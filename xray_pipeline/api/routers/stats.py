@@ -26,6 +26,9 @@ router = APIRouter(
 )
 FromQuery = Annotated[dt.datetime | None, Query(alias="from")]
 ToQuery = Annotated[dt.datetime | None, Query()]
+NodeQuery = Annotated[
+    str | None, Query(max_length=64, description="only the rows shipped by this node")
+]
 MAX_HOURLY = dt.timedelta(days=93)
 
 
@@ -35,14 +38,18 @@ MAX_HOURLY = dt.timedelta(days=93)
     summary="Totals, unique users, protocol, tag and status breakdowns",
 )
 async def stats(
-    pool: PoolDep, tz: TimezoneDep, from_: FromQuery = None, to: ToQuery = None
+    pool: PoolDep,
+    tz: TimezoneDep,
+    from_: FromQuery = None,
+    to: ToQuery = None,
+    node: NodeQuery = None,
 ) -> Stats:
     from_, to = utc("from", from_), utc("to", to)
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         lo, hi = await q.bounds(cur, from_, to, tz)
         if lo is None or hi is None or lo >= hi:
             return Stats.empty(lo, hi)
-        row, rolled = await q.totals(cur, lo, hi, tz)
+        row, rolled = await q.totals(cur, lo, hi, tz, clean(node))
     connections, rejected = int(row["connections"]), int(row["rejected"])
     return Stats(
         from_=lo,
@@ -67,6 +74,7 @@ async def timeseries(
     to: ToQuery = None,
     user: Annotated[str | None, Query(max_length=320)] = None,
     tag: Annotated[str | None, Query(max_length=200)] = None,
+    node: NodeQuery = None,
 ) -> Series:
     from_, to = utc("from", from_), utc("to", to)
     too_long = bad_param("from", "hourly buckets cover at most 93 days (narrow from/to)")
@@ -78,7 +86,7 @@ async def timeseries(
             return Series(bucket=bucket, points=[])
         if bucket == "hour" and hi - lo > MAX_HOURLY:
             raise too_long
-        rows = await q.series(cur, lo, hi, tz, bucket, clean(user), clean(tag))
+        rows = await q.series(cur, lo, hi, tz, bucket, clean(user), clean(tag), clean(node))
     return Series(bucket=bucket, timezone=tz, points=[SeriesPoint(**r) for r in rows])
 
 

@@ -49,9 +49,13 @@ async def list_users(
     search: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    node: Annotated[
+        str | None,
+        Query(max_length=64, description="only the users seen on this node, with its counts"),
+    ] = None,
 ) -> UserPage:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        items, total = await q.list_users(cur, clean(search), limit, offset)
+        items, total = await q.list_users(cur, clean(search), limit, offset, clean(node))
     return UserPage(items=items, total=total)
 
 

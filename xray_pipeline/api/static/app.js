@@ -144,6 +144,24 @@ function rangeParams() {
   return { from: new Date(Date.now() - RANGES[range]).toISOString() };
 }
 
+// the chosen node narrows the cards, the chart and the connections (empty: the whole fleet)
+function nodeParams() {
+  const node = $("node").value;
+  return node ? { node } : {};
+}
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
 function bucketFor() {
   const chosen = $("bucket").value;
   if (chosen !== "auto") return chosen;
@@ -215,13 +233,53 @@ function drawBars(list, counts) {
 
 // ------------------------------------------------------------------ overview
 
+function drawNodes(nodes) {
+  $("nodes-panel").hidden = !nodes.length;
+  $("node-label").hidden = !nodes.length;
+  const select = $("node");
+  const names = nodes.map((n) => n.name);
+  const shown = [...select.options].slice(1).map((o) => o.value);
+  if (names.join("\n") !== shown.join("\n")) {
+    const chosen = select.value;
+    select.replaceChildren(select.options[0], ...names.map((name) => el("option", name)));
+    select.value = names.includes(chosen) ? chosen : "";
+  }
+  $("nodes-table").tBodies[0].replaceChildren(
+    ...nodes.map((n) => {
+      const row = el("tr");
+      const pick = el("button", n.name, "link");
+      pick.type = "button";
+      pick.title = `show ${n.name} only`;
+      pick.addEventListener("click", () => {
+        select.value = n.name;
+        select.dispatchEvent(new Event("change"));
+      });
+      const name = el("td");
+      name.append(pick);
+      row.append(
+        name,
+        el("td", n.last_contact ? formatTime(n.last_contact) : "never", "nowrap"),
+        el("td", formatLag(n.lag_seconds)),
+        el("td", number.format(n.lines_today), "num"),
+        el("td", formatBytes(n.bytes_waiting), "num"),
+        el("td", n.shipper_version || "–", "muted"),
+      );
+      return row;
+    }),
+  );
+}
+
 async function loadSummary() {
-  const range = rangeParams();
-  const [stats, series, fresh] = await Promise.all([
+  const range = { ...rangeParams(), ...nodeParams() };
+  const [stats, series, fresh, nodes] = await Promise.all([
     api("/api/logs/stats", range),
     api("/api/timeseries", { ...range, bucket: bucketFor() }),
     api("/api/freshness"),
+    api("/api/nodes"),
   ]);
+  drawNodes(nodes);
+  const node = nodes.find((n) => n.name === $("node").value);
+  if (node) Object.assign(fresh, { lag_seconds: node.lag_seconds, newest_row: node.newest_line });
   $("card-connections").textContent = number.format(stats.connections);
   $("card-users").textContent = number.format(stats.unique_users);
   $("card-accepted").textContent = number.format(stats.accepted);
@@ -239,6 +297,7 @@ async function loadLogs() {
   const cursor = state.cursors[state.cursors.length - 1];
   const page = await api("/api/logs", {
     ...rangeParams(),
+    ...nodeParams(),
     ...state.filters,
     limit: PAGE_SIZE,
     cursor,
@@ -417,6 +476,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("range").addEventListener("change", () => {
     state.cursors = [null];
     route();
+  });
+  $("node").addEventListener("change", () => {
+    state.cursors = [null];
+    if (state.view === "overview") refreshOverview();
   });
   $("bucket").addEventListener("change", () => (state.view === "user" ? run(loadUser) : run(loadSummary)));
   $("range-form").addEventListener("submit", (event) => event.preventDefault());
