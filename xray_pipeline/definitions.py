@@ -62,6 +62,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         settings.retention.ahead_days,
         settings.retention.days,
         settings.retention.rollup_days,
+        settings.retention.landed_days,
     )
     prune_job, prune_schedule = build_run_retention(
         settings.dagster.run_retention_days, [logs.key, *(r.key for r in rollups)]

@@ -1,12 +1,15 @@
 """The center's landing store: the byte ranges nodes ship, appended in order, fsynced.
 
-Each source of a node (a log file there, by its identity) lands as one append-only file,
-`ROOT/NODE/KEY.log`, with `KEY.json` beside it (the remote identity and path, and `base`: the
-remote offset of its first byte). Landed files are ordinary log files to the pipeline: the
-sensor and the tail run read them like local ones (their node is their folder's name), and
-the ingest ledger keeps their loads exactly once. Landing itself is exactly once: a range is
-appended only where the landed bytes end; one already landed is acknowledged again and
-stored once; one that would leave a gap is refused with the offset expected.
+Each source of a node (a log file there, by its identity) lands as append-only segment
+files, `ROOT/NODE/KEY.BASE.log` (BASE: the remote offset of the segment's first byte; a new
+segment starts once one holds SEGMENT_BYTES), with `KEY.json` beside them (the remote identity
+and path, and the remote offset where its landed bytes start). Landed segments are ordinary
+log files to the pipeline: the sensor and the tail run read them like local ones (their node
+is their folder's name), and the ingest ledger keeps their loads exactly once. Landing itself
+is exactly once: a range is appended only where the landed bytes end; one already landed is
+acknowledged again and stored once; one that would leave a gap is refused with the offset
+expected. Retention (`prune_landed`) removes segments that are loaded and old, never a
+source's newest: where its landed bytes end stays known.
 """
 
 import datetime as dt
@@ -31,15 +34,29 @@ class LandingError(Exception):
         self.expected = expected
 
 
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class LandedSource:
-    """A source of a node at the center: remote bytes [base, end) are landed at `path`."""
+    """A source of a node at the center: remote bytes up to `end` are landed, the newest of
+    them in segment `path`, whose first byte is remote offset `base`."""
 
     identity: str
     remote_path: str
     base: int
     end: int
     path: Path
+
+
+def segments(folder: Path, key: str) -> list[tuple[int, Path]]:
+    """(base, path) of a source's landed segments, oldest first."""
+    found = []
+    for path in folder.glob(f"{key}.*.log"):
+        base = path.name[len(key) + 1 : -len(".log")]
+        if base.isdigit():
+            found.append((int(base), path))
+    return sorted(found)
 
 
 def source_key(identity: str) -> str:
@@ -59,11 +76,12 @@ def landed_sources(root: Path, node: str) -> dict[str, LandedSource]:
         if meta_path.name == "contact.json":
             continue
         meta = json.loads(meta_path.read_text())
-        path = meta_path.with_suffix(".log")
-        size = path.stat().st_size if path.exists() else 0
-        found[meta["identity"]] = LandedSource(
-            meta["identity"], meta["path"], meta["base"], meta["base"] + size, path
-        )
+        parts = segments(folder, meta_path.stem)
+        if not parts:
+            continue
+        base, path = parts[-1]
+        end = base + path.stat().st_size
+        found[meta["identity"]] = LandedSource(meta["identity"], meta["path"], base, end, path)
     return found
 
 
@@ -107,9 +125,18 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
     return data
 
 
-def land(root: Path, node: str, identity: str, remote_path: str, start: int, data: bytes) -> int:
+def land(
+    root: Path,
+    node: str,
+    identity: str,
+    remote_path: str,
+    start: int,
+    data: bytes,
+    *,
+    segment_bytes: int = SEGMENT_BYTES,
+) -> int:
     """Append remote bytes [start, start + len(data)) of `identity` to the node's landed
-    file, fsynced, and return where the landed bytes now end (the acknowledgement)."""
+    segments, fsynced, and return where the landed bytes now end (the acknowledgement)."""
     if not identity or len(identity) > 512:
         raise LandingError(422, "identity must be 1 to 512 characters")
     if start < 0:
@@ -120,25 +147,56 @@ def land(root: Path, node: str, identity: str, remote_path: str, start: int, dat
     folder = node_dir(root, node)
     folder.mkdir(parents=True, exist_ok=True)
     key = source_key(identity)
-    path = folder / f"{key}.log"
     meta_path = folder / f"{key}.json"
-    with open(path, "ab") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # one writer per source at a time
+    with open(folder / f"{key}.lock", "ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one writer per source at a time
         if not meta_path.exists():
-            _write_json(meta_path, {"identity": identity, "path": remote_path, "base": start})
-        base = json.loads(meta_path.read_text())["base"]
-        end = base + os.fstat(fh.fileno()).st_size
+            # `first`: where the source's landed bytes start (a node may have read the file
+            # from the middle); bytes before it were never landed
+            _write_json(meta_path, {"identity": identity, "path": remote_path, "first": start})
+        first = json.loads(meta_path.read_text())["first"]
+        parts = segments(folder, key)
+        if parts:
+            base, path = parts[-1]
+            end = base + path.stat().st_size
+        else:
+            base, path, end = start, folder / f"{key}.{start}.log", start
         stop = start + len(data)
-        if stop <= end and start >= base:
+        if first <= start <= end and stop <= end:
             return end  # landed before: acknowledged again, stored once
-        if start > end or start < base:
+        if start > end or start < first:
             raise LandingError(
                 409, f"this source's landed bytes end at {end}: send from there", expected=end
             )
-        fh.write(data[end - start :])  # the part not landed yet (a resend after a crash)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if end - base >= segment_bytes:
+            # a new segment: a range ends at a line end, so every segment holds whole lines
+            path = folder / f"{key}.{end}.log"
+        with open(path, "ab") as fh:
+            fh.write(data[end - start :])  # the part not landed yet (a resend after a crash)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if not parts or path != parts[-1][1]:
+            _fsync_dir(folder)  # the new segment's name is durable too
         return stop
+
+
+def prune_landed(
+    root: Path, loaded_by_path: dict[str, int], before: dt.datetime
+) -> list[Path]:
+    """Remove the landed segments that are loaded to their end and last written before
+    `before`, except each source's newest; returns the removed paths."""
+    removed = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        for meta_path in folder.glob("*.json"):
+            if meta_path.name == "contact.json":
+                continue
+            for _, path in segments(folder, meta_path.stem)[:-1]:
+                stat = path.stat()
+                written = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC)
+                if loaded_by_path.get(str(path), 0) >= stat.st_size and written < before:
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 def record_contact(root: Path, node: str, version: str | None) -> None:
@@ -170,6 +228,14 @@ def silent_nodes(
         if since > limit:
             silent[node.name] = round(since.total_seconds() / 60, 1)
     return silent
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_json(path: Path, value: dict) -> None:

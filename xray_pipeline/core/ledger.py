@@ -161,3 +161,15 @@ def remember_offsets(conn: psycopg.Connection, offsets: LocalOffsets) -> None:
     ends = last_loaded_offsets(conn)
     conn.commit()
     offsets.write(ends)
+
+
+def loaded_bytes_by_path(conn: psycopg.Connection, node: str | None = None) -> dict[str, int]:
+    """The bytes loaded from each file (of the fleet's nodes, or of one node), by path."""
+    rows = conn.execute(
+        "SELECT s.path, sum(l.end_offset - l.start_offset)::bigint FROM ingest_ledger l "
+        "JOIN sources s ON s.id = l.source_id "
+        "WHERE s.node IS NOT NULL AND (%(node)s::text IS NULL OR s.node = %(node)s) "
+        "GROUP BY s.path",
+        {"node": node},
+    ).fetchall()
+    return dict(rows)

@@ -2,11 +2,14 @@
 
 import datetime as dt
 import zoneinfo
+from pathlib import Path
 
 import dagster as dg
 
+from xray_pipeline.core.landing import prune_landed
+from xray_pipeline.core.ledger import loaded_bytes_by_path
 from xray_pipeline.core.quality import maintain
-from xray_pipeline.defs.resources import PostgresResource
+from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 
 
 class MaintenanceConfig(dg.Config):
@@ -20,15 +23,23 @@ def build_maintenance(
     ahead_days: int,
     retention_days: int | None,
     rollup_retention_days: int | None,
+    landed_days: int = 30,
 ):
+    # landed bytes are kept no longer than the rows they became
+    landed_days = min(landed_days, retention_days or landed_days)
+
     @dg.op(
         description=(
             "Create the next days' partitions of `logs` ahead of time; drop partitions older "
-            "than [retention] days and rollup rows older than [retention] rollup_days."
+            "than [retention] days and rollup rows older than [retention] rollup_days; remove "
+            "the nodes' landed bytes that are loaded and older than [retention] landed_days."
         )
     )
     def maintain_partitions(
-        context: dg.OpExecutionContext, config: MaintenanceConfig, postgres: PostgresResource
+        context: dg.OpExecutionContext,
+        config: MaintenanceConfig,
+        postgres: PostgresResource,
+        log_sources: LogSourcesResource,
     ) -> dict:
         today = (
             dt.date.fromisoformat(config.today)
@@ -44,6 +55,15 @@ def build_maintenance(
                 retention_days=retention_days,
                 rollup_retention_days=rollup_retention_days,
             )
+            loaded = loaded_bytes_by_path(conn)
+        removed: list[tuple[str, int]] = []
+        if log_sources.landing_dir:
+            before = dt.datetime.now(dt.UTC) - dt.timedelta(days=landed_days)
+            sizes = {p: Path(p).stat().st_size for p in loaded if Path(p).exists()}
+            removed = [
+                (str(p), sizes.get(str(p), 0))
+                for p in prune_landed(Path(log_sources.landing_dir), loaded, before)
+            ]
         context.add_output_metadata(
             {
                 "today": today.isoformat(),
@@ -52,6 +72,8 @@ def build_maintenance(
                 "rollup_rows_deleted": report.rollup_rows_deleted,
                 "dns_rows_deleted": report.dns_rows_deleted,
                 "rejects_deleted": report.rejects_deleted,
+                "landed_segments_removed": len(removed),
+                "landed_bytes_removed": sum(size for _, size in removed),
             }
         )
         context.log.info(

@@ -113,6 +113,9 @@ class RetentionSettings(Section):
     days: PositiveInt | None = setting(None, "days of raw rows kept (unset: all)")
     rollup_days: PositiveInt | None = setting(None, "days of rollups kept (unset: all)")
     ahead_days: PositiveInt = setting(3, "days of partitions created ahead")
+    landed_days: PositiveInt = setting(
+        30, "days the nodes' landed bytes are kept once loaded (at most [retention] days)"
+    )
 
 
 class ChecksSettings(Section):

@@ -1,5 +1,6 @@
 """The center's landing store: ranges appended in order, fsynced, each stored once."""
 
+import datetime as dt
 import gzip
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from xray_pipeline.core.landing import (
     landed_files,
     landed_sources,
     last_contact,
+    prune_landed,
     record_contact,
+    source_key,
 )
 from xray_pipeline.core.tail import file_state
 
@@ -92,3 +95,33 @@ def test_last_contact(tmp_path: Path):
     when, version = last_contact(tmp_path, "n1")
     assert when is not None and version == "xray-pipeline-ship/0.1"
     assert landed_sources(tmp_path, "n1") == {}
+
+
+def test_segments_roll_over_and_retention_removes_the_loaded_old_ones(tmp_path: Path):
+    lines = [f"line {i:04d}\n".encode() for i in range(10)]
+    offset = 0
+    for line in lines:
+        offset = land(tmp_path, "n1", "id", "/a.log", offset, line, segment_bytes=3 * len(line))
+    parts = sorted(tmp_path.glob("n1/*.log"))
+    assert [p.stat().st_size for p in parts] == [30, 30, 30, 10]
+    assert b"".join(
+        p.read_bytes() for p in sorted(parts, key=lambda p: int(p.name.split(".")[1]))
+    ) == b"".join(lines)
+    source = landed_sources(tmp_path, "n1")["id"]
+    assert (source.end, source.base) == (100, 90)
+    # the pipeline sees each segment as a file of node n1
+    assert sorted(landed_files(tmp_path)) == [(p, "n1") for p in parts]
+    old = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    loaded = {str(p): p.stat().st_size for p in parts}
+    segment_0, segment_30, segment_60 = (
+        tmp_path / "n1" / f"{source_key('id')}.{b}.log" for b in (0, 30, 60)
+    )
+    loaded[str(segment_30)] -= 1  # not loaded to its end: kept
+    removed = prune_landed(tmp_path, loaded, before=old)
+    assert removed == [segment_0, segment_60]
+    assert not prune_landed(tmp_path, loaded, before=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    # the newest segment stays, so where the landed bytes end stays known; a resend of a
+    # pruned range is acknowledged, one from before the first landed byte is not
+    assert land(tmp_path, "n1", "id", "", 0, lines[0]) == 100
+    assert landed_sources(tmp_path, "n1")["id"].end == 100
+    assert land(tmp_path, "n1", "id", "", 100, b"next\n") == 105

@@ -2,6 +2,7 @@
 plans them, `logs` loads them exactly once, and every row carries its node."""
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -130,3 +131,49 @@ def test_node_silence_check_warns_for_the_nodes_not_heard_from(
     silent = silence.metadata["silent"].value
     assert list(silent) == ["quiet"] and 119 < silent["quiet"] < 125
     assert silence.description == "1 of 3 nodes silent: quiet"
+
+
+def test_maintenance_removes_landed_segments_once_loaded_and_old(
+    fresh_db_url: str, tmp_path: Path, instance
+):
+    home = tmp_path / "home"
+    landed = home / "landed"
+    body = [line(1, s) for s in range(6)]
+    offset = 0
+    for piece in body:
+        offset = land(landed, "n1", "64:7:abc", "/a.log", offset, piece, segment_bytes=1)
+    land(landed, "n2", "64:8:def", "/a.log", 0, line(2, 0) + line(2, 1), segment_bytes=1)
+    files = landed_files(landed)
+    assert len(files) == 7  # a segment per range
+    with connect(fresh_db_url) as conn:
+        for path, node in files:
+            if node == "n1":  # n2's are landed, not loaded yet
+                ingest_files(conn, [path], timezone="UTC", batch_size=64 * 1024, node=node)
+    long_ago = dt.datetime.now().timestamp() - 3 * 86400
+    for path, _ in files:
+        os.utime(path, (long_ago, long_ago))
+    settings = load_settings(
+        None,
+        {
+            "postgresql.url": fresh_db_url,
+            "general.home": str(home),
+            "dagster.start_date": "2024-12-01",
+            "retention.landed_days": "2",
+        },
+        env={},
+    )
+    result = (
+        build_definitions(settings)
+        .resolve_job_def("partition_maintenance_job")
+        .execute_in_process(instance=instance)
+    )
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = output.event_specific_data.metadata
+    assert metadata["landed_segments_removed"].value == 5  # n1's but its newest
+    assert metadata["landed_bytes_removed"].value == sum(len(b) for b in body[:5])
+    left = landed_files(landed)
+    assert sorted(node for _, node in left) == ["n1", "n2"]  # n2 not loaded: kept
+    with connect(fresh_db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 6  # rows stay
+    # n1 goes on where it was
+    assert land(landed, "n1", "64:7:abc", "/a.log", offset, line(1, 7)) == offset + len(line(1, 7))
