@@ -180,9 +180,7 @@ def land(
         return stop
 
 
-def prune_landed(
-    root: Path, loaded_by_path: dict[str, int], before: dt.datetime
-) -> list[Path]:
+def prune_landed(root: Path, loaded_by_path: dict[str, int], before: dt.datetime) -> list[Path]:
     """Remove the landed segments that are loaded to their end and last written before
     `before`, except each source's newest; returns the removed paths."""
     removed = []

@@ -1,17 +1,21 @@
 """The shipper against a real center (the sidecar over HTTP, a real PostgreSQL): every line
 of every file lands once and in order, through rotations and truncations during an outage."""
 
+import itertools
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import live_api
+from loguru import logger
 
 from xray_pipeline.core.landing import landed_sources
 from xray_pipeline.core.nodes import add_node
 from xray_pipeline.core.pg import connect
-from xray_pipeline.core.ship import Center, CenterRefused, Shipper, Spool
+from xray_pipeline.core.ship import Center, CenterRefused, Shipper, Spool, run_forever
 
 
 def lines(tag: str, n: int, start: int = 0) -> bytes:
@@ -143,3 +147,70 @@ def test_another_nodes_token_is_refused(node, tmp_path: Path):
             Shipper([log], center, Spool(tmp_path / "spool", 1 << 20)).step()
     assert refused.value.status == 403
     assert not node["root"].exists() or not list(node["root"].rglob("*.log"))
+
+
+class Misbehaving(BaseHTTPRequestHandler):
+    """A center that answers every request with 500, or only after the client gave up."""
+
+    def answer(self) -> None:
+        if self.server.mode == "hang":
+            time.sleep(1.5)  # well past the shipper's timeout
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        except OSError:  # the client hung up
+            pass
+
+    do_GET = do_POST = answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["500", "hang"])
+def test_a_center_that_fails_or_hangs_gets_backoff_and_a_bounded_spool(
+    node, tmp_path: Path, mode: str
+):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
+    server.mode = mode
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log = tmp_path / "access.log"
+    log.write_bytes(lines("a", 100))
+    limit = 3000
+    shipper = Shipper(
+        [log],
+        Center(f"http://127.0.0.1:{server.server_port}", "n1", node["token"], timeout=0.3),
+        Spool(tmp_path / "spool", limit),
+        max_range_bytes=512,
+        interval=0.05,
+        max_backoff=0.4,
+    )
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(str(m)), level="INFO")
+    stop = time.monotonic() + 3
+    try:
+        run_forever(shipper, interval=0.05, should_stop=lambda: time.monotonic() > stop)
+    finally:
+        logger.remove(sink)
+        server.shutdown()
+    down = [m for m in messages if "the center is unavailable" in m]
+    assert len(down) == 1  # said once per outage, with the reason
+    assert ("answered 500" if mode == "500" else "Timeout") in down[0]
+    assert any("the spool is full" in m for m in messages)
+    assert shipper.paused and 0 < shipper.spool.size() <= limit
+    spooled = shipper.spool.entries()
+    assert spooled[0].start == 0
+    assert all(a.end == b.start for a, b in itertools.pairwise(spooled))
+    # the center is back: what was spooled, then the rest of the file, lands; nothing dropped
+    shipper.center = Center(f"http://127.0.0.1:{free_port()}", "n1", node["token"])
+    port = int(shipper.center.client.base_url.port)
+    with live_api(node["url"], port=port, landing_dir=node["root"]):
+        deadline = time.monotonic() + 20
+        while landed(node["root"]) != [log.read_bytes()]:
+            assert time.monotonic() < deadline, "the spool did not drain"
+            time.sleep(0.1)
+            shipper.step()
+    assert shipper.spool.size() == 0 and not shipper.paused
