@@ -50,8 +50,8 @@ def nodes_remove(name: NameArg) -> None:
 
 @nodes_app.command("list")
 def nodes_list() -> None:
-    """The registered nodes: last contact, shipper, newest loaded line, lag, lines and bytes
-    loaded today, bytes landed and not loaded yet."""
+    """The registered nodes: last contact, shipper version, lag of the newest loaded line,
+    lines and bytes loaded today, bytes landed and not loaded yet."""
     from rich.table import Table
 
     from xray_pipeline.core.landing import last_contact, waiting_bytes
@@ -66,23 +66,30 @@ def nodes_list() -> None:
         return
     now = dt.datetime.now(dt.UTC)
 
-    def when(value: dt.datetime | None) -> str:
-        return "never" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    def ago(value: dt.datetime | None) -> str:
+        if value is None:
+            return "never"
+        seconds = max(0.0, (now - value).total_seconds())
+        if seconds < 90:
+            return f"{seconds:.0f} s ago"
+        if seconds < 5400:
+            return f"{seconds / 60:.0f} min ago"
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%MZ")
 
     table = Table(box=None, pad_edge=False)
-    for column in ("node", "last contact", "shipper", "newest line", "lag"):
-        table.add_column(column)
+    table.add_column("node", no_wrap=True)
+    for column in ("last contact", "shipper", "lag"):
+        table.add_column(column, no_wrap=True)
     for column in ("lines today", "bytes today", "bytes waiting"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     for node in nodes:
         lag = node.lag_seconds(now)
         contact, version = last_contact(settings.landing_dir, node.name)
         waiting = waiting_bytes(settings.landing_dir, node.name, node.loaded_by_path)
         table.add_row(
             node.name,
-            when(contact),
-            version or "-",
-            when(node.newest_line),
+            ago(contact),
+            (version or "-").removeprefix("xray-pipeline-ship/"),
             "-" if lag is None else f"{lag:.0f} s",
             f"{node.lines_today:,}",
             f"{node.bytes_today:,}",

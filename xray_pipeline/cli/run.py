@@ -61,9 +61,10 @@ def _run_services(
     ready_timeout: float,
     api_port: int | None = None,
     demo_rate: float | None = None,
+    demo_nodes: int = 0,
 ) -> None:
-    """Dagster webserver + daemon, the API sidecar (and the demo generator) until Ctrl-C or
-    SIGTERM; ready at the first sensor tick."""
+    """Dagster webserver + daemon, the API sidecar (and the demo generator and nodes) until
+    Ctrl-C or SIGTERM; ready at the first sensor tick."""
     from xray_pipeline.core import services
 
     if demo_rate is None and (hint := settings.timezone_hint()):  # demo: its own clock
@@ -91,6 +92,7 @@ def _run_services(
                 port=port,
                 api_port=api_port,
                 demo_rate=demo_rate,
+                demo_nodes=demo_nodes,
                 before_start=check_ports,
             ) as running,
         ):
@@ -121,6 +123,11 @@ def _until_stopped(
     proc, log_file = running.dagster, running.dagster_log
     if running.demo_log is not None:
         console.print(f"demo: appending {demo_rate:g} generated lines/s to {running.demo_log}")
+    for name, log in running.demo_nodes.items():
+        console.print(
+            f"demo: node {name} ships {log} to the sidecar ({demo_rate:g} lines/s; its log: "
+            f"{log.parent / 'ship.log'})"
+        )
     console.print(f"Dagster UI: http://{host}:{port}  (logs: {log_file})")
     if running.api is not None:
         console.print(
@@ -189,13 +196,27 @@ def demo_cmd(
     port: PortOption = 3000,
     ready_timeout: ReadyTimeoutOption = 180,
     api_port: ApiPortOption = 8000,
+    nodes: Annotated[
+        int,
+        typer.Option(
+            "--nodes",
+            min=0,
+            max=20,
+            help="demo nodes of a fleet: each a generator and an `xray-pipeline ship` process "
+            "shipping to the sidecar (0: none; needs the API)",
+        ),
+    ] = 2,
 ) -> None:
     """The main job on the embedded database: a generator appends realistic lines to a demo
-    log and Dagster's access_log_sensor loads them, day by day, until Ctrl-C."""
+    log and Dagster's access_log_sensor loads them, day by day, until Ctrl-C; demo nodes of a
+    fleet ship theirs to this center."""
     settings = STATE.settings()
     if once:
         _demo_once(settings, lines)
         return
+    if nodes and not api_port:
+        err_console.print("note: demo nodes ship to the API sidecar, which --api-port 0 turns off")
+        nodes = 0
     log = settings.home / "demo" / "access.log"
     _run_services(
         settings,
@@ -205,6 +226,7 @@ def demo_cmd(
         ready_timeout=ready_timeout,
         api_port=api_port or None,
         demo_rate=rate,
+        demo_nodes=nodes,
     )
 
 

@@ -18,7 +18,7 @@ import time
 import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -170,6 +170,26 @@ def start_api(settings: Settings, *, host: str, port: int, log_file: Path) -> su
     )  # fmt: skip
 
 
+def start_demo_shipper(settings: Settings, name: str, log: Path, central: str) -> subprocess.Popen:
+    """A demo node: register `name` afresh (a new token) and run `xray-pipeline ship` for its
+    log in its own process group and state folder, as a node of a fleet does."""
+    from xray_pipeline.core.nodes import add_node, remove_node
+
+    with session(settings) as conn:
+        remove_node(conn, name)  # its token was shown once, to the last demo: a new one
+        token = add_node(conn, name)
+    home = log.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    env.update(XRAY_HOME=str(home), XRAY_SHIP_TOKEN=token)
+    out = (home / "ship.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "xray_pipeline.cli", "ship", "--central", central,
+         "--node", name, "--logfile", str(log)],
+        cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_reset_sigint,
+    )  # fmt: skip
+
+
 def last_sensor_tick(settings: Settings) -> float | None:
     """The time of the newest recorded sensor tick in the instance, or None."""
     try:
@@ -277,6 +297,7 @@ class Running:
     dagster_log: Path
     api: subprocess.Popen | None = None
     demo_log: Path | None = None
+    demo_nodes: dict[str, Path] = field(default_factory=dict)  # node name -> its log
 
 
 @contextmanager
@@ -288,20 +309,23 @@ def supervised(
     port: int,
     api_port: int | None = None,
     demo_rate: float | None = None,
+    demo_nodes: int = 0,
     before_start: Callable[[], None] | None = None,
 ) -> Iterator[Running]:
     """The services of `up` and `demo`, one instance per XRAY_HOME, until the block ends:
     the database (the embedded server is started, and stopped again if this started it),
     the demo generator (with `demo_rate`, appending to the first log file), `dagster dev`
-    and the API sidecar (with `api_port`). On the way out every child process group is
-    stopped. `before_start` runs once the instance lock is held (port checks)."""
+    and the API sidecar (with `api_port`), and with `demo_nodes` that many demo nodes of a
+    fleet (a generator and a `ship` process each, shipping to the sidecar). On the way out
+    every child process group is stopped. `before_start` runs once the instance lock is held
+    (port checks)."""
     from xray_pipeline.core.generate import follow
 
     lock = InstanceLock(settings.home / "up.pid")
     lock.acquire()
     started_db = False
     stop = threading.Event()
-    generator: threading.Thread | None = None
+    generators: list[threading.Thread] = []
     children: list[subprocess.Popen] = []
     try:
         if before_start is not None:
@@ -312,17 +336,29 @@ def supervised(
             conn.commit()
         record_start_date(settings, logfiles)
         demo_log = None
+        node_logs: dict[str, Path] = {}
         if demo_rate is not None:
             demo_log = Path(logfiles[0])
             demo_log.parent.mkdir(parents=True, exist_ok=True)
+            node_logs = {
+                f"demo-node-{i}": settings.home / "demo" / "nodes" / f"demo-node-{i}" / "access.log"
+                for i in range(1, demo_nodes + 1)
+            }
 
-            def write_forever() -> None:
-                for _ in follow(demo_log, rate=demo_rate, timezone=settings.timezone):
+            def write_forever(log: Path, seed: int) -> None:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                for _ in follow(log, rate=demo_rate, timezone=settings.timezone, seed=seed):
                     if stop.is_set():
                         return
 
-            generator = threading.Thread(target=write_forever, name="demo-generator", daemon=True)
-            generator.start()
+            for seed, log in enumerate([demo_log, *node_logs.values()], start=42):
+                generator = threading.Thread(
+                    target=write_forever, args=(log, seed), name="demo-generator", daemon=True
+                )
+                generator.start()
+                generators.append(generator)
+            if node_logs:
+                settings.landing_dir.mkdir(parents=True, exist_ok=True)
         log_file = settings.home / "dagster" / "dagster-dev.log"
         running = Running(
             start_dagster(
@@ -341,12 +377,16 @@ def supervised(
                 settings, host=host, port=api_port, log_file=settings.home / "api.log"
             )
             children.append(running.api)
+            central = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{api_port}"
+            for name, log in node_logs.items():
+                children.append(start_demo_shipper(settings, name, log, central))
+            running.demo_nodes = node_logs
         yield running
     finally:
         stop.set()
         for child in children:
             stop_group(child)
-        if generator is not None:
+        for generator in generators:
             generator.join(timeout=5)
         if started_db:
             embedded_server(settings).stop()

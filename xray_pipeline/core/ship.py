@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import httpx
@@ -24,7 +25,10 @@ from loguru import logger
 from xray_pipeline.core.plan import ordered_states, plan_reads
 from xray_pipeline.core.tail import iter_chunks, open_log, watched_states
 
-USER_AGENT = "xray-pipeline-ship/0.1"
+try:
+    USER_AGENT = f"xray-pipeline-ship/{version('xray-pipeline')}"
+except PackageNotFoundError:  # a source tree that is not installed
+    USER_AGENT = "xray-pipeline-ship"
 
 
 class CenterUnavailable(Exception):

@@ -48,9 +48,9 @@ def _alive(pids: list[int]) -> list[int]:
     ]
 
 
-def lag_of(log: Path, db_url: str, *, seconds: float) -> list[float]:
+def lag_of(log: Path, db_url: str, *, seconds: float, node: str | None = None) -> list[float]:
     """For `seconds`, every half second: how long the file's size then took to be loaded
-    (the ledger's end reaching it)."""
+    (the ledger's end reaching it: of that file, or of what `node` shipped of it)."""
     pending: list[tuple[float, int]] = []
     delays: list[float] = []
     stop = time.monotonic() + seconds
@@ -58,9 +58,12 @@ def lag_of(log: Path, db_url: str, *, seconds: float) -> list[float]:
         while time.monotonic() < stop or (pending and time.monotonic() < stop + 30):
             if time.monotonic() < stop:
                 pending.append((time.monotonic(), log.stat().st_size))
-            end = conn.execute("SELECT coalesce(max(end_offset), 0) FROM ingest_ledger").fetchone()[
-                0
-            ]
+            end = conn.execute(
+                "SELECT coalesce(max(l.end_offset), 0) FROM ingest_ledger l "
+                "JOIN sources s ON s.id = l.source_id "
+                "WHERE (%(node)s::text IS NULL AND s.path = %(path)s) OR s.node = %(node)s",
+                {"node": node, "path": str(log)},
+            ).fetchone()[0]
             now = time.monotonic()
             delays += [now - t for t, size in pending if size <= end]
             pending = [(t, size) for t, size in pending if size > end]
@@ -209,6 +212,12 @@ def test_demo_keeps_the_lag_low_and_stops_on_sigterm(
         # the tail run looks every second: a line waits about that, never the tens of
         # seconds of a run per increment (docs/performance.md has the bench's figures)
         assert len(delays) > 20 and max(delays) < 10, delays
+        # the demo's two nodes ship to the sidecar: their lines are loaded as quickly, each
+        # under its node (a shipper looks every second, then the tail run)
+        for node in ("demo-node-1", "demo-node-2"):
+            node_log = tmp_path / "home" / "demo" / "nodes" / node / "access.log"
+            delays = lag_of(node_log, fresh_db_url, seconds=5, node=node)
+            assert len(delays) > 5 and max(delays) < 10, (node, delays)
         children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
     finally:
         os.kill(proc.pid, signal.SIGTERM)
