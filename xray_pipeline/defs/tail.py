@@ -10,7 +10,6 @@ day's `logs` partition, with the metadata of a sensor run.
 import datetime as dt
 import time
 import zoneinfo
-from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -81,8 +80,6 @@ def tail_logs(
 ) -> None:
     day = dt.date.fromisoformat(config.day)
     stop_at = min(time.time() + config.minutes * 60, day_end(day, postgres.timezone) + DAY_GRACE_S)
-    files = log_sources.files()
-    node_of = dict(log_sources.entries())
     log = logger.bind(run_id=context.run_id, day=config.day)
     conn: psycopg.Connection | None = None
     loads = lines = 0
@@ -93,9 +90,7 @@ def tail_logs(
             try:
                 if conn is None or conn.closed:
                     conn = postgres.connect(upgrade=loads == 0 and down_since is None)
-                report = _load_new(
-                    conn, context.run_id, files, node_of, day, postgres, log_sources, alive
-                )
+                report = _load_new(conn, context.run_id, day, postgres, log_sources, alive)
             except (DatabaseError, psycopg.OperationalError) as exc:
                 if down_since is None:
                     down_since = now
@@ -152,15 +147,16 @@ class Heartbeat:
 def _load_new(
     conn: psycopg.Connection,
     run_id: str,
-    files: list[Path],
-    node_of: dict[Path, str | None],
     day: dt.date,
     postgres: PostgresResource,
     log_sources: LogSourcesResource,
     alive: Heartbeat,
 ) -> tuple[dict, int] | None:
     """Load the day's new lines of every source, piece by piece while the run is `alive`
-    (a backlog can take minutes): (metadata, lines), or None when none came."""
+    (a backlog can take minutes): (metadata, lines), or None when none came. The sources are
+    listed afresh each time: a node's first range, a new landed segment, a glob's new file."""
+    node_of = dict(log_sources.entries())
+    files = list(dict.fromkeys(node_of))
     states = watched_states(files, with_complete_end=True)
     loaded = last_ranges(conn, [s.identity.key for s in states])
     pieces, _ = follow_pieces(files, states, loaded, day, max_bytes=log_sources.max_run_bytes)

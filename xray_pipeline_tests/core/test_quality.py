@@ -34,6 +34,8 @@ def make_defs(db_url: str, *logfiles: Path, **extra) -> dg.Definitions:
         "dagster.start_date": "2025-11-01",
         **extra,
     }
+    if logfiles:  # the state folder beside the logs, not the project's (a demo's landed files)
+        overrides.setdefault("general.home", str(Path(logfiles[0]).parent / "home"))
     return build_definitions(load_settings(None, overrides, env={}))
 
 

@@ -29,6 +29,8 @@ def make_defs(db_url: str, *logfiles: Path, **extra) -> dg.Definitions:
         "dagster.start_date": "2024-12-01",
         **extra,
     }
+    if logfiles:  # the state folder beside the logs, not the project's (a demo's landed files)
+        overrides.setdefault("general.home", str(Path(logfiles[0]).parent / "home"))
     return build_definitions(load_settings(None, overrides, env={}))
 
 
@@ -118,8 +120,12 @@ def test_definitions_are_pinned(tmp_path: Path):
     assert partitions.get_partition_keys()[0] == "2024-12-01"
 
 
-def test_a_skip_without_a_log_file_says_how_to_configure_one(fresh_db_url: str, instance):
-    assert "no log file configured" in skip_text(tick(make_defs(fresh_db_url), instance))
+def test_a_skip_without_a_log_file_says_how_to_configure_one(
+    fresh_db_url: str, tmp_path: Path, instance
+):
+    defs = make_defs(fresh_db_url, **{"general.home": str(tmp_path / "home")})
+    text = skip_text(tick(defs, instance))
+    assert "no log file configured" in text and "xray-pipeline nodes add" in text
 
 
 def test_a_skip_names_a_log_file_not_found(fresh_db_url: str, tmp_path: Path, instance):

@@ -41,6 +41,7 @@ def backfill(url: str, log: Path, *days: str) -> dict:
             {
                 "postgresql.url": url,
                 "parser.logfile": [str(log)],
+                "general.home": str(log.parent / "home"),
                 "dagster.start_date": "2025-11-01",
             },
             env={},

@@ -33,6 +33,8 @@ def make_defs(db_url: str, *logfiles: Path, **extra) -> dg.Definitions:
         "dagster.start_date": "2024-12-01",
         **extra,
     }
+    if logfiles:  # the state folder beside the logs, not the project's (a demo's landed files)
+        overrides.setdefault("general.home", str(Path(logfiles[0]).parent / "home"))
     return build_definitions(load_settings(None, overrides, env={}))
 
 
@@ -203,3 +205,38 @@ def test_rollups_of_the_current_day_refresh_at_most_every_quarter_hour(tmp_path:
     # today: at hh:15 (it changed at hh:04), at hh:30 (it changed at hh:21 and hh:22), not
     # at hh:45 (no change since)
     assert when == [14, 29]
+
+
+def test_a_tail_run_follows_nodes_that_land_their_first_range_after_it_started(
+    fresh_db_url: str, tmp_path: Path, instance
+):
+    from xray_pipeline.core.landing import land
+
+    home = tmp_path / "home"
+    landed = home / "landed"
+    local = tmp_path / "access.log"
+    local.write_text(today_line(0))
+    defs = make_defs(fresh_db_url, local, **{"general.home": str(home)})
+
+    def ship() -> None:
+        time.sleep(0.6)  # the run is going by now
+        for node in ("late-1", "late-2"):
+            body = (today_line(1) + today_line(2)).encode()
+            land(landed, node, f"{node}:1", "/var/log/xray/access.log", 0, body)
+
+    shipper = threading.Thread(target=ship)
+    shipper.start()
+    result = defs.resolve_job_def(TAIL_JOB).execute_in_process(
+        run_config={
+            "ops": {"tail_logs": {"config": {"day": today(), "minutes": 0.05, "poll_seconds": 0.2}}}
+        },
+        instance=instance,
+    )
+    shipper.join()
+    assert result.success
+    with connect(fresh_db_url) as conn:
+        rows = conn.execute(
+            "SELECT s.node, count(*) FROM logs l JOIN sources s ON s.id = l.source_id "
+            "GROUP BY 1 ORDER BY 1 NULLS FIRST"
+        ).fetchall()
+    assert rows == [(None, 1), ("late-1", 2), ("late-2", 2)]
