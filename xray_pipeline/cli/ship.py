@@ -119,8 +119,8 @@ def ship_cmd(
         console.print(COMPOSE_SNIPPET, end="")
         return
     from xray_pipeline.core.nodes import check_name
-    from xray_pipeline.core.services import stop_on_signals
     from xray_pipeline.core.ship import Center, CenterRefused, Shipper, Spool, run_forever
+    from xray_pipeline.core.signals import stop_on_signals
 
     if not settings.logfiles:
         err_console.print(NO_LOGFILE)

@@ -1,10 +1,14 @@
 """The ingest ledger: which byte ranges of each source are loaded, and what lies between them."""
 
+from __future__ import annotations
+
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psycopg
+if TYPE_CHECKING:  # the shipper plans with the ranges here and never loads the driver
+    import psycopg
 
 # [start, end) of a source's bytes
 Range = tuple[int, int]

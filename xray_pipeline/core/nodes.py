@@ -1,14 +1,16 @@
 """The fleet's node registry: names, hashed tokens, and what each node has shipped."""
 
+from __future__ import annotations
+
 import datetime as dt
 import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import psycopg
-
-from xray_pipeline.core.pg import load_query
+if TYPE_CHECKING:  # the shipper checks names with this module and never loads the driver
+    import psycopg
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 TOKEN_PREFIX = "xrn_"
@@ -86,5 +88,7 @@ def list_nodes(conn: psycopg.Connection, timezone: str) -> list[NodeStatus]:
     """Every registered node with its newest loaded line, what was loaded today (local day in
     `timezone`) and per file; its last contact and landed bytes are the landing store's
     (landing.last_contact, landing.waiting_bytes)."""
+    from xray_pipeline.core.pg import load_query
+
     rows = conn.execute(load_query("node_status"), {"tz": timezone}).fetchall()
     return [NodeStatus(*row) for row in rows]

@@ -72,3 +72,18 @@ def test_range_without_any_timestamp_is_one_request(tmp_path: Path):
     path.write_text("banner\nmore\n")
     [request] = split_range(path, "id", 0, 12, max_bytes=10**6)
     assert (request.start, request.end, request.day) == (0, 12, None)
+
+
+@pytest.mark.parametrize(
+    "stamp", ["2025/11/17 23:59:59", "2025/11/17 00:00:00.123456", "2024/02/29 12:00:00.1"]
+)
+def test_the_planner_reads_the_parsers_timestamp_token(stamp: str):
+    """plan.py keeps its own copy of the token, so that the shipper needs no parser."""
+    import re
+
+    from xray_pipeline.core import plan
+    from xray_pipeline.core.parse import TS
+
+    assert re.fullmatch(TS, stamp)
+    match = plan._TS_RE.match(stamp.encode())
+    assert match and match.group(0).decode() == stamp[:19]

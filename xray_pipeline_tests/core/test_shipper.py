@@ -214,3 +214,21 @@ def test_a_center_that_fails_or_hangs_gets_backoff_and_a_bounded_spool(
             time.sleep(0.1)
             shipper.step()
     assert shipper.spool.size() == 0 and not shipper.paused
+
+
+def test_the_shipper_loads_neither_dagster_nor_polars_nor_a_database_driver():
+    """`ship` runs on every node: it imports what it needs and no more (its memory is the
+    fleet bench's figure)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from xray_pipeline.cli import main; import xray_pipeline.cli.ship; "
+        "from xray_pipeline.core.ship import Shipper; "
+        "from xray_pipeline.core.nodes import check_name; "
+        "from xray_pipeline.core.signals import stop_on_signals; "
+        "print(sorted(m for m in ('dagster', 'polars', 'numpy', 'psycopg', 'fastapi') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

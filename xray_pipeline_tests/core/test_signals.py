@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from xray_pipeline.core.services import stop_on_signals
+from xray_pipeline.core.signals import stop_on_signals
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -1,0 +1,403 @@
+"""Fleet benchmark: N nodes, each a writer and a real `xray-pipeline ship` process, shipping to
+one center (`xray-pipeline up` with everything on, no local log), on this machine.
+
+For each scenario (default 20 nodes x 100 lines/s, then 40 x 100) it runs for --minutes and
+prints:
+- append -> queryable delay across nodes (a write counts once the ledger holds as many bytes of
+  that node as the file had after the write): p50, p95, max, over the run and its last half;
+- Dagster runs created per minute (per job) and the most of one partition in a minute;
+- the center's CPU (the `up` process tree, runs included, and the PostgreSQL server
+  separately) as a share of one core, and its RSS (the tree's sum, sampled, maximum);
+- the shippers' CPU and RSS: the busiest one's and the mean, as a share of one core and MB;
+then a burst: every node appends --burst lines at once, and the aggregate drain rate (lines a
+second from the burst's write to the last of them loaded) as a ratio to `xray-pipeline ingest`
+of the same lines from one local file into an empty database, measured in the same run.
+Usage:
+uv run python bench/fleet.py [--minutes 5] [--scenario 20x100 --scenario 40x100]
+                             [--burst 25000]
+"""
+
+import argparse
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil
+from psycopg import sql
+
+from bench._common import OUT
+from bench.freshness import pct, server_cpu_seconds, tree_cpu_seconds
+from xray_pipeline.core.generate import line_pool, stamped
+from xray_pipeline.core.nodes import add_node
+from xray_pipeline.core.pg import apply_migrations, connect, database_url, with_database
+from xray_pipeline.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    nodes: int
+    rate: float
+    delays: list[tuple[float, float]] = field(default_factory=list)  # (append time, delay)
+    unseen: int = 0
+    half: float = 0.0
+    runs_per_min: float = 0.0
+    runs_by_job: dict[str, int] = field(default_factory=dict)
+    max_runs_partition_min: int = 0
+    center_cpu: float = 0.0
+    db_cpu: float = 0.0
+    center_rss_mb: float = 0.0
+    shipper_cpu_max: float = 0.0
+    shipper_cpu_mean: float = 0.0
+    shipper_rss_max_mb: float = 0.0
+    shipper_rss_mean_mb: float = 0.0
+    burst_lines: int = 0
+    burst_seconds: float = float("nan")
+    ingest_lines_per_s: float = float("nan")
+
+    def window(self, last: bool) -> list[float]:
+        return [d for t, d in self.delays if not last or t >= self.half]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def new_database(server: str, prefix: str) -> tuple[str, str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    with connect(server, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name, with_database(server, name)
+
+
+def drop_databases(server: str, *names: str) -> None:
+    with connect(server, autocommit=True) as admin:
+        for name in names:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def loaded_by_node(conn) -> dict[str, int]:
+    """Bytes loaded per node: every node ships one file from its start, so the loaded bytes of
+    its landed segments are the offset reached in its log."""
+    rows = conn.execute(
+        "SELECT s.node, sum(l.end_offset - l.start_offset)::bigint FROM ingest_ledger l "
+        "JOIN sources s ON s.id = l.source_id WHERE s.node IS NOT NULL GROUP BY s.node"
+    ).fetchall()
+    conn.commit()
+    return dict(rows)
+
+
+def sample(procs: list[psutil.Process]) -> list[tuple[float, float]]:
+    """(CPU seconds, RSS MB) of each process (0, 0 once gone)."""
+    out = []
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            out.append((t.user + t.system, proc.memory_info().rss / 1e6))
+        except psutil.Error:
+            out.append((0.0, 0.0))
+    return out
+
+
+def tree_rss_mb(root: psutil.Process) -> float:
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss / 1e6
+        except psutil.Error:
+            continue
+    return total
+
+
+def run_scenario(nodes: int, rate: float, minutes: float, burst: int, server: str) -> Result:
+    name, url = new_database(server, "xray_bench_fleet")
+    dagster_db = name + "_dagster"
+    work = OUT / f"fleet-{name}"
+    home = work / "center"
+    (home / "landed").mkdir(parents=True)
+    with connect(url) as conn:
+        apply_migrations(conn)
+        tokens = {f"node-{i:03d}": add_node(conn, f"node-{i:03d}") for i in range(nodes)}
+    logs = {node: work / node / "access.log" for node in tokens}
+    for log in logs.values():
+        log.parent.mkdir(parents=True)
+        log.write_bytes(b"")
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("XRAY_", "DAGSTER_"))}
+    env = {
+        **base_env,
+        "XRAY_DATABASE_URL": url,
+        "XRAY_HOME": str(home),
+        "XRAY_DAGSTER_DATABASE": dagster_db,
+    }
+    ui_port, api_port = free_port(), free_port()
+    out_path = work / "up.out"
+    with out_path.open("w") as out:
+        center = subprocess.Popen(
+            [sys.executable, "-m", "xray_pipeline.cli", "up", "--port", str(ui_port),
+             "--api-port", str(api_port)],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    shippers: list[subprocess.Popen] = []
+    result = Result(nodes, rate)
+    appended: list[tuple[float, str, int]] = []  # (time, node, size after the write)
+    seen: dict[str, list[tuple[float, int]]] = {node: [] for node in tokens}
+    stop = threading.Event()
+    try:
+        deadline = time.monotonic() + 300
+        while "ready:" not in out_path.read_text():
+            if time.monotonic() > deadline or center.poll() is not None:
+                raise SystemExit(f"up did not become ready; see {out_path}")
+            time.sleep(1)
+        for node, token in tokens.items():
+            ship_env = {**base_env, "XRAY_HOME": str(logs[node].parent), "XRAY_SHIP_TOKEN": token}
+            args = [sys.executable, "-m", "xray_pipeline.cli", "ship", "--node", node,
+                    "--central", f"http://127.0.0.1:{api_port}", "--logfile", str(logs[node])]  # fmt: skip
+            out = (logs[node].parent / "ship.out").open("w")
+            shippers.append(
+                subprocess.Popen(
+                    args,
+                    env=ship_env,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        time.sleep(5)  # the shippers' imports
+        top = psutil.Process(center.pid)
+        ship_procs = [psutil.Process(p.pid) for p in shippers]
+        cpu0, db0, wall0 = tree_cpu_seconds(top), server_cpu_seconds(), time.monotonic()
+        ship0 = sample(ship_procs)
+        rss_center: list[float] = []
+        rss_ship: list[list[float]] = []
+
+        def poll() -> None:
+            with connect(url) as conn:
+                while not stop.is_set():
+                    now = time.time()
+                    for node, end in loaded_by_node(conn).items():
+                        seen[node].append((now, end))
+                    time.sleep(0.25)
+
+        def watch_memory() -> None:
+            while not stop.is_set():
+                rss_center.append(tree_rss_mb(top))
+                rss_ship.append([rss for _, rss in sample(ship_procs)])
+                time.sleep(2)
+
+        def write(i: int, node: str) -> None:
+            pool = line_pool(size=2_000, seed=100 + i, users=300, other_share=0.15)
+            cursor, tick, carry = 0, 0, 0.0
+            started = time.monotonic()
+            with logs[node].open("ab") as fh:
+                while not stop.is_set() and time.monotonic() - started < minutes * 60:
+                    carry += rate / 10.0
+                    n = int(carry)
+                    carry -= n
+                    if n:
+                        lines = [pool[(cursor + k) % len(pool)] for k in range(n)]
+                        cursor += n
+                        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # up reads UTC
+                        fh.write(stamped(lines, now).encode())
+                        fh.flush()
+                        appended.append((time.time(), node, fh.tell()))
+                    tick += 1
+                    time.sleep(max(0.0, started + tick / 10.0 - time.monotonic()))
+
+        watchers = [threading.Thread(target=f, daemon=True) for f in (poll, watch_memory)]
+        writers = [
+            threading.Thread(target=write, args=(i, node), daemon=True)
+            for i, node in enumerate(tokens)
+        ]
+        started_at = time.time()
+        for thread in [*watchers, *writers]:
+            thread.start()
+        for thread in writers:
+            thread.join()
+        ended_at = time.time()
+        cpu1, db1, wall1 = tree_cpu_seconds(top), server_cpu_seconds(), time.monotonic()
+        ship1 = sample(ship_procs)
+        final = {node: max((s for _, n, s in appended if n == node), default=0) for node in tokens}
+        catch_up = time.monotonic() + 180
+        while time.monotonic() < catch_up and any(
+            not seen[n] or seen[n][-1][1] < final[n] for n in tokens
+        ):
+            time.sleep(0.5)
+        storage = with_database(server, dagster_db)
+        with connect(storage) as conn:
+            runs = conn.execute(
+                "SELECT extract(epoch FROM r.create_timestamp), "
+                "coalesce(r.partition, t.value, ''), r.pipeline_name FROM runs r "
+                "LEFT JOIN run_tags t ON t.run_id = r.run_id AND t.key = 'xray/day'"
+            ).fetchall()
+
+        # the burst: every node appends a backlog at once; drained when all of it is loaded
+        if burst:
+            pool = line_pool(size=burst, seed=7, users=300, other_share=0.15)
+            text = stamped(pool, dt.datetime.now(dt.UTC).replace(tzinfo=None)).encode()
+            with connect(url) as conn:
+                before = loaded_by_node(conn)
+            t0 = time.time()
+            for log in logs.values():
+                with log.open("ab") as fh:
+                    fh.write(text)
+            target = {node: before.get(node, 0) + len(text) for node in tokens}
+            with connect(url) as conn:
+                while time.time() - t0 < 900:
+                    done = loaded_by_node(conn)
+                    if all(done.get(n, 0) >= target[n] for n in tokens):
+                        break
+                    time.sleep(0.2)
+            result.burst_lines = burst * nodes
+            result.burst_seconds = time.time() - t0
+            (work / "burst.log").write_bytes(text * nodes)
+    finally:
+        stop.set()
+        for proc in shippers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in shippers:
+            proc.wait(timeout=60)
+        if center.poll() is None:
+            os.killpg(center.pid, signal.SIGINT)
+        center.wait(timeout=120)
+
+    span = (ended_at - started_at) / 60
+    result.half = started_at + (ended_at - started_at) / 2
+    for t_append, node, size in appended:
+        hit = next((t for t, end in seen[node] if end >= size and t >= t_append), None)
+        if hit is None:
+            result.unseen += 1
+        else:
+            result.delays.append((t_append, hit - t_append))
+    in_run = [(float(t), p, job) for t, p, job in runs if started_at <= float(t) <= ended_at]
+    result.runs_per_min = len(in_run) / span
+    per_partition_minute: dict[tuple[str, int], int] = {}
+    for t, part, job in in_run:
+        result.runs_by_job[job] = result.runs_by_job.get(job, 0) + 1
+        key = (part, int((t - started_at) // 60))
+        per_partition_minute[key] = per_partition_minute.get(key, 0) + 1
+    result.max_runs_partition_min = max(per_partition_minute.values(), default=0)
+    wall = wall1 - wall0
+    result.center_cpu = (cpu1 - cpu0) / wall
+    result.db_cpu = (db1 - db0) / wall
+    result.center_rss_mb = max(rss_center, default=0.0)
+    shares = [(b[0] - a[0]) / wall for a, b in zip(ship0, ship1, strict=True)]
+    result.shipper_cpu_max = max(shares)
+    result.shipper_cpu_mean = sum(shares) / len(shares)
+    per_shipper = [max(col) for col in zip(*rss_ship, strict=True)] if rss_ship else [0.0]
+    result.shipper_rss_max_mb = max(per_shipper)
+    result.shipper_rss_mean_mb = sum(per_shipper) / len(per_shipper)
+    drop_databases(server, name, dagster_db)
+    if burst:
+        result.ingest_lines_per_s = ingest_rate(work / "burst.log", server, result.burst_lines)
+    return result
+
+
+def ingest_rate(log: Path, server: str, lines: int) -> float:
+    """`xray-pipeline ingest` of the burst's lines from one local file into an empty database:
+    lines a second, wall clock of the whole command (as the drain counts its whole path)."""
+    name, url = new_database(server, "xray_bench_fleet_ingest")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XRAY_", "DAGSTER_"))}
+    env.update(
+        XRAY_DATABASE_URL=url,
+        XRAY_HOME=str(log.parent / "ingest-home"),
+        XRAY_PARSER_TIMEZONE="UTC",
+    )
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "xray_pipeline.cli", "ingest", "--logfile", str(log)],
+        env=env, cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    drop_databases(server, name)
+    return lines / seconds
+
+
+def report(result: Result) -> None:
+    whole, last = result.window(False), result.window(True)
+    jobs = ", ".join(f"{job} {n}" for job, n in sorted(result.runs_by_job.items())) or "none"
+    print(f"{result.nodes} nodes x {result.rate:g} lines/s:")
+    print(
+        f"  append -> queryable across nodes: p50 {pct(whole, 0.5):.1f} s, p95 "
+        f"{pct(whole, 0.95):.1f} s, max {max(whole, default=float('nan')):.1f} s; last half p50 "
+        f"{pct(last, 0.5):.1f} s, p95 {pct(last, 0.95):.1f} s"
+        + (f"; {result.unseen} writes never seen loaded" if result.unseen else "")
+    )
+    print(
+        f"  runs: {result.runs_per_min:.1f} a minute ({jobs}); at most "
+        f"{result.max_runs_partition_min} for one partition in a minute"
+    )
+    print(
+        f"  center: the up process tree {result.center_cpu:.0%} of a core, the database server "
+        f"{result.db_cpu:.0%}; RSS {result.center_rss_mb:,.0f} MB (tree, max)"
+    )
+    print(
+        f"  shippers: CPU busiest {result.shipper_cpu_max:.1%} of a core, mean "
+        f"{result.shipper_cpu_mean:.1%}; RSS largest {result.shipper_rss_max_mb:.0f} MB, mean "
+        f"{result.shipper_rss_mean_mb:.0f} MB"
+    )
+    if result.burst_lines:
+        drain = result.burst_lines / result.burst_seconds
+        print(
+            f"  burst: {result.burst_lines:,} lines ({result.nodes} x "
+            f"{result.burst_lines // result.nodes:,}) drained in {result.burst_seconds:.1f} s: "
+            f"{drain:,.0f} lines/s; `ingest` of the same lines from one file: "
+            f"{result.ingest_lines_per_s:,.0f} lines/s; ratio {drain / result.ingest_lines_per_s:.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument(
+        "--scenario", action="append", help="NODESxRATE, e.g. 20x100 (default: 20x100, 40x100)"
+    )
+    parser.add_argument("--burst", type=int, default=25_000, help="lines each node appends")
+    args = parser.parse_args()
+    scenarios = [tuple(map(float, s.split("x"))) for s in (args.scenario or ["20x100", "40x100"])]
+    subprocess.run(
+        [sys.executable, "-m", "xray_pipeline.cli", "db", "start"], cwd=ROOT, check=True
+    )  # the embedded server, when that is the configured one
+    server = database_url(load_settings())
+    results = []
+    for nodes, rate in scenarios:
+        result = run_scenario(int(nodes), rate, args.minutes, args.burst, server)
+        report(result)
+        results.append(result)
+    first = results[0]
+    ok = {
+        "p95 < 10 s": pct(first.window(False), 0.95) < 10 and not first.unseen,
+        "<= 15 runs a minute": first.runs_per_min <= 15,
+        "not more runs with more nodes": all(
+            r.runs_per_min <= first.runs_per_min + 1 for r in results[1:]
+        ),
+        "shipper < 100 MB": max(r.shipper_rss_max_mb for r in results) < 100,
+        "shipper < 5% of a core": max(r.shipper_cpu_max for r in results) < 0.05,
+        "drain >= 80% of ingest": all(
+            r.burst_lines / r.burst_seconds >= 0.8 * r.ingest_lines_per_s
+            for r in results
+            if r.burst_lines
+        ),
+    }
+    for target, met in ok.items():
+        print(f"target {target} (at {first.nodes} nodes): {'met' if met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
