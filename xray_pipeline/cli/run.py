@@ -66,6 +66,7 @@ def _run_services(
     """Dagster webserver + daemon, the API sidecar (and the demo generator and nodes) until
     Ctrl-C or SIGTERM; ready at the first sensor tick."""
     from xray_pipeline.core import services
+    from xray_pipeline.core.signals import stop_on_signals
 
     if demo_rate is None and (hint := settings.timezone_hint()):  # demo: its own clock
         err_console.print(f"note: {hint}")
@@ -84,7 +85,7 @@ def _run_services(
 
     try:
         with (
-            services.stop_on_signals(),
+            stop_on_signals(),
             services.supervised(
                 settings,
                 logfiles,
