@@ -52,8 +52,14 @@ def _day_filter(chunk: ParsedChunk, lo: dt.datetime, hi: dt.datetime) -> ParsedC
 
 
 def rebuild_day(
-    conn: psycopg.Connection, day: dt.date, *, timezone: str, batch_size: int
+    conn: psycopg.Connection,
+    day: dt.date,
+    *,
+    timezone: str,
+    batch_size: int,
+    node: str | None = None,
 ) -> RebuildReport:
+    """Rebuild the day's rows of every source (of one `node` of a fleet, with `node`)."""
     report = RebuildReport(day)
     lo, hi = conn.execute("SELECT lo, hi FROM xray_day_bounds(%s, %s)", (day, timezone)).fetchone()
     ranges = conn.execute(
@@ -66,9 +72,10 @@ def rebuild_day(
         SELECT l.id, l.start_offset, l.end_offset, s.id, s.identity, s.path, s.node
         FROM ingest_ledger l JOIN sources s ON s.id = l.source_id
         WHERE l.id IN (SELECT ingest_id FROM touching)
+          AND (%(node)s::text IS NULL OR s.node = %(node)s)
         ORDER BY s.id, l.start_offset
         """,
-        {"lo": lo, "hi": hi},
+        {"lo": lo, "hi": hi, "node": node},
     ).fetchall()
     conn.commit()
     report.ranges = len(ranges)

@@ -26,11 +26,16 @@ class LogRange(dg.Config):
     watched: str | None = None
 
 
+NODE_TAG = "xray/node"
+
+
 class LogRangeConfig(dg.Config):
     """The byte ranges a run loads, of one day, any number of sources (set by
-    access_log_sensor); none: a backfill, which rebuilds the run's days."""
+    access_log_sensor); none: a backfill, which rebuilds the run's days (of one `node` only,
+    when set here or as the run tag `xray/node`, as a backfill launched from the UI can)."""
 
     ranges: list[LogRange] = []  # noqa: RUF012 (pydantic copies defaults)
+    node: str | None = None
 
 
 def build_logs_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -73,7 +78,7 @@ def _logs(
     log_sources: LogSourcesResource,
 ) -> dg.MaterializeResult:
     if not config.ranges:
-        return rebuild(context, postgres)
+        return rebuild(context, postgres, config.node or context.run.tags.get(NODE_TAG))
     loaded = []
     with postgres.connect() as conn:
         for item in config.ranges:
@@ -125,8 +130,10 @@ def load_metadata(
     }
 
 
-def rebuild(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    """Rebuild the run's days (a backfill) from the bytes on disk."""
+def rebuild(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, node: str | None = None
+) -> dg.MaterializeResult:
+    """Rebuild the run's days (a backfill) from the bytes on disk (of one node's sources)."""
     reports = []
     with postgres.connect() as conn:
         for key in context.partition_keys:
@@ -135,6 +142,7 @@ def rebuild(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg
                 dt.date.fromisoformat(key),
                 timezone=postgres.timezone,
                 batch_size=postgres.batch_size,
+                node=node,
             )
             reports.append(report)
             if report.missing:
@@ -150,6 +158,7 @@ def rebuild(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg
         metadata={
             "dagster/row_count": sum(r.rows_after for r in reports),
             "days": dg.MetadataValue.json([r.day.isoformat() for r in reports]),
+            "node": node or "(every source)",
             "ranges_reread": sum(len(r.reread) for r in reports),
             "ranges_missing": sum(len(r.missing) for r in reports),
             "complete": all(r.complete for r in reports),

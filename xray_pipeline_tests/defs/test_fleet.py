@@ -177,3 +177,42 @@ def test_maintenance_removes_landed_segments_once_loaded_and_old(
         assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 6  # rows stay
     # n1 goes on where it was
     assert land(landed, "n1", "64:7:abc", "/a.log", offset, line(1, 7)) == offset + len(line(1, 7))
+
+
+def test_a_backfill_tagged_with_a_node_rebuilds_that_nodes_day_only(
+    fresh_db_url: str, tmp_path: Path, instance
+):
+    home = tmp_path / "home"
+    landed = home / "landed"
+    for node in (1, 2):
+        body = b"".join(line(node, s) for s in range(4))
+        land(landed, f"n{node}", "64:7:abc", "/var/log/xray/access.log", 0, body)
+    with connect(fresh_db_url) as conn:
+        for path, node in landed_files(landed):
+            ingest_files(conn, [path], timezone="UTC", batch_size=64 * 1024, node=node)
+        conn.execute("UPDATE logs SET src_port = 9")  # damage both nodes' rows
+        conn.commit()
+    settings = load_settings(
+        None,
+        {
+            "postgresql.url": fresh_db_url,
+            "general.home": str(home),
+            "parser.timezone": "UTC",
+            "dagster.start_date": "2024-12-01",
+        },
+        env={},
+    )
+    job = build_definitions(settings).resolve_job_def("load_logs_job")
+    result = job.execute_in_process(
+        partition_key="2025-01-01", tags={"xray/node": "n1"}, instance=instance
+    )
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert metadata["node"].value == "n1" and metadata["ranges_reread"].value == 1
+    with connect(fresh_db_url) as conn:
+        ports = conn.execute(
+            "SELECT s.node, l.src_port, count(*) FROM logs l JOIN sources s "
+            "ON s.id = l.source_id GROUP BY 1, 2 ORDER BY 1"
+        ).fetchall()
+    assert ports == [("n1", 1, 4), ("n2", 9, 4)]
