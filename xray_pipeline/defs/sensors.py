@@ -92,6 +92,7 @@ def _run_request(
         },
         tags={
             "xray/sources": str(len({p.request.identity for p in pieces})),
+            "xray/nodes": _names(node_of.get(p.item.watched) for p in pieces),
             "xray/bytes": str(sum(p.size for p in pieces)),
             # at most max_run_bytes load in seconds: a run still going after this is hung or
             # dead, and run monitoring fails it
@@ -198,6 +199,15 @@ def _tail_request(day: str, tailing: Tailing, now: float) -> dg.RunRequest:
             "dagster/max_runtime": str(tailing.minutes * 60 + RUN_MAX_RUNTIME_S),
         },
     )
+
+
+def _names(nodes, most: int = 8) -> str:
+    """The nodes of a run, for its tag: a few names, then how many more."""
+    names = sorted({n for n in nodes if n})
+    if not names:
+        return "-"
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} (+{len(names) - most})"
 
 
 def _run_requests(

@@ -57,6 +57,7 @@ def test_each_nodes_landed_lines_load_once_under_its_node(
 
     first = tick()
     [request] = first.run_requests  # one run of the day, both nodes' sources
+    assert request.tags["xray/nodes"] == "n1, n2"
     assert sorted(r["node"] for r in request.run_config["ops"]["logs"]["config"]["ranges"]) == [
         "n1",
         "n2",
