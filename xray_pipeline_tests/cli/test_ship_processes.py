@@ -1,10 +1,12 @@
 """A fleet with real processes: shippers (`xray-pipeline ship`, one per node, each with a
-writer of its own) against a center (the sidecar over HTTP, a real PostgreSQL). One shipper is
-killed with SIGKILL and restarted, the center stops for a while as nodes keep writing and one
-node truncates its log: afterwards every line of every node is in `logs` exactly once, under
-its node."""
+writer of its own) against a center (the sidecar over HTTP, a real PostgreSQL). One node
+rotates its log by rename, one shipper is killed with SIGKILL and restarted, the center (the
+sidecar, and the database when it is the embedded one) stops for a while as nodes keep writing,
+one node truncates its log and another rotates it by copytruncate: afterwards every line of
+every node is in `logs` exactly once, under its node."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,8 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, live_api
+from conftest import PROJECT_ROOT, TEST_HOME, live_api
 
+from xray_pipeline.core.embedded import EmbeddedServer
 from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.landing import landed_files, landed_sources
 from xray_pipeline.core.nodes import add_node
@@ -59,15 +62,22 @@ def test_every_line_of_every_node_once_through_kills_outages_and_truncation(
     logs = {n: tmp_path / f"node{n}" / "access.log" for n in range(NODES)}
     written: dict[int, list[str]] = {n: [] for n in range(NODES)}
     stop = threading.Event()
-    truncate = threading.Event()
+    rotate = {n: threading.Event() for n in range(NODES)}
 
     def write(n: int) -> None:
         i = 0
         while not stop.is_set():
-            if n == 0 and truncate.is_set():
-                time.sleep(0.5)  # the shipper reads what was written before it goes
-                logs[n].write_text("")  # 3x-ui's IP-limit job truncates the log in place
-                truncate.clear()
+            if rotate[n].is_set():
+                if n == 0:
+                    time.sleep(0.5)  # the shipper reads what was written before it goes
+                    logs[n].write_text("")  # 3x-ui's IP-limit job truncates the log in place
+                elif n == 1:
+                    logs[n].rename(logs[n].with_name("access.log.1"))  # logrotate's create
+                else:
+                    shutil.copyfile(logs[n], logs[n].with_name("access.log.1"))  # copytruncate
+                    with logs[n].open("r+") as fh:
+                        fh.truncate(0)
+                rotate[n].clear()
             with logs[n].open("a") as fh:
                 for _ in range(5):
                     fh.write(line(n, i))
@@ -91,11 +101,19 @@ def test_every_line_of_every_node_once_through_kills_outages_and_truncation(
             shippers[1].wait()
             time.sleep(1)
             shippers[1] = start_shipper(1, tokens[1], logs[1], tmp_path / "node1", url)
-            time.sleep(3)
-        # the center is down (sidecar stopped): the nodes keep writing; node 0 truncates
+            time.sleep(1)
+            rotate[1].set()
+            time.sleep(2)
+        # the center is down: the nodes keep writing; node 0 truncates, node 2 copytruncates
+        database = None if os.environ.get("XRAY_TEST_DATABASE_URL") else EmbeddedServer(TEST_HOME)
+        if database is not None:
+            database.stop()
+        time.sleep(2)
+        rotate[0].set()
+        rotate[2].set()
         time.sleep(3)
-        truncate.set()
-        time.sleep(4)
+        if database is not None:
+            database.start()
         with live_api(fresh_db_url, port=port, landing_dir=root):
             time.sleep(3)
             stop.set()

@@ -124,14 +124,14 @@ async def land_range(
     user_agent: Annotated[str | None, Header()] = None,
 ):
     limit: int = request.app.state.max_range_bytes
-    body = b""
+    body = bytearray()
     async for part in request.stream():
         body += part
         if len(body) > limit:
             return JSONResponse({"detail": f"the body is larger than {limit} bytes"}, 413)
     root: FsPath = request.app.state.landing_dir
     try:
-        data = inflate(body, content_encoding, limit)
+        data = inflate(bytes(body), content_encoding, limit)
         end = await asyncio.to_thread(land, root, node, identity, path, start, data)
     except LandingError as exc:
         return JSONResponse({"detail": str(exc), "expected": exc.expected}, exc.status)
