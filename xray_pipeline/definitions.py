@@ -111,6 +111,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                 url=_database_url(settings),
                 timezone=settings.timezone,
                 batch_size=settings.batch_size,
+                load_workers=settings.dagster.load_workers,
             ),
             "offline_spool": OfflineSpoolResource(path=str(settings.spool_dir)),
             "log_sources": LogSourcesResource(

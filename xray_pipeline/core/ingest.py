@@ -1,8 +1,10 @@
 """One-shot ingestion: plan what is new in each file, parse and load it chunk by chunk."""
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -109,15 +111,22 @@ def ingest_files(
 
 
 def _prepared_chunks(
-    conn_info: str, task: ReadTask, source: SourceRef, *, timezone: str, batch_size: int
+    conn_info: str,
+    task: ReadTask,
+    source: SourceRef,
+    *,
+    timezone: str,
+    batch_size: int,
+    prep_conn: psycopg.Connection | None = None,
 ) -> Iterator[tuple[ParsedChunk, PreparedChunk | None]]:
-    """Read, parse and prepare the task's chunks in a worker with its own connection, one
-    chunk ahead of the caller, so that preparing chunk N+1 overlaps the COPY of chunk N.
+    """Read, parse and prepare the task's chunks in a worker with its own connection (the
+    caller's `prep_conn`, kept open, or one opened here), one chunk ahead of the caller, so
+    that preparing chunk N+1 overlaps the COPY of chunk N.
 
     When PostgreSQL cannot be reached, the chunk comes without its preparation (None), and
     so do the ones after it: the caller spools them."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        state: dict = {"conn": None, "offline": False}
+        state: dict = {"conn": prep_conn, "offline": False}
         detours = DetourTags()  # this source's: learned once, kept chunk to chunk
 
         def prepare(offset: int, chunk: bytes) -> tuple[ParsedChunk, PreparedChunk | None]:
@@ -153,7 +162,7 @@ def _prepared_chunks(
                 if pending is not None:
                     yield pending.result()
         finally:
-            if state["conn"] is not None:
+            if state["conn"] is not None and state["conn"] is not prep_conn:
                 with contextlib.suppress(Exception):
                     state["conn"].close()
 
@@ -168,14 +177,16 @@ def _load_task(
     run_id: str,
     before_commit: Callable[[], None] | None,
     spooler: Spooler | None = None,
+    prep_conn: psycopg.Connection | None = None,
 ) -> Iterator[LoadResult | Path]:
     """Load the task's chunks; yields a LoadResult per loaded chunk, or the segment path of
     a chunk spooled because PostgreSQL went away (when a `spooler` is given)."""
     log = logger.bind(source=str(task.path), run_id=run_id)
     offline = False
     for parsed, prepared in _prepared_chunks(
-        _conninfo(conn), task, source, timezone=timezone, batch_size=batch_size
-    ):
+        _conninfo(conn), task, source, timezone=timezone, batch_size=batch_size,
+        prep_conn=prep_conn,
+    ):  # fmt: skip
         if not offline and prepared is not None:
             try:
                 result = commit_chunk(
@@ -264,9 +275,11 @@ def load_range(
     node: str | None = None,
     run_id: str | None = None,
     watched: Path | None = None,
+    prep_conn: psycopg.Connection | None = None,
 ) -> RunStats:
     """Load bytes [start, end) of the file with `identity` (found at `path` or among its
-    rotated siblings, or those of the `watched` live file), exactly once."""
+    rotated siblings, or those of the `watched` live file), exactly once. `prep_conn`: a
+    second connection to prepare chunks on (default: one opened for this load)."""
     stats = RunStats(source=str(path), **({"run_id": run_id} if run_id else {}))
     found = find_file(path, identity, watched=watched, min_size=end)
     if found is None:
@@ -284,7 +297,100 @@ def load_range(
         batch_size=batch_size,
         run_id=stats.run_id,
         before_commit=None,
+        prep_conn=prep_conn,
     ):
         stats.add(result)
     stats.source = str(found)
     return stats.finish()
+
+
+@dataclass(frozen=True)
+class RangeLoad:
+    """A byte range for `Loader.load`: load_range's arguments."""
+
+    path: Path
+    identity: str
+    start: int
+    end: int
+    node: str | None = None
+    watched: Path | None = None
+
+
+class Loader:
+    """Loads many byte ranges (of different sources: a fleet's nodes) up to `workers` at a
+    time, each worker with its two connections kept open between loads (one commits, one
+    prepares the next chunk), so that a run of many small loads neither connects per load
+    nor waits on one source at a time, and PostgreSQL sees at most 2 x `workers` sessions."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection],
+        *,
+        workers: int,
+        timezone: str,
+        batch_size: int,
+        run_id: str | None = None,
+    ) -> None:
+        self.connect = connect
+        self.workers = workers
+        self.timezone = timezone
+        self.batch_size = batch_size
+        self.run_id = run_id
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="loader")
+        self.local = threading.local()
+        self.opened: list[psycopg.Connection] = []
+        self.lock = threading.Lock()
+
+    def _connections(self) -> tuple[psycopg.Connection, psycopg.Connection]:
+        conns = getattr(self.local, "conns", None)
+        if conns is None or any(c.closed or c.broken for c in conns):
+            if conns is not None:
+                for c in conns:
+                    with contextlib.suppress(Exception):
+                        c.close()
+            conn = self.connect()
+            prep = psycopg.connect(_conninfo(conn), autocommit=True, connect_timeout=5)
+            conns = self.local.conns = (conn, prep)
+            with self.lock:
+                self.opened.extend(conns)
+        return conns
+
+    def _load(self, item: RangeLoad) -> RunStats:
+        conn, prep = self._connections()
+        try:
+            return load_range(
+                conn, item.path, item.identity, item.start, item.end,
+                timezone=self.timezone, batch_size=self.batch_size, node=item.node,
+                run_id=self.run_id, watched=item.watched, prep_conn=prep,
+            )  # fmt: skip
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            raise
+
+    def load(self, items: list[RangeLoad]) -> list[RunStats]:
+        """Load `items`, `workers` at a time; their stats in their order. The first error is
+        raised once every started load has ended (each load is its own transactions: what
+        was committed stays, exactly once)."""
+        futures = [self.pool.submit(self._load, item) for item in items]
+        results, error = [], None
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return results
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for conn in self.opened:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def __enter__(self) -> "Loader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from xray_pipeline.core.ingest import load_range
+from xray_pipeline.core.ingest import RangeLoad
 from xray_pipeline.core.rebuild import rebuild_day
 from xray_pipeline.core.stats import RunStats
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
@@ -79,26 +79,25 @@ def _logs(
 ) -> dg.MaterializeResult:
     if not config.ranges:
         return rebuild(context, postgres, config.node or context.run.tags.get(NODE_TAG))
-    loaded = []
-    with postgres.connect() as conn:
-        for item in config.ranges:
-            stats = load_range(
-                conn,
-                Path(item.path),
-                item.identity,
-                item.start,
-                item.end,
-                timezone=postgres.timezone,
-                batch_size=postgres.batch_size,
-                node=item.node or log_sources.node,
-                run_id=context.run.run_id,
-                watched=Path(item.watched) if item.watched else None,
-            )
-            loaded.append(stats)
-            context.log.info(
-                f"{stats.lines} lines from {stats.source} bytes {item.start}-{item.end}"
-                + (" (already loaded)" if stats.chunks_already_loaded else "")
-            )
+    items = [
+        RangeLoad(
+            Path(i.path),
+            i.identity,
+            i.start,
+            i.end,
+            node=i.node or log_sources.node,
+            watched=Path(i.watched) if i.watched else None,
+        )
+        for i in config.ranges
+    ]
+    postgres.connect().close()  # the schema applied before the loads
+    with postgres.loader(context.run.run_id) as loader:
+        loaded = loader.load(items)
+    for item, stats in zip(config.ranges, loaded, strict=True):
+        context.log.info(
+            f"{stats.lines} lines from {stats.source} bytes {item.start}-{item.end}"
+            + (" (already loaded)" if stats.chunks_already_loaded else "")
+        )
     nodes = [i.node or log_sources.node for i in config.ranges]
     spans = [(i.identity, i.start, i.end) for i in config.ranges]
     return dg.MaterializeResult(metadata=load_metadata(loaded, spans, nodes))

@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
+from xray_pipeline.core.ingest import Loader
 from xray_pipeline.core.landing import landed_files
 from xray_pipeline.core.pg import apply_migrations, connect, database_url
 from xray_pipeline.core.tail import expand_paths
@@ -18,6 +19,17 @@ class PostgresResource(dg.ConfigurableResource):
     url: str | None = None
     timezone: str = "UTC"
     batch_size: int = 4 * 1024 * 1024
+    load_workers: int = 2
+
+    def loader(self, run_id: str | None = None) -> Loader:
+        """Loads a run's ranges, `load_workers` sources at a time (core.ingest.Loader)."""
+        return Loader(
+            lambda: self.connect(upgrade=False),
+            workers=self.load_workers,
+            timezone=self.timezone,
+            batch_size=self.batch_size,
+            run_id=run_id,
+        )
 
     def database_url(self) -> str:
         if self.url:

@@ -16,7 +16,7 @@ import psycopg
 from loguru import logger
 
 from xray_pipeline.core.follow import follow_pieces
-from xray_pipeline.core.ingest import load_range
+from xray_pipeline.core.ingest import Loader, RangeLoad
 from xray_pipeline.core.ledger import last_ranges
 from xray_pipeline.core.pg import DatabaseError
 from xray_pipeline.core.tail import watched_states
@@ -82,6 +82,7 @@ def tail_logs(
     stop_at = min(time.time() + config.minutes * 60, day_end(day, postgres.timezone) + DAY_GRACE_S)
     log = logger.bind(run_id=context.run_id, day=config.day)
     conn: psycopg.Connection | None = None
+    loader: Loader | None = None
     loads = lines = 0
     down_since: float | None = None
     alive = Heartbeat(context)
@@ -90,14 +91,18 @@ def tail_logs(
             try:
                 if conn is None or conn.closed:
                     conn = postgres.connect(upgrade=loads == 0 and down_since is None)
-                report = _load_new(conn, context.run_id, day, postgres, log_sources, alive)
+                if loader is None:
+                    loader = postgres.loader(context.run_id)
+                report = _load_new(conn, loader, day, log_sources, alive)
             except (DatabaseError, psycopg.OperationalError) as exc:
                 if down_since is None:
                     down_since = now
                     context.log.warning(f"database unreachable, trying again: {exc}")
                 if conn is not None:
                     conn.close()
-                conn = None
+                if loader is not None:
+                    loader.close()
+                conn = loader = None
                 time.sleep(OUTAGE_BACKOFF_S)
                 continue
             if down_since is not None:
@@ -117,6 +122,8 @@ def tail_logs(
     finally:
         if conn is not None:
             conn.close()
+        if loader is not None:
+            loader.close()
     context.log.info(f"{loads} loads, {lines} lines of {config.day}")
 
 
@@ -146,45 +153,63 @@ class Heartbeat:
 
 def _load_new(
     conn: psycopg.Connection,
-    run_id: str,
+    loader: Loader,
     day: dt.date,
-    postgres: PostgresResource,
     log_sources: LogSourcesResource,
     alive: Heartbeat,
 ) -> tuple[dict, int] | None:
-    """Load the day's new lines of every source, piece by piece while the run is `alive`
-    (a backlog can take minutes): (metadata, lines), or None when none came. The sources are
-    listed afresh each time: a node's first range, a new landed segment, a glob's new file."""
+    """Load the day's new lines of every source, `loader.workers` sources at a time while
+    the run is `alive` (a backlog can take minutes): (metadata, lines), or None when none
+    came. The sources are listed afresh each time: a node's first range, a new landed
+    segment, a glob's new file."""
     node_of = dict(log_sources.entries())
     files = list(dict.fromkeys(node_of))
     states = watched_states(files, with_complete_end=True)
     loaded = last_ranges(conn, [s.identity.key for s in states])
+    conn.commit()
     pieces, _ = follow_pieces(files, states, loaded, day, max_bytes=log_sources.max_run_bytes)
     if not pieces:
         return None
     stats = []
-    for piece in pieces:
+    for batch in _batches(pieces, loader.workers):
         if stats and not alive():
             pieces = pieces[: len(stats)]
             break
-        request = piece.request
-        stats.append(
-            load_range(
-                conn,
-                request.path,
-                request.identity,
-                request.start,
-                request.end,
-                timezone=postgres.timezone,
-                batch_size=postgres.batch_size,
-                node=node_of.get(piece.watched) or log_sources.node,
-                run_id=run_id,
-                watched=piece.watched,
-            )
+        stats += loader.load(
+            [
+                RangeLoad(
+                    p.request.path,
+                    p.request.identity,
+                    p.request.start,
+                    p.request.end,
+                    node=node_of.get(p.watched) or log_sources.node,
+                    watched=p.watched,
+                )
+                for p in batch
+            ]
         )
     spans = [(p.request.identity, p.request.start, p.request.end) for p in pieces]
     nodes = [node_of.get(p.watched) or log_sources.node for p in pieces]
     return load_metadata(stats, spans, nodes), sum(s.lines for s in stats)
+
+
+# a batch of loads between two heartbeats: at least a worker's piece each, and as many small
+# pieces (a fleet's second of lines) as add up to this
+BATCH_BYTES = 8 * 1024 * 1024
+
+
+def _batches(pieces: list, workers: int) -> list[list]:
+    """The pieces in batches of at least `workers` of them or BATCH_BYTES, in order."""
+    batches, batch, size = [], [], 0
+    for piece in pieces:
+        batch.append(piece)
+        size += piece.request.end - piece.request.start
+        if len(batch) >= workers and size >= BATCH_BYTES:
+            batches.append(batch)
+            batch, size = [], 0
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def build_tail_job() -> dg.JobDefinition:

@@ -94,6 +94,9 @@ class DagsterSettings(Section):
     database: Text = setting("dagster", "database of Dagster's own storage")
     sensor_interval: PositiveInt = setting(5, "seconds between sensor ticks")
     max_run_bytes: Bytes = setting(64 * 1024 * 1024, "largest byte range one sensor run loads")
+    load_workers: PositiveInt = setting(
+        2, "sources a run loads at once (each with two PostgreSQL connections)"
+    )
     tail_minutes: NonNegativeInt = setting(
         60,
         "minutes a tail run of the current day lives, loading new lines as they come, before "
