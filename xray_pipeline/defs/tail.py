@@ -108,8 +108,10 @@ def tail_logs(
             if down_since is not None:
                 context.log.info(f"database back after {now - down_since:.0f} s")
                 down_since = None
+            busy = False
             if report is not None:
                 metadata, count = report
+                busy = metadata["bytes"] >= BUSY_BYTES
                 context.log_event(
                     dg.AssetMaterialization(
                         asset_key="logs", partition=config.day, metadata=metadata
@@ -118,7 +120,8 @@ def tail_logs(
                 loads += 1
                 lines += count
                 log.debug("tail load: {} lines", count)
-            time.sleep(max(0.0, config.poll_seconds - (time.time() - now)))
+            if not busy:  # a backlog (a burst, a node back from an outage): look again now
+                time.sleep(max(0.0, config.poll_seconds - (time.time() - now)))
     finally:
         if conn is not None:
             conn.close()
@@ -193,6 +196,8 @@ def _load_new(
     return load_metadata(stats, spans, nodes), sum(s.lines for s in stats)
 
 
+# a load at least this large means more is arriving than a poll a second keeps up with
+BUSY_BYTES = 1024 * 1024
 # a batch of loads between two heartbeats: at least a worker's piece each, and as many small
 # pieces (a fleet's second of lines) as add up to this
 BATCH_BYTES = 8 * 1024 * 1024

@@ -130,9 +130,13 @@ async def land_range(
         if len(body) > limit:
             return JSONResponse({"detail": f"the body is larger than {limit} bytes"}, 413)
     root: FsPath = request.app.state.landing_dir
-    try:
+
+    def inflate_and_land() -> int:  # off the event loop: other nodes' requests go on
         data = inflate(bytes(body), content_encoding, limit)
-        end = await asyncio.to_thread(land, root, node, identity, path, start, data)
+        return land(root, node, identity, path, start, data)
+
+    try:
+        end = await asyncio.to_thread(inflate_and_land)
     except LandingError as exc:
         return JSONResponse({"detail": str(exc), "expected": exc.expected}, exc.status)
     await asyncio.to_thread(record_contact, root, node, user_agent)
