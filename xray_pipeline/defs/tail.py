@@ -198,9 +198,10 @@ def _load_new(
 
 # a load at least this large means more is arriving than a poll a second keeps up with
 BUSY_BYTES = 1024 * 1024
-# a batch of loads between two heartbeats: at least a worker's piece each, and as many small
-# pieces (a fleet's second of lines) as add up to this
-BATCH_BYTES = 8 * 1024 * 1024
+# a batch of loads between two heartbeats: at least a worker's piece each, and as many pieces
+# (a fleet's second of lines, a burst of many nodes) as add up to this: seconds of loading,
+# far from STALE_AFTER_S, with no worker idle while another ends the batch
+BATCH_BYTES = 64 * 1024 * 1024
 
 
 def _batches(pieces: list, workers: int) -> list[list]:
