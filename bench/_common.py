@@ -1,9 +1,12 @@
 """Helpers shared by the benchmark scripts."""
 
+import datetime as dt
 import resource
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,3 +46,36 @@ def ensure_log(path: Path, lines: int, *, days: int = 1, users: int = 200, seed:
     )  # fmt: skip
     marker.touch()
     return path
+
+
+def append_at_rate(
+    log: Path,
+    *,
+    rate: float,
+    seconds: float,
+    stop: threading.Event,
+    on_write: Callable[[int], None],
+    seed: int,
+    users: int = 200,
+    pool_size: int = 5_000,
+) -> None:
+    """Append `rate` generated lines a second to `log` (ten writes a second, stamped now in
+    UTC, as `up` reads them) for `seconds` or until `stop`; `on_write(size after the write)`."""
+    from xray_pipeline.core.generate import line_pool, stamped
+
+    pool = line_pool(size=pool_size, seed=seed, users=users, other_share=0.15)
+    cursor, tick, carry = 0, 0, 0.0
+    started = time.monotonic()
+    with log.open("ab") as fh:
+        while not stop.is_set() and time.monotonic() - started < seconds:
+            carry += rate / 10.0
+            n = int(carry)
+            carry -= n
+            if n:
+                lines = [pool[(cursor + k) % len(pool)] for k in range(n)]
+                cursor += n
+                fh.write(stamped(lines, dt.datetime.now(dt.UTC).replace(tzinfo=None)).encode())
+                fh.flush()
+                on_write(fh.tell())
+            tick += 1
+            time.sleep(max(0.0, started + tick / 10.0 - time.monotonic()))

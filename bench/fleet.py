@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 from psycopg import sql
 
-from bench._common import OUT
+from bench._common import OUT, append_at_rate
 from bench.freshness import pct, server_cpu_seconds, tree_cpu_seconds
 from xray_pipeline.core.generate import line_pool, stamped
 from xray_pipeline.core.nodes import add_node
@@ -204,23 +204,10 @@ def run_scenario(nodes: int, rate: float, minutes: float, burst: int, server: st
                 time.sleep(2)
 
         def write(i: int, node: str) -> None:
-            pool = line_pool(size=2_000, seed=100 + i, users=300, other_share=0.15)
-            cursor, tick, carry = 0, 0, 0.0
-            started = time.monotonic()
-            with logs[node].open("ab") as fh:
-                while not stop.is_set() and time.monotonic() - started < minutes * 60:
-                    carry += rate / 10.0
-                    n = int(carry)
-                    carry -= n
-                    if n:
-                        lines = [pool[(cursor + k) % len(pool)] for k in range(n)]
-                        cursor += n
-                        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # up reads UTC
-                        fh.write(stamped(lines, now).encode())
-                        fh.flush()
-                        appended.append((time.time(), node, fh.tell()))
-                    tick += 1
-                    time.sleep(max(0.0, started + tick / 10.0 - time.monotonic()))
+            append_at_rate(
+                logs[node], rate=rate, seconds=minutes * 60, stop=stop, seed=100 + i, users=300,
+                pool_size=2_000, on_write=lambda size: appended.append((time.time(), node, size)),
+            )  # fmt: skip
 
         watchers = [threading.Thread(target=f, daemon=True) for f in (poll, watch_memory)]
         writers = [

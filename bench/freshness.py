@@ -19,7 +19,6 @@ uv run python bench/freshness.py [--minutes 10] [--scenario 1x20 --scenario 8x10
 """
 
 import argparse
-import datetime as dt
 import os
 import signal
 import socket
@@ -36,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 from psycopg import sql
 
-from bench._common import OUT
-from xray_pipeline.core.generate import line_pool, stamped
+from bench._common import OUT, append_at_rate
 from xray_pipeline.core.pg import connect, database_url, with_database
 from xray_pipeline.settings import load_settings
 
@@ -177,23 +175,10 @@ def run_scenario(
                     time.sleep(0.25)
 
         def write(i: int) -> None:
-            pool = line_pool(size=5_000, seed=100 + i, users=200, other_share=0.15)
-            cursor, tick, carry = 0, 0, 0.0
-            started = time.monotonic()
-            with logs[i].open("ab") as fh:
-                while not stop.is_set() and time.monotonic() - started < minutes * 60:
-                    carry += rate / 10.0
-                    n = int(carry)
-                    carry -= n
-                    if n:
-                        lines = [pool[(cursor + k) % len(pool)] for k in range(n)]
-                        cursor += n
-                        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # up reads UTC
-                        fh.write(stamped(lines, now).encode())
-                        fh.flush()
-                        appended.append((time.time(), i, fh.tell()))
-                    tick += 1
-                    time.sleep(max(0.0, started + tick / 10.0 - time.monotonic()))
+            append_at_rate(
+                logs[i], rate=rate, seconds=minutes * 60, stop=stop, seed=100 + i,
+                on_write=lambda size: appended.append((time.time(), i, size)),
+            )  # fmt: skip
 
         threads = [threading.Thread(target=poll, daemon=True)]
         threads += [threading.Thread(target=write, args=(i,), daemon=True) for i in range(sources)]

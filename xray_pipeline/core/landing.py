@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xray_pipeline.core.nodes import NodeStatus, check_name
+from xray_pipeline.core.tail import fsync_dir
 
 
 class LandingError(Exception):
@@ -176,7 +177,7 @@ def land(
             fh.flush()
             os.fsync(fh.fileno())
         if not parts or path != parts[-1][1]:
-            _fsync_dir(folder)  # the new segment's name is durable too
+            fsync_dir(folder)  # the new segment's name is durable too
         return stop
 
 
@@ -226,14 +227,6 @@ def silent_nodes(
         if since > limit:
             silent[node.name] = round(since.total_seconds() / 60, 1)
     return silent
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, value: dict) -> None:

@@ -25,6 +25,7 @@ from xray_pipeline.core.ledger import missing_ranges, source_ranges
 from xray_pipeline.core.load import LoadResult, SourceRef, load_chunk, register_source
 from xray_pipeline.core.parse import ParsedChunk
 from xray_pipeline.core.schema import access_schema, dns_schema, rejects_schema
+from xray_pipeline.core.tail import fsync_dir
 
 FORMAT_VERSION = 1
 SUFFIX = ".jsonl"
@@ -81,14 +82,6 @@ def _name(identity: str, start: int, end: int) -> str:
     return f"{time.time_ns():020d}-{key}-{start:015d}-{end:015d}{SUFFIX}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_segment(
     spool: Path,
     parsed: ParsedChunk,
@@ -126,7 +119,7 @@ def write_segment(
     try:
         _write_rows(tmp, header, parsed)
         os.replace(tmp, final)
-        _fsync_dir(spool)
+        fsync_dir(spool)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -294,7 +287,7 @@ def replay(
                 )
             )
         seg.path.unlink(missing_ok=True)  # a concurrent replay may have taken it
-        _fsync_dir(spool)
+        fsync_dir(spool)
         yield seg, results, False
 
 

@@ -276,3 +276,12 @@ def find_file(
             if state is not None and state.identity.fingerprint == fingerprint:
                 return archive
     return None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a new or renamed file) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
