@@ -167,7 +167,7 @@ class ShipSettings(Section):
         512, "size limit of the node's spool of unsent ranges; when full, reading pauses"
     )
     max_range_bytes: Bytes = setting(
-        1024 * 1024,
+        4 * 1024 * 1024,
         "largest range sent in one request (the center takes up to [api] max_range_bytes)",
     )
     interval: Seconds = setting(1.0, "seconds between looks at the files")
