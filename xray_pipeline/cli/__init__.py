@@ -12,6 +12,7 @@ from xray_pipeline.cli import ingest, migrate, parse, run, ship
 from xray_pipeline.cli.config import config_app
 from xray_pipeline.cli.console import STATE, err_console
 from xray_pipeline.cli.db import db_app
+from xray_pipeline.cli.geoip import geoip_app
 from xray_pipeline.cli.nodes import nodes_app
 from xray_pipeline.log import configure_logging
 from xray_pipeline.settings import SettingsError
@@ -36,6 +37,7 @@ app.command("ship")(ship.ship_cmd)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(nodes_app, name="nodes")
+app.add_typer(geoip_app, name="geoip")
 app.add_typer(ingest.spool_app, name="spool")
 
 

@@ -24,6 +24,7 @@ from xray_pipeline.settings.sections import (
     ChecksSettings,
     DagsterSettings,
     GeneralSettings,
+    GeoipSettings,
     MigrationSettings,
     ParserSettings,
     PostgresqlSettings,
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     dagster: DagsterSettings = DagsterSettings()
     retention: RetentionSettings = RetentionSettings()
     checks: ChecksSettings = ChecksSettings()
+    geoip: GeoipSettings = GeoipSettings()
     api: ApiSettings = ApiSettings()
     ship: ShipSettings = ShipSettings()
     general: GeneralSettings = GeneralSettings()

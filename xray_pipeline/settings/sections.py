@@ -121,6 +121,15 @@ class RetentionSettings(Section):
     )
 
 
+class GeoipSettings(Section):
+    """Country and network (ASN) of addresses, from local MaxMind-format (.mmdb) files."""
+
+    country_db: Text | None = setting(
+        None, "country database (.mmdb: DB-IP Lite, ip-location-db, GeoLite2); unset: none"
+    )
+    asn_db: Text | None = setting(None, "ASN database (.mmdb); unset: none")
+
+
 class ChecksSettings(Section):
     """The thresholds of the asset checks."""
 

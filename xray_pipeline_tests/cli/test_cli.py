@@ -1,5 +1,6 @@
 """The CLI as a user runs it: a real process, a real database."""
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -8,9 +9,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import run_cli
+from conftest import run_cli, write_mmdb
 
 from xray_pipeline.core.embedded import EmbeddedServer
+from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.pg import connect, with_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -210,3 +212,30 @@ def test_nodes_add_list_remove(fresh_db_url: str):
     assert run_cli("nodes", "remove", "edge-1", env=env).returncode == 0
     gone = run_cli("nodes", "remove", "edge-1", env=env)
     assert gone.returncode == 1 and "no node named" in gone.stderr
+
+
+def test_geoip_status_names_the_databases_and_their_share_of_todays_addresses(
+    fresh_db_url: str, tmp_path: Path
+):
+    env = {"XRAY_DATABASE_URL": fresh_db_url, "XRAY_HOME": str(tmp_path / "home")}
+    assert "no database configured" in run_cli("geoip", "status", env=env).stdout
+    country = write_mmdb(
+        tmp_path / "country.mmdb", {"192.0.2.0/24": {"country": {"iso_code": "DE"}}}, "T-Country"
+    )
+    now = dt.datetime.now(dt.UTC)
+    log = tmp_path / "access.log"
+    log.write_text(
+        "".join(
+            f"{now:%Y/%m/%d %H:%M:%S}.{i:06d} from {ip}:1 accepted tcp:a.example:443 email: u\n"
+            for i, ip in enumerate(["192.0.2.7", "192.0.2.8", "198.51.100.1", "203.0.113.5"])
+        )
+    )
+    with connect(fresh_db_url) as conn:
+        ingest_files(conn, [log], timezone="UTC", batch_size=64 * 1024)
+    shown = run_cli("geoip", "status", env={**env, "XRAY_GEOIP_COUNTRY_DB": str(country)})
+    assert shown.returncode == 0, shown.stderr
+    assert "[geoip] country_db" in shown.stdout and "T-Country" in shown.stdout
+    assert "50% of today's 4 source addresses" in shown.stdout
+    broken = run_cli("geoip", "status", env={**env, "XRAY_GEOIP_ASN_DB": str(log)})
+    assert broken.returncode == 2
+    assert "[geoip] asn_db" in broken.stderr and "not a MaxMind-format database" in broken.stderr

@@ -1,23 +1,11 @@
 """Country and ASN look-ups from MMDB files the tests write themselves (documentation ranges)."""
 
-import os
 from pathlib import Path
 
 import pytest
-from mmdb_writer import MMDBWriter
-from netaddr import IPSet
+from conftest import write_mmdb
 
 from xray_pipeline.core.geoip import Database, GeoIP, GeoIPError, Place
-
-
-def write_mmdb(path: Path, networks: dict[str, dict], database_type: str) -> Path:
-    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type=database_type)
-    for network, record in networks.items():
-        writer.insert_network(IPSet([network]), record)
-    tmp = path.with_suffix(".tmp")
-    writer.to_db_file(str(tmp))
-    os.replace(tmp, path)  # as an update lands: the old file replaced whole
-    return path
 
 
 @pytest.fixture

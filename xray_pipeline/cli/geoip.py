@@ -1,0 +1,60 @@
+"""`xray-pipeline geoip`: the country and ASN databases."""
+
+import datetime as dt
+
+import typer
+
+from xray_pipeline.cli.console import STATE, console, err_console
+
+geoip_app = typer.Typer(
+    help="The country and ASN databases ([geoip] country_db, asn_db).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+SAMPLE = 10_000  # today's distinct source addresses looked up for the resolved share
+
+
+@geoip_app.command("status")
+def geoip_status() -> None:
+    """Which databases are loaded, their type and build date, and what share of today's
+    distinct source addresses (local day) each resolves."""
+    from xray_pipeline.core.geoip import GeoIP, GeoIPError
+    from xray_pipeline.core.pg import session
+
+    settings = STATE.settings()
+    try:
+        geo = GeoIP(settings.geoip.country_db, settings.geoip.asn_db)
+    except GeoIPError as exc:
+        err_console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    if not geo.enabled:
+        console.print(
+            "no database configured: set [geoip] country_db and/or asn_db to .mmdb files "
+            "(country and network fields stay empty until then)"
+        )
+        return
+    with session(settings) as conn:
+        addresses = [
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT host(src_ip) FROM logs, "
+                "xray_day_bounds((now() AT TIME ZONE %(tz)s)::date, %(tz)s) b "
+                "WHERE ts >= b.lo AND ts < b.hi AND src_ip IS NOT NULL LIMIT %(n)s",
+                {"tz": settings.timezone, "n": SAMPLE},
+            )
+        ]
+    places = geo.lookup(addresses)
+    resolved = {
+        "[geoip] country_db": sum(p.country is not None for p in places.values()),
+        "[geoip] asn_db": sum(p.asn is not None for p in places.values()),
+    }
+    for info in geo.databases():
+        built = info.built.astimezone(dt.UTC).strftime("%Y-%m-%d")
+        share = (
+            f"{resolved[info.setting] / len(addresses):.0%} of today's {len(addresses):,} "
+            "source addresses"
+            if addresses
+            else "no source address today"
+        )
+        console.print(f"{info.setting}: {info.path} ({info.database_type}, built {built}); {share}")
