@@ -190,3 +190,12 @@ def write_mmdb(path: Path, networks: dict[str, dict], database_type: str) -> Pat
     writer.to_db_file(str(tmp))
     os.replace(tmp, path)  # as an update lands: the old file replaced whole
     return path
+
+
+@pytest.fixture
+def instance():
+    """An ephemeral Dagster instance for one test."""
+    import dagster as dg
+
+    with dg.instance_for_test() as inst:
+        yield inst

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from xray_pipeline.core.pg import connect
 from xray_pipeline.core.plan import MAX_HOLE_ATTEMPTS
@@ -57,12 +56,6 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.
     return job.execute_in_process(
         run_config=request.run_config, partition_key=request.partition_key, instance=instance
     )
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def test_definitions_are_pinned(tmp_path: Path):

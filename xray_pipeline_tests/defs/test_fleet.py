@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.landing import land, landed_files, record_contact
@@ -22,12 +21,6 @@ def line(node: int, second: int) -> bytes:
         f"2025/01/01 12:00:{second:02d}.000001 from 198.51.100.{node}:1 accepted "
         f"tcp:a.example:443 [in >> out] email: n{node}u{second}\n"
     ).encode()
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def test_each_nodes_landed_lines_load_once_under_its_node(

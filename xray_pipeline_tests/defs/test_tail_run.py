@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from xray_pipeline.core.pg import connect
 from xray_pipeline.definitions import build_definitions
@@ -44,14 +43,20 @@ def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None 
     return sensor(context)
 
 
+def run_tail(defs: dg.Definitions, instance: dg.DagsterInstance, *, minutes: float):
+    """A tail run of today for `minutes`, looking every 0.2 s, in this process."""
+    return defs.resolve_job_def(TAIL_JOB).execute_in_process(
+        run_config={
+            "ops": {
+                "tail_logs": {"config": {"day": today(), "minutes": minutes, "poll_seconds": 0.2}}
+            }
+        },
+        instance=instance,
+    )
+
+
 def today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def test_a_tail_run_loads_each_new_line_once_and_reports_each_load(
@@ -75,12 +80,7 @@ def test_a_tail_run_loads_each_new_line_once_and_reports_each_load(
 
     writer = threading.Thread(target=append)
     writer.start()
-    result = defs.resolve_job_def(TAIL_JOB).execute_in_process(
-        run_config={
-            "ops": {"tail_logs": {"config": {"day": today(), "minutes": 0.08, "poll_seconds": 0.2}}}
-        },
-        instance=instance,
-    )
+    result = run_tail(defs, instance, minutes=0.08)
     writer.join()
     assert result.success
     loads = [
@@ -226,12 +226,7 @@ def test_a_tail_run_follows_nodes_that_land_their_first_range_after_it_started(
 
     shipper = threading.Thread(target=ship)
     shipper.start()
-    result = defs.resolve_job_def(TAIL_JOB).execute_in_process(
-        run_config={
-            "ops": {"tail_logs": {"config": {"day": today(), "minutes": 0.05, "poll_seconds": 0.2}}}
-        },
-        instance=instance,
-    )
+    result = run_tail(defs, instance, minutes=0.05)
     shipper.join()
     assert result.success
     with connect(fresh_db_url) as conn:
