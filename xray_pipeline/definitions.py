@@ -4,6 +4,7 @@ import warnings
 
 import dagster as dg
 
+from xray_pipeline.core.privacy import policy_from_settings
 from xray_pipeline.defs.assets import build_logs_asset
 from xray_pipeline.defs.checks import build_checks
 from xray_pipeline.defs.jobs import build_check_job, build_load_logs_job
@@ -42,9 +43,19 @@ def _database_url(settings: Settings) -> str | dg.EnvVar | None:
     return settings.external_url()
 
 
+def _privacy_secret(settings: Settings) -> str | dg.EnvVar | None:
+    """The hashing key, passed as the variable it comes from so that the UI never shows it."""
+    origin = settings.origin("privacy.secret")
+    if origin.startswith("environment "):
+        return dg.EnvVar(origin.removeprefix("environment "))
+    secret = settings.privacy.secret
+    return secret.get_secret_value() if secret else None
+
+
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """The code location for `settings` (default: config.ini, XRAY_* environment)."""
     settings = settings or load_settings()
+    policy_from_settings(settings)  # a wrong [privacy] or [geoip] setting stops here, named
     partitions = daily_partitions(settings)
     logs = build_logs_asset(partitions)
     rollups = build_rollup_assets(partitions)
@@ -112,6 +123,13 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                 timezone=settings.timezone,
                 batch_size=settings.batch_size,
                 load_workers=settings.dagster.load_workers,
+                country_db=settings.geoip.country_db,
+                asn_db=settings.geoip.asn_db,
+                source_ip=settings.privacy.source_ip,
+                ipv4_prefix=settings.privacy.ipv4_prefix,
+                ipv6_prefix=settings.privacy.ipv6_prefix,
+                destination=settings.privacy.destination,
+                privacy_secret=_privacy_secret(settings),
             ),
             "offline_spool": OfflineSpoolResource(path=str(settings.spool_dir)),
             "log_sources": LogSourcesResource(

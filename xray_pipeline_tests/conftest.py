@@ -192,6 +192,31 @@ def write_mmdb(path: Path, networks: dict[str, dict], database_type: str) -> Pat
     return path
 
 
+def write_geo_databases(folder: Path) -> tuple[Path, Path]:
+    """A country and an ASN database over the documentation ranges: 192.0.2.0/24 in DE (its
+    lower half AS64500 "Example Mobile"), 2001:db8::/32 in NL, 203.0.113.0/24 AS64501."""
+    country = write_mmdb(
+        folder / "country.mmdb",
+        {
+            "192.0.2.0/24": {"country": {"iso_code": "DE"}},
+            "2001:db8::/32": {"country": {"iso_code": "NL"}},
+        },
+        "Test-Country",
+    )
+    asn = write_mmdb(
+        folder / "asn.mmdb",
+        {
+            "192.0.2.0/25": {
+                "autonomous_system_number": 64500,
+                "autonomous_system_organization": "Example Mobile",
+            },
+            "203.0.113.0/24": {"autonomous_system_number": 64501},
+        },
+        "Test-ASN",
+    )
+    return country, asn
+
+
 @pytest.fixture
 def instance():
     """An ephemeral Dagster instance for one test."""

@@ -39,6 +39,7 @@ def ingest_cmd(
     from xray_pipeline.core.ingest import ingest_files, spool_files
     from xray_pipeline.core.ledger import LocalOffsets, remember_offsets
     from xray_pipeline.core.pg import DatabaseUnavailable, session
+    from xray_pipeline.core.privacy import policy_from_settings
     from xray_pipeline.core.spool import SpoolFull, spooled_ranges
     from xray_pipeline.core.tail import expand_paths, unreadable_reason
 
@@ -53,6 +54,7 @@ def ingest_cmd(
     paths = expand_paths(settings.logfiles)
     offsets = LocalOffsets(settings.home / "offsets.json")
     spooler = _spooler(settings)
+    policy = policy_from_settings(settings)
     try:
         with session(settings) as conn, progress_bar("loading", in_bytes=True) as bar:
             _replay_waiting(conn, settings)
@@ -66,6 +68,7 @@ def ingest_cmd(
                 on_total=bar.bytes_total,
                 on_progress=bar.advance,
                 spooler=spooler,
+                policy=policy,
             )
             if stats.mode == "online":
                 remember_offsets(conn, offsets)
@@ -154,10 +157,12 @@ def _spooler(settings: Settings):
 
 def _replay_waiting(conn, settings: Settings) -> tuple[int, int]:
     """Replay the waiting segments; (segments, lines) loaded."""
+    from xray_pipeline.core.privacy import policy_from_settings
     from xray_pipeline.core.spool import replay
 
     done = lines = 0
-    for segment, results, damaged in replay(conn, settings.spool_dir):
+    policy = policy_from_settings(settings)
+    for segment, results, damaged in replay(conn, settings.spool_dir, policy=policy):
         if damaged:
             err_console.print(
                 f"warning: {segment.path.name} is damaged; kept aside in "

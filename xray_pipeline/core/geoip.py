@@ -10,6 +10,7 @@ once per distinct address: a chunk of log lines has far fewer addresses than lin
 import datetime as dt
 import ipaddress
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,15 @@ from pathlib import Path
 import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 
+from xray_pipeline.settings import SettingsError
+
 # how many of a database's first records are read to find out what fields it has
 PROBE_RECORDS = 32
+# addresses whose places a process remembers (per database build) before it starts afresh
+CACHE_SIZE = 200_000
 
 
-class GeoIPError(ValueError):
+class GeoIPError(SettingsError):
     """A database that cannot be used: the message names the setting and the fix."""
 
 
@@ -145,6 +150,12 @@ class GeoIP:
     def __init__(self, country_db: str | Path | None, asn_db: str | Path | None) -> None:
         self.country = Database(country_db, "country", "[geoip] country_db") if country_db else None
         self.asn = Database(asn_db, "asn", "[geoip] asn_db") if asn_db else None
+        self.lookups = 0  # addresses looked up in the files (not in the cache), for tests
+        self._lock = threading.Lock()
+        self._cache: dict[str, Place] = {}
+        self._cache_version = ""
+        # (database, address) pairs that a load has stored under the current build
+        self.stored: set[tuple[str, str]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -165,19 +176,31 @@ class GeoIP:
 
     def lookup(self, addresses: Iterable[str | None]) -> dict[str, Place]:
         """The place of each distinct address that is an IP address (masked, unix-socket or
-        host-name sources get none, without error)."""
-        country = self.country.reader() if self.country else None
-        asn = self.asn.reader() if self.asn else None
-        places: dict[str, Place] = {}
-        for address in dict.fromkeys(a for a in addresses if a):
-            try:
-                ip = ipaddress.ip_address(address)
-            except ValueError:
-                continue
-            c = country.get(ip) if country else None
-            a = asn.get(ip) if asn else None
-            number, org = _asn(a) if isinstance(a, dict) else (None, None)
-            place = Place(_country(c) if isinstance(c, dict) else None, number, org)
-            if place != NOWHERE:
-                places[address] = place
-        return places
+        host-name sources get none, without error). Each address is read from the files once
+        per database build and process; later look-ups come from memory."""
+        with self._lock:
+            version = self.version()
+            if version != self._cache_version or len(self._cache) > CACHE_SIZE:
+                self._cache, self._cache_version = {}, version
+                self.stored = set()
+            country = self.country.reader() if self.country else None
+            asn = self.asn.reader() if self.asn else None
+            places: dict[str, Place] = {}
+            for address in dict.fromkeys(a for a in addresses if a):
+                place = self._cache.get(address)
+                if place is None:
+                    place = self._cache[address] = self._read(address, country, asn)
+                if place != NOWHERE:
+                    places[address] = place
+            return places
+
+    def _read(self, address: str, country, asn) -> Place:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return NOWHERE
+        self.lookups += 1
+        c = country.get(ip) if country else None
+        a = asn.get(ip) if asn else None
+        number, org = _asn(a) if isinstance(a, dict) else (None, None)
+        return Place(_country(c) if isinstance(c, dict) else None, number, org)

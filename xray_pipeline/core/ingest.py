@@ -22,6 +22,7 @@ from xray_pipeline.core.load import (
 from xray_pipeline.core.parse import DetourTags, ParsedChunk, parse_chunk
 from xray_pipeline.core.pg import DatabaseUnavailable
 from xray_pipeline.core.plan import ReadTask, plan_reads
+from xray_pipeline.core.privacy import DEFAULT_POLICY, RowPolicy
 from xray_pipeline.core.spool import is_unavailable
 from xray_pipeline.core.stats import RunStats
 from xray_pipeline.core.tail import (
@@ -54,6 +55,7 @@ def ingest_files(
     on_total: Callable[[int], None] | None = None,
     before_commit: Callable[[], None] | None = None,
     spooler: Spooler | None = None,
+    policy: RowPolicy = DEFAULT_POLICY,
 ) -> RunStats:
     """Load what is new in `paths` (and the still-growing rotated copies of known files).
 
@@ -93,6 +95,7 @@ def ingest_files(
                 run_id=stats.run_id,
                 before_commit=before_commit,
                 spooler=spooler,
+                policy=policy,
             ):
                 if isinstance(result, Path):
                     stats.spooled(result)
@@ -118,6 +121,7 @@ def _prepared_chunks(
     timezone: str,
     batch_size: int,
     prep_conn: psycopg.Connection | None = None,
+    policy: RowPolicy = DEFAULT_POLICY,
 ) -> Iterator[tuple[ParsedChunk, PreparedChunk | None]]:
     """Read, parse and prepare the task's chunks in a worker with its own connection (the
     caller's `prep_conn`, kept open, or one opened here), one chunk ahead of the caller, so
@@ -142,7 +146,9 @@ def _prepared_chunks(
             try:
                 if state["conn"] is None:
                     state["conn"] = psycopg.connect(conn_info, autocommit=True, connect_timeout=5)
-                return parsed, prepare_chunk(state["conn"], parsed, source, timezone=timezone)
+                return parsed, prepare_chunk(
+                    state["conn"], parsed, source, timezone=timezone, policy=policy
+                )
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise
@@ -178,6 +184,7 @@ def _load_task(
     before_commit: Callable[[], None] | None,
     spooler: Spooler | None = None,
     prep_conn: psycopg.Connection | None = None,
+    policy: RowPolicy = DEFAULT_POLICY,
 ) -> Iterator[LoadResult | Path]:
     """Load the task's chunks; yields a LoadResult per loaded chunk, or the segment path of
     a chunk spooled because PostgreSQL went away (when a `spooler` is given)."""
@@ -185,7 +192,7 @@ def _load_task(
     offline = False
     for parsed, prepared in _prepared_chunks(
         _conninfo(conn), task, source, timezone=timezone, batch_size=batch_size,
-        prep_conn=prep_conn,
+        prep_conn=prep_conn, policy=policy,
     ):  # fmt: skip
         if not offline and prepared is not None:
             try:
@@ -276,6 +283,7 @@ def load_range(
     run_id: str | None = None,
     watched: Path | None = None,
     prep_conn: psycopg.Connection | None = None,
+    policy: RowPolicy = DEFAULT_POLICY,
 ) -> RunStats:
     """Load bytes [start, end) of the file with `identity` (found at `path` or among its
     rotated siblings, or those of the `watched` live file), exactly once. `prep_conn`: a
@@ -298,6 +306,7 @@ def load_range(
         run_id=stats.run_id,
         before_commit=None,
         prep_conn=prep_conn,
+        policy=policy,
     ):
         stats.add(result)
     stats.source = str(found)
@@ -330,8 +339,10 @@ class Loader:
         timezone: str,
         batch_size: int,
         run_id: str | None = None,
+        policy: RowPolicy = DEFAULT_POLICY,
     ) -> None:
         self.connect = connect
+        self.policy = policy
         self.workers = workers
         self.timezone = timezone
         self.batch_size = batch_size
@@ -361,7 +372,7 @@ class Loader:
             return load_range(
                 conn, item.path, item.identity, item.start, item.end,
                 timezone=self.timezone, batch_size=self.batch_size, node=item.node,
-                run_id=self.run_id, watched=item.watched, prep_conn=prep,
+                run_id=self.run_id, watched=item.watched, prep_conn=prep, policy=self.policy,
             )  # fmt: skip
         except Exception:
             with contextlib.suppress(Exception):

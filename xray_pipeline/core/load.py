@@ -2,7 +2,6 @@
 
 import datetime as dt
 import io
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -12,6 +11,8 @@ from psycopg import sql
 
 from xray_pipeline.core.parse import ParsedChunk
 from xray_pipeline.core.pg import ensure_partitions
+from xray_pipeline.core.places import chunk_addresses, store_places
+from xray_pipeline.core.privacy import DEFAULT_POLICY, RowPolicy
 
 LOGS_COLUMNS = (
     "ts",
@@ -73,6 +74,7 @@ class LoadResult:
     new_endpoints: int = 0
     new_protocols: int = 0
     new_tags: int = 0
+    new_places: int = 0
     days: list[dt.date] = field(default_factory=list)
     newest_ts: dt.datetime | None = None
 
@@ -103,18 +105,6 @@ def chunk_days(parsed: ParsedChunk) -> list[dt.date]:
     if parsed.access.is_empty():
         return []
     return sorted(parsed.access.select(pl.col("ts").dt.date().unique()).to_series().to_list())
-
-
-def _valid_ips(values: list[str]) -> set[str]:
-    """The values that PostgreSQL's inet accepts (checked once per distinct value)."""
-    valid = set()
-    for value in values:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            continue
-        valid.add(value)
-    return valid
 
 
 def _upsert_names(
@@ -200,9 +190,17 @@ def _pg_array(col: pl.Expr) -> pl.Expr:
 
 
 def build_log_rows(
-    conn: psycopg.Connection, access: pl.DataFrame, source_id: int, ingest_id: int
+    conn: psycopg.Connection,
+    access: pl.DataFrame,
+    source_id: int,
+    ingest_id: int,
+    policy: RowPolicy = DEFAULT_POLICY,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Access rows -> rows of `logs` with reference ids (dims upserted set-wise)."""
+    """Access rows -> rows of `logs` with reference ids (dims upserted set-wise), sources and
+    destinations kept as `policy` says, their places stored in ip_places."""
+    access = policy.destinations(access)
+    sources = policy.sources(access["src_ip"].drop_nulls().unique().to_list())
+    new_places = store_places(conn, policy.geoip, chunk_addresses(sources, access))
     protocols, new_protocols = _upsert_names(
         conn,
         "protocols",
@@ -232,7 +230,6 @@ def build_log_rows(
         .sort("dest_host", "dest_port", nulls_last=True)
     )
     endpoints, new_endpoints = _upsert_endpoints(conn, pairs)
-    ips = _valid_ips(access["src_ip"].drop_nulls().unique().to_list())
 
     proto = protocols.rename({"name": "key"})
     rows = (
@@ -247,12 +244,13 @@ def build_log_rows(
         .join(tags.lazy().rename({"name": "outbound_tag", "id": "outbound_tag_id"}),
               on="outbound_tag", how="left")
         .join(endpoints.lazy(), on=["dest_host", "dest_port"], how="left", nulls_equal=True)
+        .join(sources.lazy().drop("address"), on="src_ip", how="left")
         .with_columns(
             pl.lit(source_id).alias("source_id"),
             pl.lit(ingest_id).alias("ingest_id"),
             pl.col("ts").dt.convert_time_zone("UTC"),
-            pl.when(pl.col("src_ip").is_in(list(ips))).then(pl.col("src_ip")).alias("src_ip"),
-            pl.when(~pl.col("src_ip").is_in(list(ips))).then(pl.col("src_ip")).alias("src_host"),
+            pl.col("stored_ip").alias("src_ip"),
+            pl.col("stored_host").alias("src_host"),
         )
         .select(LOGS_COLUMNS)
         .collect()
@@ -262,6 +260,7 @@ def build_log_rows(
         "new_endpoints": new_endpoints,
         "new_protocols": new_protocols,
         "new_tags": new_tags,
+        "new_places": new_places,
     }
     return rows, counts
 
@@ -286,6 +285,7 @@ def prepare_chunk(
     *,
     timezone: str,
     ingest_id: int | None = None,
+    policy: RowPolicy = DEFAULT_POLICY,
 ) -> PreparedChunk:
     """Everything a load needs before its transaction: partitions, reference ids, CSV.
 
@@ -300,7 +300,7 @@ def prepare_chunk(
         ingest_id = conn.execute(
             "SELECT nextval(pg_get_serial_sequence('ingest_ledger', 'id'))"
         ).fetchone()[0]
-    logs, counts = build_log_rows(conn, parsed.access, source.id, ingest_id)
+    logs, counts = build_log_rows(conn, parsed.access, source.id, ingest_id, policy)
     dns = parsed.dns.with_columns(
         pl.lit(source.id).alias("source_id"),
         pl.lit(ingest_id).alias("ingest_id"),
@@ -398,6 +398,7 @@ def load_chunk(
     timezone: str,
     status: str = "loaded",
     before_commit: Callable[[], None] | None = None,
+    policy: RowPolicy = DEFAULT_POLICY,
 ) -> LoadResult:
     """Load `parsed` (the bytes [base_offset, end_offset) of `source`) exactly once, on one
     connection: prepare, then commit (see prepare_chunk and commit_chunk)."""
@@ -405,7 +406,7 @@ def load_chunk(
     conn.commit()
     conn.autocommit = True
     try:
-        prepared = prepare_chunk(conn, parsed, source, timezone=timezone)
+        prepared = prepare_chunk(conn, parsed, source, timezone=timezone, policy=policy)
     finally:
         conn.autocommit = previous
     return commit_chunk(

@@ -19,6 +19,7 @@ from psycopg import sql
 from xray_pipeline.core.load import SourceRef, copy_prepared, prepare_chunk
 from xray_pipeline.core.parse import DetourTags, ParsedChunk, parse_chunk
 from xray_pipeline.core.pg import ensure_partitions
+from xray_pipeline.core.privacy import DEFAULT_POLICY, RowPolicy
 from xray_pipeline.core.tail import find_file, iter_chunks, open_log
 
 
@@ -58,6 +59,7 @@ def rebuild_day(
     timezone: str,
     batch_size: int,
     node: str | None = None,
+    policy: RowPolicy = DEFAULT_POLICY,
 ) -> RebuildReport:
     """Rebuild the day's rows of every source (of one `node` of a fleet, with `node`)."""
     report = RebuildReport(day)
@@ -99,7 +101,14 @@ def rebuild_day(
                 )
                 parsed = _day_filter(chunk_rows, lo, hi)
                 prepared.append(
-                    prepare_chunk(conn, parsed, source, timezone=timezone, ingest_id=ingest_id)
+                    prepare_chunk(
+                        conn,
+                        parsed,
+                        source,
+                        timezone=timezone,
+                        ingest_id=ingest_id,
+                        policy=policy,
+                    )
                 )
                 conn.commit()
         reread_ids.append(ingest_id)

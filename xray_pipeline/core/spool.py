@@ -24,6 +24,7 @@ import psycopg
 from xray_pipeline.core.ledger import missing_ranges, source_ranges
 from xray_pipeline.core.load import LoadResult, SourceRef, load_chunk, register_source
 from xray_pipeline.core.parse import ParsedChunk
+from xray_pipeline.core.privacy import DEFAULT_POLICY, RowPolicy
 from xray_pipeline.core.schema import access_schema, dns_schema, rejects_schema
 from xray_pipeline.core.tail import fsync_dir
 
@@ -249,7 +250,11 @@ def _subset(chunk: ParsedChunk, start: int, end: int, lines: int) -> ParsedChunk
 
 
 def replay(
-    conn: psycopg.Connection, spool: Path, *, run_id: str | None = None
+    conn: psycopg.Connection,
+    spool: Path,
+    *,
+    run_id: str | None = None,
+    policy: RowPolicy = DEFAULT_POLICY,
 ) -> Iterator[tuple[Segment, list[LoadResult], bool]]:
     """Load the waiting segments in order; yields each segment, its load results, and
     whether it was damaged (moved aside, nothing loaded).
@@ -283,7 +288,13 @@ def replay(
             part = _subset(chunk, lo, hi, lines)
             results.append(
                 load_chunk(
-                    conn, part, source, run_id=run_id, timezone=seg.timezone, status="replayed"
+                    conn,
+                    part,
+                    source,
+                    run_id=run_id,
+                    timezone=seg.timezone,
+                    status="replayed",
+                    policy=policy,
                 )
             )
         seg.path.unlink(missing_ok=True)  # a concurrent replay may have taken it

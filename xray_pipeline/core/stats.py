@@ -35,6 +35,7 @@ class RunStats:
     new_endpoints: int = 0
     new_protocols: int = 0
     new_tags: int = 0
+    new_places: int = 0
     lines_per_s: float = 0.0
     days_touched: list[str] = field(default_factory=list)
     chunks: int = 0
@@ -68,6 +69,7 @@ class RunStats:
             "new_endpoints",
             "new_protocols",
             "new_tags",
+            "new_places",
         ):
             setattr(self, name, getattr(self, name) + getattr(result, name))
         self.rejects += result.reject_rows

@@ -142,6 +142,7 @@ def rebuild(
                 timezone=postgres.timezone,
                 batch_size=postgres.batch_size,
                 node=node,
+                policy=postgres.policy(),
             )
             reports.append(report)
             if report.missing:

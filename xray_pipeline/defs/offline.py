@@ -34,7 +34,9 @@ def offline_buffer(
     age_before = oldest_age(spool)
     replayed = lines = damaged = 0
     with postgres.connect() as conn:
-        for segment, results, bad in replay(conn, spool, run_id=context.run.run_id):
+        for segment, results, bad in replay(
+            conn, spool, run_id=context.run.run_id, policy=postgres.policy()
+        ):
             if bad:
                 damaged += 1
                 context.log.warning(f"{segment.path.name} is damaged: kept in {spool}/corrupt")

@@ -8,6 +8,7 @@ import psycopg
 from xray_pipeline.core.ingest import Loader
 from xray_pipeline.core.landing import landed_files
 from xray_pipeline.core.pg import apply_migrations, connect, database_url
+from xray_pipeline.core.privacy import RowPolicy, open_geoip
 from xray_pipeline.core.tail import expand_paths
 from xray_pipeline.settings import load_settings, normalize_url
 
@@ -20,6 +21,25 @@ class PostgresResource(dg.ConfigurableResource):
     timezone: str = "UTC"
     batch_size: int = 4 * 1024 * 1024
     load_workers: int = 2
+    country_db: str | None = None
+    asn_db: str | None = None
+    source_ip: str = "full"
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 48
+    destination: str = "full"
+    privacy_secret: str | None = None
+
+    def policy(self) -> RowPolicy:
+        """What the rows keep ([privacy]) and the databases that place their addresses
+        ([geoip]), as the loads of this run apply them."""
+        return RowPolicy(
+            source_ip=self.source_ip,
+            ipv4_prefix=self.ipv4_prefix,
+            ipv6_prefix=self.ipv6_prefix,
+            destination=self.destination,
+            secret=self.privacy_secret.encode() if self.privacy_secret else None,
+            geoip=open_geoip(self.country_db, self.asn_db),
+        )
 
     def loader(self, run_id: str | None = None) -> Loader:
         """Loads a run's ranges, `load_workers` sources at a time (core.ingest.Loader)."""
@@ -29,6 +49,7 @@ class PostgresResource(dg.ConfigurableResource):
             timezone=self.timezone,
             batch_size=self.batch_size,
             run_id=run_id,
+            policy=self.policy(),
         )
 
     def database_url(self) -> str:

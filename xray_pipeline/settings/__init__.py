@@ -28,6 +28,7 @@ from xray_pipeline.settings.sections import (
     MigrationSettings,
     ParserSettings,
     PostgresqlSettings,
+    PrivacySettings,
     RetentionSettings,
     Section,
     ShipSettings,
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     checks: ChecksSettings = ChecksSettings()
     geoip: GeoipSettings = GeoipSettings()
+    privacy: PrivacySettings = PrivacySettings()
     api: ApiSettings = ApiSettings()
     ship: ShipSettings = ShipSettings()
     general: GeneralSettings = GeneralSettings()

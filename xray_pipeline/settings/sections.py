@@ -10,14 +10,17 @@ from xray_pipeline.settings.values import (
     Bytes,
     DatabaseUrl,
     Day,
+    DestinationMode,
     Fraction,
     LogLevel,
     Names,
     NonNegativeInt,
     Port,
     PositiveInt,
+    Prefix,
     Seconds,
     Secret,
+    SourceIpMode,
     StatsFormat,
     Text,
     TimeZone,
@@ -128,6 +131,30 @@ class GeoipSettings(Section):
         None, "country database (.mmdb: DB-IP Lite, ip-location-db, GeoLite2); unset: none"
     )
     asn_db: Text | None = setting(None, "ASN database (.mmdb); unset: none")
+
+
+class PrivacySettings(Section):
+    """What a stored row keeps of who connected and where to (applies to rows loaded from
+    then on; `privacy apply` rewrites older days)."""
+
+    source_ip: SourceIpMode = setting(
+        "full",
+        "full: the address; mask: its network only (ipv4_prefix, ipv6_prefix); hash: a keyed "
+        "hash (distinct addresses still count, no address is stored; needs secret)",
+    )
+    ipv4_prefix: Prefix = setting(24, "bits of an IPv4 source kept by source_ip = mask")
+    ipv6_prefix: Prefix = setting(48, "bits of an IPv6 source kept by source_ip = mask")
+    destination: DestinationMode = setting(
+        "full",
+        "full: host and port; domain: the registrable domain only (www.video.example.co.uk: "
+        "example.co.uk; addresses stay); none: no destination",
+    )
+    secret: Secret | None = setting(
+        None,
+        "key of source_ip = hash (at least 16 characters; from the environment, never in a file "
+        "in a repository); changing it changes every hash",
+        env=("XRAY_PRIVACY_SECRET",),
+    )
 
 
 class ChecksSettings(Section):

@@ -98,6 +98,23 @@ def _parse_stats_format(raw: str) -> str:
     return value
 
 
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"expected {' or '.join([', '.join(options[:-1]), options[-1]])}")
+        return value
+
+    return parse
+
+
+def _parse_prefix(raw: str) -> int:
+    value = _parse_int(raw)
+    if not 0 <= value <= 128:
+        raise ValueError("expected a prefix length, such as 24 (IPv4) or 48 (IPv6)")
+    return value
+
+
 def _parse_fraction(raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -152,4 +169,7 @@ Names = Annotated[tuple[str, ...], BeforeValidator(_parse_list)]
 LogLevel = Annotated[str, BeforeValidator(_typed(_parse_log_level))]
 StatsFormat = Annotated[str, BeforeValidator(_typed(_parse_stats_format))]
 DatabaseUrl = Annotated[SecretStr, BeforeValidator(_typed(_parse_database_url))]
+SourceIpMode = Annotated[str, BeforeValidator(_typed(_choice("full", "mask", "hash")))]
+DestinationMode = Annotated[str, BeforeValidator(_typed(_choice("full", "domain", "none")))]
+Prefix = Annotated[int, BeforeValidator(_typed(_parse_prefix))]
 Secret = Annotated[SecretStr, BeforeValidator(_typed(str.strip))]

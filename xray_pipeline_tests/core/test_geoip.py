@@ -3,33 +3,14 @@
 from pathlib import Path
 
 import pytest
-from conftest import write_mmdb
+from conftest import write_geo_databases, write_mmdb
 
 from xray_pipeline.core.geoip import Database, GeoIP, GeoIPError, Place
 
 
 @pytest.fixture
 def databases(tmp_path: Path) -> tuple[Path, Path]:
-    country = write_mmdb(
-        tmp_path / "country.mmdb",
-        {
-            "192.0.2.0/24": {"country": {"iso_code": "DE"}},
-            "2001:db8::/32": {"country": {"iso_code": "NL"}},
-        },
-        "Test-Country",
-    )
-    asn = write_mmdb(
-        tmp_path / "asn.mmdb",
-        {
-            "192.0.2.0/25": {
-                "autonomous_system_number": 64500,
-                "autonomous_system_organization": "Example Mobile",
-            },
-            "203.0.113.0/24": {"autonomous_system_number": 64501},
-        },
-        "Test-ASN",
-    )
-    return country, asn
+    return write_geo_databases(tmp_path)
 
 
 def test_addresses_get_their_country_and_network(databases):
