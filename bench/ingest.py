@@ -3,7 +3,9 @@
 On the same server in one run: (a) the wall time of `xray-pipeline ingest` on N generated lines
 into an empty database, and its peak RSS; (b) the time of a plain `COPY` of the resulting
 `logs` rows into a copy of `logs` with the same partitions and indexes (the physical limit of
-the load). Prints both, the ratio of the rates and lines/s.
+the load); (c) the same ingest with country and ASN enrichment on ([geoip] country_db and
+asn_db: the synthetic databases, which place every generated address, so every distinct
+address is looked up and stored). Prints each, the ratios of the rates and lines/s.
 Usage: uv run python bench/ingest.py [--lines N] [--database-url URL]
 """
 
@@ -21,46 +23,40 @@ from psycopg import sql
 
 from bench._common import OUT, ensure_log
 from xray_pipeline.core.pg import apply_migrations, connect, database_url, with_database
+from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
 from xray_pipeline.settings import load_settings
 
 BENCH_DB = "xray_bench_ingest"
+GEO_DB = "xray_bench_ingest_geoip"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=2_000_000)
     parser.add_argument("--days", type=int, default=2)
+    parser.add_argument(
+        "--users", type=int, default=200, help="generated users (about 3 source addresses each)"
+    )
     parser.add_argument("--database-url", help="server to use (default: the configured one)")
     args = parser.parse_args()
 
     settings = load_settings(None, {"postgresql.url": args.database_url})
     server = database_url(settings)
-    log = ensure_log(OUT / "ingest.log", args.lines, days=args.days)
+    log = ensure_log(OUT / "ingest.log", args.lines, days=args.days, users=args.users)
     size_mb = log.stat().st_size / 1e6
-    with connect(server, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
-        )
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-    url = with_database(server, BENCH_DB)
-    with connect(url) as conn:
-        apply_migrations(conn)
-        conn.commit()
+    url = _fresh_database(server, BENCH_DB)
+    e2e, peak_rss = _ingest(url, log, {})
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
-    env.update(XRAY_DATABASE_URL=url, XRAY_STATS_OUTPUT=str(OUT / "ingest-stats.jsonl"))
-    started = time.perf_counter()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "xray_pipeline.cli", "--log-level", "WARNING", "ingest",
-         "--logfile", str(log)],
-        env=env,
-    )  # fmt: skip
-    # this child's own peak RSS (RUSAGE_CHILDREN would give the largest of every child)
-    _, status, usage = os.wait4(child.pid, 0)
-    e2e = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"ingest failed with exit code {os.waitstatus_to_exitcode(status)}")
-    peak_rss = usage.ru_maxrss / 1024
+    country_db, asn_db = write_synthetic_geoip(OUT / "geoip")
+    geo_url = _fresh_database(server, GEO_DB)
+    geo_e2e, geo_rss = _ingest(
+        geo_url, log, {"XRAY_GEOIP_COUNTRY_DB": str(country_db), "XRAY_GEOIP_ASN_DB": str(asn_db)}
+    )
+    with connect(geo_url) as conn:
+        places = conn.execute("SELECT count(*), count(country) FROM ip_places").fetchone()
+        addresses = conn.execute(
+            "SELECT count(DISTINCT src_ip) FROM logs WHERE src_ip IS NOT NULL"
+        ).fetchone()[0]
 
     with connect(url) as conn:
         rows = conn.execute("SELECT count(*) FROM logs").fetchone()[0]
@@ -108,10 +104,53 @@ def main() -> None:
         f"target: >= 85% and < 500 MB: "
         f"{'met' if e2e_rate / plain_rate >= 0.85 and peak_rss < 500 else 'NOT met'}"
     )
+    cost = 1 - e2e / geo_e2e
+    print(
+        f"(c) ingest with country and ASN enrichment: {geo_e2e:.2f} s = "
+        f"{args.lines / geo_e2e:,.0f} lines/s; {places[0]:,} places stored ({places[1]:,} with a "
+        f"country) for {addresses:,} distinct source addresses; peak RSS {geo_rss:,.0f} MB"
+    )
+    print(
+        f"enrichment cost: {100 * cost:.1f}% of the load rate (target < 10%: "
+        f"{'met' if cost < 0.10 else 'NOT met'})"
+    )
+    with connect(server, autocommit=True) as admin:
+        for name in (BENCH_DB, GEO_DB):
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def _fresh_database(server: str, name: str) -> str:
     with connect(server, autocommit=True) as admin:
         admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = with_database(server, name)
+    with connect(url) as conn:
+        apply_migrations(conn)
+        conn.commit()
+    return url
+
+
+def _ingest(url: str, log: Path, extra_env: dict[str, str]) -> tuple[float, float]:
+    """`xray-pipeline ingest` of `log` into `url`: (wall seconds, peak RSS in MB)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
+    env.update(XRAY_DATABASE_URL=url, XRAY_STATS_OUTPUT=str(OUT / "ingest-stats.jsonl"))
+    env.update(extra_env)
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "xray_pipeline.cli", "--log-level", "WARNING", "ingest",
+         "--logfile", str(log)],
+        env=env,
+    )  # fmt: skip
+    # this child's own peak RSS (RUSAGE_CHILDREN would give the largest of every child)
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"ingest failed with exit code {os.waitstatus_to_exitcode(status)}")
+    return elapsed, usage.ru_maxrss / 1024
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from xray_pipeline.defs.checks import build_checks
 from xray_pipeline.defs.jobs import build_check_job, build_load_logs_job
 from xray_pipeline.defs.offline import build_offline_buffer_sensor, offline_buffer
 from xray_pipeline.defs.partitions import daily_partitions
+from xray_pipeline.defs.places import build_places_asset
 from xray_pipeline.defs.resources import (
     LogSourcesResource,
     OfflineSpoolResource,
@@ -59,6 +60,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     partitions = daily_partitions(settings)
     logs = build_logs_asset(partitions)
     rollups = build_rollup_assets(partitions)
+    places = build_places_asset(partitions)
     load_logs_job = build_load_logs_job()
     tail_job = build_tail_job()
     check_job = build_check_job()
@@ -79,7 +81,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         settings.dagster.run_retention_days, [logs.key, *(r.key for r in rollups)]
     )
     return dg.Definitions(
-        assets=[logs, *rollups, offline_buffer],
+        assets=[logs, *rollups, places, offline_buffer],
         asset_checks=build_checks(
             settings.timezone,
             settings.checks.reject_rate,

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from xray_pipeline.core.embedded import EmbeddedServer
 from xray_pipeline.core.pg import apply_migrations, connect, with_database
+from xray_pipeline.core.synthetic_geoip import write_mmdb
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEST_HOME = PROJECT_ROOT / ".xray" / "test"
@@ -175,21 +176,6 @@ def empty_db_url(pg_server_url: str, request: pytest.FixtureRequest) -> Iterator
 def conn(fresh_db_url: str) -> Iterator[psycopg.Connection]:
     with connect(fresh_db_url) as connection:
         yield connection
-
-
-def write_mmdb(path: Path, networks: dict[str, dict], database_type: str) -> Path:
-    """A MaxMind-format database of `networks` (CIDR -> record), written as an update lands:
-    to a temporary file, then renamed over `path`."""
-    from mmdb_writer import MMDBWriter
-    from netaddr import IPSet
-
-    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type=database_type)
-    for network, record in networks.items():
-        writer.insert_network(IPSet([network]), record)
-    tmp = path.with_suffix(".tmp")
-    writer.to_db_file(str(tmp))
-    os.replace(tmp, path)  # as an update lands: the old file replaced whole
-    return path
 
 
 def write_geo_databases(folder: Path) -> tuple[Path, Path]:
