@@ -4,7 +4,7 @@ import datetime as dt
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
@@ -53,6 +53,19 @@ def bad_param(name: str, message: str) -> HTTPException:
         status_code=422,
         detail=[{"loc": ["query", name], "msg": f"{name}: {message}", "type": "value_error"}],
     )
+
+
+CountryQuery = Annotated[
+    str | None,
+    Query(
+        pattern="^[A-Za-z]{2}$",
+        description="only the rows whose source is in this country (ISO code, such as DE)",
+    ),
+]
+AsnQuery = Annotated[
+    int | None,
+    Query(ge=0, le=4_294_967_295, description="only the rows whose source is in this ASN"),
+]
 
 
 def clean(text: str | None) -> str | None:

@@ -17,7 +17,12 @@ class Window(BaseModel):
 class LogItem(BaseModel):
     ts: dt.datetime
     status: str
-    src_ip: str | None = Field(description="source address, or its text when not an IP")
+    src_ip: str | None = Field(
+        description="source address, or its text when not an IP (a masked network, a keyed "
+        "hash, a socket)"
+    )
+    country: str | None = Field(None, description="the source's country, when placed")
+    asn: int | None = Field(None, description="the source's network, when placed")
     src_port: int | None
     src_network: str | None
     dest_network: str | None
@@ -42,6 +47,38 @@ class LogPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page")
 
 
+class CountryCount(BaseModel):
+    country: str = Field(description="ISO 3166 code, as the country database has it")
+    connections: int
+
+
+class NetworkCount(BaseModel):
+    asn: int
+    org: str | None = Field(description="the organisation, as the ASN database names it")
+    connections: int
+
+
+class TopCountries(BaseModel):
+    items: list[CountryCount] = Field(description="the top countries by connections")
+    other: int = Field(description="connections from the placed countries beyond the top")
+    unknown: int = Field(
+        description="connections whose source has no country: no database, a source that is "
+        "not an address, or one the database does not know"
+    )
+    distinct: int = Field(description="how many countries the window's sources are in")
+
+
+class TopNetworks(BaseModel):
+    items: list[NetworkCount] = Field(description="the top networks (ASNs) by connections")
+    other: int = Field(description="connections from the placed networks beyond the top")
+    unknown: int = Field(description="connections whose source has no ASN")
+    distinct: int = Field(description="how many networks the window's sources are in")
+
+
+EMPTY_COUNTRIES = TopCountries(items=[], other=0, unknown=0, distinct=0)
+EMPTY_NETWORKS = TopNetworks(items=[], other=0, unknown=0, distinct=0)
+
+
 class Stats(Window):
     connections: int
     accepted: int
@@ -50,12 +87,19 @@ class Stats(Window):
     protocols: dict[str, int]
     inbound_tags: dict[str, int]
     outbound_tags: dict[str, int]
+    countries: TopCountries = Field(description="where the connections come from")
+    networks: TopNetworks = Field(description="the networks (ASNs) they come from")
+    geoip: str | None = Field(
+        description="the database builds that placed the sources (`xray-pipeline-synthetic` "
+        "in the demo: made-up places)"
+    )
     days_from_rollups: int = Field(description="whole past days read from the rollups")
 
     @classmethod
     def empty(cls, lo: dt.datetime | None, hi: dt.datetime | None) -> "Stats":
         zero = dict.fromkeys(("connections", "accepted", "rejected", "unique_users"), 0)
         return cls(from_=lo, to=hi, **zero, protocols={}, inbound_tags={}, outbound_tags={},
+                   countries=EMPTY_COUNTRIES, networks=EMPTY_NETWORKS, geoip=None,
                    days_from_rollups=0)  # fmt: skip
 
 
@@ -89,7 +133,12 @@ class UserPage(BaseModel):
 
 
 class SourceIp(BaseModel):
-    ip: str | None
+    ip: str | None = Field(
+        description="the source as stored: an address, a masked network or a keyed hash"
+    )
+    country: str | None = None
+    asn: int | None = None
+    as_org: str | None = None
     connections: int
     first_seen: dt.datetime
     last_seen: dt.datetime
@@ -113,6 +162,8 @@ class UserDetail(Window):
     last_seen: dt.datetime | None
     connections: int
     source_ips: list[SourceIp]
+    countries: list[CountryCount] = Field(description="the window's countries, most used first")
+    networks: list[NetworkCount] = Field(description="the window's networks, most used first")
     top_destinations: list[Destination]
     sessions: list[Session] = Field(description="newest first, at most 200")
 
@@ -121,6 +172,8 @@ class UserIps(Window):
     email: str
     window_minutes: int
     distinct_ips: int
+    distinct_countries: int
+    distinct_networks: int
     ips: list[SourceIp]
 
 

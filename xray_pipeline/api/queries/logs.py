@@ -7,6 +7,7 @@ import re
 from psycopg import sql
 
 from xray_pipeline.api.deps import bad_param
+from xray_pipeline.api.queries.places import place_filter
 
 # the characters of an address as host() prints it: other text cannot match a source IP,
 # and host() on every row is the dearest part of a search
@@ -25,9 +26,11 @@ SELECT_ITEMS = """
 SELECT l.ts, l.status, coalesce(host(l.src_ip), l.src_host) AS src_ip, l.src_port,
        sp.name AS src_network, dp.name AS dest_network, e.host AS dest_host,
        e.port AS dest_port, l.dest_url, ti.name AS inbound_tag, tout.name AS outbound_tag,
-       u.email, l.reason, s.node, s.path AS source, l.source_id, l.byte_offset
+       u.email, l.reason, s.node, s.path AS source, l.source_id, l.byte_offset,
+       p.country, p.asn
 FROM logs l
 JOIN sources s ON s.id = l.source_id
+LEFT JOIN ip_places p ON p.address = coalesce(host(l.src_ip), l.src_host)
 LEFT JOIN protocols sp ON sp.id = l.src_protocol_id
 LEFT JOIN protocols dp ON dp.id = l.dest_protocol_id
 LEFT JOIN endpoints e ON e.id = l.endpoint_id
@@ -60,7 +63,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int, int]:
 
 
 def build_filters(
-    *, search, protocol, tag, user, status, node, from_, to, cursor
+    *, search, protocol, tag, user, status, node, from_, to, cursor, country=None, asn=None
 ) -> tuple[sql.Composable, dict]:
     """The WHERE clause (bound values only; text is resolved to ids on small tables)."""
     conds: list[str] = []
@@ -86,6 +89,8 @@ def build_filters(
     if node is not None:
         conds.append("l.source_id IN (SELECT id FROM sources WHERE node = %(node)s)")
         params["node"] = node
+    if country is not None or asn is not None:
+        conds.append(place_filter(country, asn, params).removeprefix(" AND "))
     if search:
         ip = " OR host(l.src_ip) LIKE lower(%(pattern)s)" if IP_TEXT.fullmatch(search) else ""
         conds.append(

@@ -8,6 +8,7 @@ import zoneinfo
 from psycopg import sql
 
 from xray_pipeline.api.queries.logs import tag_filter
+from xray_pipeline.api.queries.places import TOP_PLACES, place_filter
 
 
 def split_window(
@@ -127,11 +128,19 @@ NODE_FILTER = " AND l.source_id IN (SELECT id FROM sources WHERE node = %(node)s
 
 
 async def totals(
-    cur, lo: dt.datetime, hi: dt.datetime, tz: str, node: str | None = None
+    cur,
+    lo: dt.datetime,
+    hi: dt.datetime,
+    tz: str,
+    node: str | None = None,
+    country: str | None = None,
+    asn: int | None = None,
+    top: int = 10,
 ) -> tuple[dict, int]:
-    """The STATS row of [lo, hi) (of one node's rows) and how many whole days came from the
-    rollups."""
-    if node is None:
+    """The STATS row of [lo, hi) (of one node's rows, of the sources in one country or
+    network) with the top countries and networks, and how many whole days came from the
+    rollups (none with a filter: the rollups have no node or place)."""
+    if node is None and country is None and asn is None:
         rolled = await rolled_days(cur, lo, hi, ("daily_totals", "daily_user_ips"))
         days, windows = split_window(lo, hi, tz, rolled)
     else:
@@ -140,9 +149,14 @@ async def totals(
     if node is not None:
         live = f"({live}{NODE_FILTER})"
         params["node"] = node
+    if country is not None or asn is not None:
+        live = f"({live}{place_filter(country, asn, params)})"
     params["days"] = days
     await cur.execute(STATS.format(live=live), params)
-    return await cur.fetchone(), len(days)
+    row = await cur.fetchone()
+    await cur.execute(TOP_PLACES.format(live=live), {**params, "top": top})
+    row.update(await cur.fetchone())
+    return row, len(days)
 
 
 async def series(
@@ -154,6 +168,8 @@ async def series(
     user: str | None,
     tag: str | None,
     node: str | None = None,
+    country: str | None = None,
+    asn: int | None = None,
 ) -> list[dict]:
     """Connections and rejections per bucket: a rollup for whole past days (without a user or
     node filter: the rollups of the series have every dimension but those), `logs` for the
@@ -167,7 +183,9 @@ async def series(
     if node is not None:
         params["node"] = node
         live_extra += NODE_FILTER
-    if user is None and node is None:
+    if country is not None or asn is not None:
+        live_extra += place_filter(country, asn, params)
+    if user is None and node is None and country is None and asn is None:
         rolled = await rolled_days(cur, lo, hi, (table,))
         days, windows = split_window(lo, hi, tz, rolled)
         params["days"] = days

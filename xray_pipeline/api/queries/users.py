@@ -17,7 +17,7 @@ WITH last_day AS (
     SELECT u.id, u.email,
            (SELECT max(day) FROM daily_user_ips d WHERE d.user_id = u.id) AS day
     FROM users u
-    WHERE %(pattern)s::text IS NULL OR u.email ILIKE %(pattern)s
+    WHERE (%(pattern)s::text IS NULL OR u.email ILIKE %(pattern)s){place}
 ), page AS (
     SELECT l.id, l.email,
            (SELECT max(d.last_seen) FROM daily_user_ips d
@@ -44,7 +44,7 @@ WITH per_user AS (
 ), matching AS (
     SELECT u.id, u.email, p.connections, p.last_seen FROM per_user p
     JOIN users u ON u.id = p.user_id
-    WHERE %(pattern)s::text IS NULL OR u.email ILIKE %(pattern)s
+    WHERE (%(pattern)s::text IS NULL OR u.email ILIKE %(pattern)s){place}
 )
 SELECT m.email, m.connections, m.last_seen,
        (SELECT count(DISTINCT d.source) FROM daily_user_ips d WHERE d.user_id = m.id)
@@ -106,9 +106,18 @@ WITH live AS MATERIALIZED (
             WINDOW w AS (ORDER BY first_seen, last_seen)
         ) x
     ) y GROUP BY session ORDER BY 1 DESC LIMIT 200
+), placed AS (
+    SELECT i.*, p.country, p.asn, a.org AS as_org FROM ips i
+    LEFT JOIN ip_places p ON p.address = i.ip LEFT JOIN asns a ON a.asn = p.asn
 )
 SELECT
-    (SELECT coalesce(json_agg(i ORDER BY i.last_seen DESC), '[]') FROM ips i) AS source_ips,
+    (SELECT coalesce(json_agg(i ORDER BY i.last_seen DESC), '[]') FROM placed i) AS source_ips,
+    (SELECT coalesce(json_agg(c ORDER BY c.connections DESC, c.country), '[]') FROM (
+        SELECT country, sum(connections)::bigint AS connections FROM placed
+        WHERE country IS NOT NULL GROUP BY 1) c) AS countries,
+    (SELECT coalesce(json_agg(n ORDER BY n.connections DESC, n.asn), '[]') FROM (
+        SELECT asn, min(as_org) AS org, sum(connections)::bigint AS connections FROM placed
+        WHERE asn IS NOT NULL GROUP BY 1) n) AS networks,
     (SELECT coalesce(json_agg(d ORDER BY d.connections DESC, d.host, d.port), '[]')
        FROM top_destinations d) AS top_destinations,
     (SELECT coalesce(json_agg(s ORDER BY s.start DESC), '[]') FROM sessions s) AS sessions
@@ -126,36 +135,67 @@ SELECT ts AS first_seen, ts AS last_seen, 1 AS n FROM logs
 """
 QUARTER_HOUR = dt.timedelta(minutes=15)
 WINDOW_IPS = """
-SELECT coalesce(host(src_ip), src_host) AS ip, count(*) AS connections,
-       min(ts) AS first_seen, max(ts) AS last_seen
-FROM logs WHERE user_id = %s AND ts > %s AND ts <= %s
-GROUP BY 1 ORDER BY 4 DESC
+SELECT w.*, p.country, p.asn, a.org AS as_org FROM (
+    SELECT coalesce(host(src_ip), src_host) AS ip, count(*) AS connections,
+           min(ts) AS first_seen, max(ts) AS last_seen
+    FROM logs WHERE user_id = %s AND ts > %s AND ts <= %s
+    GROUP BY 1
+) w LEFT JOIN ip_places p ON p.address = w.ip LEFT JOIN asns a ON a.asn = p.asn
+ORDER BY w.last_seen DESC
 """
 
 
+# the users with a source in a country or network (any day of daily_user_ips)
+USER_PLACE = (
+    " AND u.id IN (SELECT d.user_id FROM daily_user_ips d JOIN ip_places p "
+    "ON p.address = d.source WHERE {conds})"
+)
+
+
+def _user_place(country: str | None, asn: int | None, params: dict) -> str:
+    conds = []
+    if country is not None:
+        conds.append("p.country = %(country)s")
+        params["country"] = country.upper()
+    if asn is not None:
+        conds.append("p.asn = %(asn)s")
+        params["asn"] = asn
+    return USER_PLACE.format(conds=" AND ".join(conds)) if conds else ""
+
+
 async def list_users(
-    cur, search: str | None, limit: int, offset: int, node: str | None = None
+    cur,
+    search: str | None,
+    limit: int,
+    offset: int,
+    node: str | None = None,
+    country: str | None = None,
+    asn: int | None = None,
 ) -> tuple[list[dict], int]:
-    """A page of users (of one node), the most recently seen first, and how many users match
-    `search`."""
+    """A page of users (of one node; with a source in one country or network), the most
+    recently seen first, and how many users match."""
     pattern = like(search) if search else None
+    params: dict = {"pattern": pattern, "limit": limit, "offset": offset}
+    place = _user_place(country, asn, params)
     if node is not None:
-        params = {"pattern": pattern, "limit": limit, "offset": offset, "node": node}
-        await cur.execute(LIST_NODE_USERS, params)
+        params["node"] = node
+        query = LIST_NODE_USERS.format(place=place)
+        await cur.execute(query, params)
         items = await cur.fetchall()
         if not items and offset:  # past the end: the total still counts
-            await cur.execute(LIST_NODE_USERS, {**params, "limit": 1, "offset": 0})
+            await cur.execute(query, {**params, "limit": 1, "offset": 0})
             first = await cur.fetchall()
             return [], first[0]["total"] if first else 0
         total = items[0]["total"] if items else 0
         return [{k: v for k, v in i.items() if k != "total"} for i in items], total
     # the page first (each user's last day and last seen: two index probes a user), then the
     # counts of the page's users only: never an aggregate over every user-day row
-    await cur.execute(LIST_USERS, {"pattern": pattern, "limit": limit, "offset": offset})
+    await cur.execute(LIST_USERS.format(place=place), params)
     items = await cur.fetchall()
     await cur.execute(
-        "SELECT count(*) AS n FROM users WHERE %(p)s::text IS NULL OR email ILIKE %(p)s",
-        {"p": pattern},
+        "SELECT count(*) AS n FROM users u WHERE (%(pattern)s::text IS NULL "
+        f"OR u.email ILIKE %(pattern)s){place}",
+        params,
     )
     return items, (await cur.fetchone())["n"]
 

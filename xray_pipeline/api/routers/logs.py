@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
 
-from xray_pipeline.api.deps import API_RESPONSES, PoolDep, clean, require_token, utc
+from xray_pipeline.api.deps import (
+    API_RESPONSES,
+    AsnQuery,
+    CountryQuery,
+    PoolDep,
+    clean,
+    require_token,
+    utc,
+)
 from xray_pipeline.api.queries import logs as q
 from xray_pipeline.api.schemas import LogItem, LogPage
 
@@ -35,6 +43,8 @@ async def list_logs(
     user: Annotated[str | None, Query(max_length=320, description="exact user email")] = None,
     status: Annotated[Literal["accepted", "rejected"] | None, Query()] = None,
     node: Annotated[str | None, Query(max_length=200)] = None,
+    country: CountryQuery = None,
+    asn: AsnQuery = None,
     from_: Annotated[
         dt.datetime | None, Query(alias="from", description="ISO 8601, inclusive")
     ] = None,
@@ -49,7 +59,7 @@ async def list_logs(
     search, protocol, tag, user, node = map(clean, (search, protocol, tag, user, node))
     where, params = q.build_filters(
         search=search, protocol=protocol, tag=tag, user=user, status=status, node=node,
-        from_=from_, to=to, cursor=cursor,
+        country=country, asn=asn, from_=from_, to=to, cursor=cursor,
     )  # fmt: skip
     params.update(limit=limit, offset=offset)
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

@@ -9,6 +9,8 @@ from psycopg.rows import dict_row
 
 from xray_pipeline.api.deps import (
     API_RESPONSES,
+    AsnQuery,
+    CountryQuery,
     PoolDep,
     TimezoneDep,
     bad_param,
@@ -53,9 +55,13 @@ async def list_users(
         str | None,
         Query(max_length=64, description="only the users seen on this node, with its counts"),
     ] = None,
+    country: CountryQuery = None,
+    asn: AsnQuery = None,
 ) -> UserPage:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        items, total = await q.list_users(cur, clean(search), limit, offset, clean(node))
+        items, total = await q.list_users(
+            cur, clean(search), limit, offset, clean(node), country, asn
+        )
     return UserPage(items=items, total=total)
 
 
@@ -110,5 +116,12 @@ async def user_ips(
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         ips = await q.window_ips(cur, await q.user_id(cur, email), lo, hi)
     return UserIps(
-        email=email, from_=lo, to=hi, window_minutes=window, distinct_ips=len(ips), ips=ips
+        email=email,
+        from_=lo,
+        to=hi,
+        window_minutes=window,
+        distinct_ips=len(ips),
+        distinct_countries=len({i["country"] for i in ips if i["country"]}),
+        distinct_networks=len({i["asn"] for i in ips if i["asn"] is not None}),
+        ips=ips,
     )

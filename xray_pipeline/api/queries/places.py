@@ -1,0 +1,66 @@
+"""Country and network (ASN) of the sources: the `country` and `asn` filters, and the top
+countries and networks of a window, from `ip_places` joined on what the rows keep."""
+
+# what a row keeps of its source: ip_places is keyed by it
+SOURCE = "coalesce(host({a}.src_ip), {a}.src_host)"
+
+
+def place_filter(country: str | None, asn: int | None, params: dict, alias: str = "l") -> str:
+    """` AND …` restricting `alias` (a `logs` row) to sources placed in `country` / `asn`
+    (nothing when neither is given); binds the values into `params`."""
+    conds = []
+    if country is not None:
+        conds.append("country = %(country)s")
+        params["country"] = country.upper()
+    if asn is not None:
+        conds.append("asn = %(asn)s")
+        params["asn"] = asn
+    if not conds:
+        return ""
+    return (
+        f" AND {SOURCE.format(a=alias)} IN (SELECT address FROM ip_places WHERE "
+        + " AND ".join(conds)
+        + ")"
+    )
+
+
+# The window's connections per source (the daily_user_ips rollup for whole past days, `logs`
+# grouped on the stored columns for the rest, host() on the groups only), placed, then the
+# `top` countries and networks with the remainder: never silently capped.
+TOP_PLACES = """
+WITH sources AS (
+    SELECT source, sum(n) AS n FROM (
+        SELECT d.source, d.connections AS n FROM daily_user_ips d WHERE d.day = ANY(%(days)s)
+        UNION ALL
+        SELECT coalesce(host(src_ip), src_host, ''), n FROM (
+            SELECT l.src_ip, l.src_host, count(*) AS n FROM logs l WHERE {live}
+            GROUP BY 1, 2) g
+    ) x GROUP BY 1
+), placed AS (
+    SELECT p.country, p.asn, s.n FROM sources s LEFT JOIN ip_places p ON p.address = s.source
+), countries AS (
+    SELECT country, sum(n)::bigint AS connections FROM placed WHERE country IS NOT NULL
+    GROUP BY 1
+), networks AS (
+    SELECT asn, sum(n)::bigint AS connections FROM placed WHERE asn IS NOT NULL GROUP BY 1
+), top_countries AS (
+    SELECT * FROM countries ORDER BY connections DESC, country LIMIT %(top)s
+), top_networks AS (
+    SELECT n.asn, a.org, n.connections FROM networks n LEFT JOIN asns a ON a.asn = n.asn
+    ORDER BY n.connections DESC, n.asn LIMIT %(top)s
+)
+SELECT
+    (SELECT coalesce(json_agg(t ORDER BY t.connections DESC, t.country), '[]')
+       FROM top_countries t) AS countries,
+    (SELECT coalesce(sum(connections), 0) FROM countries)
+        - (SELECT coalesce(sum(connections), 0) FROM top_countries) AS countries_other,
+    (SELECT coalesce(sum(n), 0) FROM placed WHERE country IS NULL) AS countries_unknown,
+    (SELECT count(*) FROM countries) AS countries_distinct,
+    (SELECT coalesce(json_agg(t ORDER BY t.connections DESC, t.asn), '[]')
+       FROM top_networks t) AS networks,
+    (SELECT coalesce(sum(connections), 0) FROM networks)
+        - (SELECT coalesce(sum(connections), 0) FROM top_networks) AS networks_other,
+    (SELECT coalesce(sum(n), 0) FROM placed WHERE asn IS NULL) AS networks_unknown,
+    (SELECT count(*) FROM networks) AS networks_distinct,
+    (SELECT string_agg(DISTINCT db_version, ' ') FROM ip_places) AS databases
+"""
