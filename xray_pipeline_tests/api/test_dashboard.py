@@ -11,6 +11,9 @@ import pytest
 from conftest import live_api
 
 from xray_pipeline.core.generate import GeneratorConfig, write_log
+from xray_pipeline.core.geoip import GeoIP
+from xray_pipeline.core.privacy import RowPolicy
+from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
 from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.pg import connect
 
@@ -42,10 +45,12 @@ def chromium_path() -> str | None:
 def data_url(db_url: str, tmp_path_factory) -> str:
     # two days of lines ending about now, so every range and the recent-IPs signal have data
     start = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=2)
-    log = Path(tmp_path_factory.mktemp("dashboard")) / "access.log"
+    folder = Path(tmp_path_factory.mktemp("dashboard"))
+    log = folder / "access.log"
     write_log(GeneratorConfig(lines=3_000, days=2, users=20, start=start), log)
+    policy = RowPolicy(geoip=GeoIP(*write_synthetic_geoip(folder)))
     with connect(db_url) as conn:
-        ingest_files(conn, [log], timezone="UTC", batch_size=256 * 1024)
+        ingest_files(conn, [log], timezone="UTC", batch_size=256 * 1024, policy=policy)
     return db_url
 
 
@@ -215,6 +220,29 @@ def test_pagination_moves_and_live_refresh_keeps_the_place(open_page, base_url, 
     assert errors == []
 
 
+def test_countries_and_networks_panels_and_the_country_filter(open_page, base_url, data_url):
+    page, errors = open_page(base_url)
+    show_all(page)
+    placed = (
+        "logs l JOIN ip_places p ON p.address = coalesce(host(l.src_ip), l.src_host)"
+    )
+    with connect(data_url) as conn:
+        top_country, top_n = conn.execute(
+            f"SELECT p.country, count(*) FROM {placed} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"
+        ).fetchone()
+        networks = conn.execute(f"SELECT count(DISTINCT p.asn) FROM {placed}").fetchone()[0]
+    first = page.locator("#dist-countries li").first.inner_text()
+    assert first.split()[0] == top_country and f"{top_n:,}" in first
+    assert "Synthetic" in page.inner_text("#countries-note")
+    shown = page.locator("#dist-networks li").count()
+    assert shown == min(networks, 10) + (networks > 10) + 1  # + other, + unknown (sockets)
+    assert page.locator("#dist-networks li", has_text="other").count() == (networks > 10)
+    page.fill("#filters input[name=country]", top_country.lower())
+    act(page, lambda: page.click("#filters button[type=submit]"))
+    assert page.inner_text("#page-info").endswith(f"of {top_n:,}")
+    assert errors == []
+
+
 def test_user_page_opens_with_activity(open_page, base_url, data_url):
     page, errors = open_page(base_url)
     show_all(page)
@@ -232,6 +260,9 @@ def test_user_page_opens_with_activity(open_page, base_url, data_url):
             (email,),
         ).fetchone()[0]
     assert page.locator("#u-ip-table tbody tr").count() == ips
+    countries = page.locator("#u-ip-table tbody tr td:nth-child(2)").all_inner_texts()
+    assert any(len(c) == 2 for c in countries)  # the synthetic database places them
+    assert page.inner_text("#u-countries") != "–"
     assert page.locator("#u-sess-table tbody tr").count() >= 1
     assert page.locator("#u-dest-table tbody tr").count() >= 1
     page.fill("#window-minutes", "2880")

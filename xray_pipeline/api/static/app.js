@@ -212,9 +212,10 @@ window.addEventListener("resize", () => {
   }
 });
 
-function drawBars(list, counts) {
-  const entries = Object.entries(counts).sort((a, b) => b[1] - a[1]);
-  const max = entries.length ? entries[0][1] : 0;
+function drawBars(list, counts, { keepOrder = false } = {}) {
+  const entries = Object.entries(counts);
+  if (!keepOrder) entries.sort((a, b) => b[1] - a[1]);
+  const max = Math.max(0, ...entries.map((e) => e[1]));
   list.replaceChildren();
   if (!entries.length) {
     list.append(el("li", "no data", "muted"));
@@ -229,6 +230,23 @@ function drawBars(list, counts) {
     item.append(label, el("span", number.format(n), "bar-value"), bar);
     list.append(item);
   }
+}
+
+// the top countries or networks of the stats, then what is beyond the top and what has no
+// place, in that order (never silently capped)
+function drawPlaces(list, note, part, label, geoip) {
+  const counts = {};
+  for (const item of part.items) counts[label(item)] = item.connections;
+  if (part.other) counts[`other (${number.format(part.distinct - part.items.length)} more)`] = part.other;
+  if (part.unknown) counts["unknown"] = part.unknown;
+  drawBars(list, counts, { keepOrder: true });
+  if (!geoip) note.textContent = "No GeoIP database is configured ([geoip] in config.ini).";
+  else if (geoip.includes("synthetic")) note.textContent = "Synthetic database (demo): made-up places.";
+  else note.textContent = "";
+}
+
+function networkName(item) {
+  return item.org ? `AS${item.asn} ${item.org}` : `AS${item.asn}`;
 }
 
 // ------------------------------------------------------------------ overview
@@ -289,6 +307,8 @@ async function loadSummary() {
   drawBars($("dist-protocols"), stats.protocols);
   drawBars($("dist-inbound"), stats.inbound_tags);
   drawBars($("dist-outbound"), stats.outbound_tags);
+  drawPlaces($("dist-countries"), $("countries-note"), stats.countries, (c) => c.country, stats.geoip);
+  drawPlaces($("dist-networks"), $("networks-note"), stats.networks, networkName, stats.geoip);
   $("chart-empty").hidden = series.points.length > 0;
   drawChart("overview", $("chart"), series.points);
 }
@@ -360,6 +380,8 @@ async function loadUser() {
   $("u-first").textContent = formatTime(detail.first_seen);
   $("u-last").textContent = formatTime(detail.last_seen);
   $("u-ips").textContent = number.format(detail.source_ips.length);
+  $("u-countries").textContent = detail.countries.map((c) => c.country).join(" ") || "–";
+  $("u-networks").textContent = number.format(detail.networks.length);
   drawChart("user", $("u-chart"), series.points);
 
   const ips = detail.source_ips;
@@ -380,6 +402,8 @@ async function loadUser() {
       span.append(track);
       row.append(
         el("td", ip.ip || "–", "nowrap"),
+        el("td", ip.country || "–"),
+        el("td", ip.asn !== null ? networkName({ asn: ip.asn, org: ip.as_org }) : "–"),
         el("td", number.format(ip.connections), "num"),
         el("td", formatTime(ip.first_seen), "nowrap"),
         el("td", formatTime(ip.last_seen), "nowrap"),
@@ -408,11 +432,16 @@ async function loadUser() {
 async function loadWindow() {
   const minutes = Number($("window-minutes").value) || 60;
   const signal = await api(`/api/users/${encodeURIComponent(state.email)}/ips`, { window: minutes });
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   $("window-summary").textContent =
-    `${signal.distinct_ips} distinct IP${signal.distinct_ips === 1 ? "" : "s"} in the last ${minutes} minutes` +
+    `${plural(signal.distinct_ips, "distinct IP")} in the last ${minutes} minutes` +
+    (signal.distinct_countries ? `, from ${plural(signal.distinct_countries, "country").replace("countrys", "countries")} and ${plural(signal.distinct_networks, "network")}` : "") +
     (signal.distinct_ips > 1 ? " (more than one: a shared account?)" : "");
   $("window-ips").replaceChildren(
-    ...signal.ips.map((ip) => el("li", `${ip.ip} · ${number.format(ip.connections)} connections · last ${formatTime(ip.last_seen)}`)),
+    ...signal.ips.map((ip) => {
+      const place = [ip.country, ip.asn !== null ? networkName({ asn: ip.asn, org: ip.as_org }) : null].filter(Boolean).join(", ");
+      return el("li", `${ip.ip}${place ? ` (${place})` : ""} · ${number.format(ip.connections)} connections · last ${formatTime(ip.last_seen)}`);
+    }),
   );
 }
 
