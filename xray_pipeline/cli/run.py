@@ -210,8 +210,9 @@ def demo_cmd(
 ) -> None:
     """The main job on the embedded database: a generator appends realistic lines to a demo
     log and Dagster's access_log_sensor loads them, day by day, until Ctrl-C; demo nodes of a
-    fleet ship theirs to this center."""
-    settings = STATE.settings()
+    fleet ship theirs to this center. Without [geoip] databases configured, the demo writes
+    synthetic ones that place its generated addresses (the dashboard says they are made up)."""
+    settings = _with_demo_geoip(STATE.settings())
     if once:
         _demo_once(settings, lines)
         return
@@ -231,6 +232,17 @@ def demo_cmd(
     )
 
 
+def _with_demo_geoip(settings: Settings) -> Settings:
+    """`settings`, with the synthetic country and ASN databases when none is configured."""
+    if settings.geoip.country_db or settings.geoip.asn_db:
+        return settings
+    from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
+
+    country, asn = write_synthetic_geoip(settings.home / "demo" / "geoip")
+    console.print(f"synthetic country and ASN databases (made-up places): {country.parent}")
+    return STATE.settings(**{"geoip.country_db": str(country), "geoip.asn_db": str(asn)})
+
+
 def _demo_once(settings: Settings, lines: int) -> None:
     """Append generated lines to the demo log, load them, show what the database holds."""
     import datetime as dt
@@ -239,6 +251,7 @@ def _demo_once(settings: Settings, lines: int) -> None:
     from xray_pipeline.core.generate import GeneratorConfig, write_log
     from xray_pipeline.core.ingest import ingest_files
     from xray_pipeline.core.pg import database_url, list_partitions, session
+    from xray_pipeline.core.privacy import policy_from_settings
     from xray_pipeline.core.quality import row_totals
 
     log = settings.home / "demo" / "access.log"
@@ -251,7 +264,11 @@ def _demo_once(settings: Settings, lines: int) -> None:
         console.print(f"appended {lines:,} generated lines for {start:%Y-%m-%d} to {log}")
     with session(settings) as conn:
         stats = ingest_files(
-            conn, [Path(log)], timezone=settings.timezone, batch_size=settings.batch_size
+            conn,
+            [Path(log)],
+            timezone=settings.timezone,
+            batch_size=settings.batch_size,
+            policy=policy_from_settings(settings),
         )
         if stats_error := export_run_stats(stats, settings):
             err_console.print(f"warning: {stats_error}")

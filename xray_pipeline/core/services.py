@@ -247,6 +247,9 @@ def child_env(settings: Settings, logfiles: list[str]) -> dict[str, str]:
     }
     if settings.node:
         env["XRAY_PARSER_NODE"] = settings.node
+    for key in ("country_db", "asn_db"):  # the demo's synthetic databases come this way
+        if value := getattr(settings.geoip, key):
+            env[f"XRAY_GEOIP_{key.upper()}"] = str(Path(value).expanduser().resolve())
     if settings.config_path:
         env["XRAY_CONFIG"] = str(Path(settings.config_path).resolve())
     return env

@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 COUNTRIES = ("DE", "NL", "US", "FR", "GB", "RU", "IR", "CN", "TR", "AE", "FI", "SE", "PL", "JP")
+# shares (in %) of the countries above: a few dominate, as in real logs
+WEIGHTS = (30, 15, 12, 8, 7, 6, 5, 4, 3, 3, 2, 2, 2, 1)
+KINDS = ("Mobile", "Broadband", "Hosting", "University")
 SYNTHETIC = "xray-pipeline-synthetic"
 
 
@@ -23,9 +26,20 @@ def write_mmdb(path: Path, networks: dict[str, dict], database_type: str) -> Pat
     return path
 
 
+def _pick(n: int, weights: tuple[int, ...]) -> int:
+    """A deterministic weighted pick for network number `n` (Knuth's multiplicative hash)."""
+    point = (n * 2654435761 >> 8) % sum(weights)
+    for i, weight in enumerate(weights):
+        point -= weight
+        if point < 0:
+            return i
+    return len(weights) - 1
+
+
 def write_synthetic_geoip(folder: Path) -> tuple[Path, Path]:
     """A country and an ASN database covering the generator's sources (16.0.0.0 to
-    215.255.255.255, 2001:db8::/32): one country per /8, one private-use ASN per /10."""
+    215.255.255.255, 2001:db8::/32): a country per /16 and a private-use ASN per /18 inside
+    16.0.0.0/8, where the sources of a few hundred users fall, per /8 and /10 beyond."""
     folder.mkdir(parents=True, exist_ok=True)
     countries: dict[str, dict] = {"2001:db8::/32": {"country": {"iso_code": "NL"}}}
     networks: dict[str, dict] = {
@@ -34,17 +48,24 @@ def write_synthetic_geoip(folder: Path) -> tuple[Path, Path]:
             "autonomous_system_organization": "Synthetic IPv6 Transit",
         }
     }
-    for first in range(16, 216):
-        # popular countries hold more of the space, as in real logs
-        pick = COUNTRIES[min(int((first - 16) ** 1.5 / 200), len(COUNTRIES) - 1)]
-        countries[f"{first}.0.0.0/8"] = {"country": {"iso_code": pick}}
+
+    def asn(network: str, n: int) -> None:
+        number = 64512 + _pick(n, (1,) * 40) * 7 + n % 7
+        networks[network] = {
+            "autonomous_system_number": number,
+            "autonomous_system_organization": f"Synthetic {KINDS[number % 4]} {number}",
+        }
+
+    for second in range(256):
+        countries[f"16.{second}.0.0/16"] = {
+            "country": {"iso_code": COUNTRIES[_pick(second, WEIGHTS)]}
+        }
         for quarter in range(4):
-            number = 64512 + (first - 16) * 4 + quarter
-            kind = ("Mobile", "Broadband", "Hosting", "University")[(first + quarter) % 4]
-            networks[f"{first}.{quarter * 64}.0.0/10"] = {
-                "autonomous_system_number": number,
-                "autonomous_system_organization": f"Synthetic {kind} {number}",
-            }
+            asn(f"16.{second}.{quarter * 64}.0/18", second * 4 + quarter)
+    for first in range(17, 216):
+        countries[f"{first}.0.0.0/8"] = {"country": {"iso_code": COUNTRIES[_pick(first, WEIGHTS)]}}
+        for quarter in range(4):
+            asn(f"{first}.{quarter * 64}.0.0/10", first * 4 + quarter)
     return (
         write_mmdb(folder / "synthetic-country.mmdb", countries, f"{SYNTHETIC}-Country"),
         write_mmdb(folder / "synthetic-asn.mmdb", networks, f"{SYNTHETIC}-ASN"),

@@ -12,10 +12,10 @@ from conftest import live_api
 
 from xray_pipeline.core.generate import GeneratorConfig, write_log
 from xray_pipeline.core.geoip import GeoIP
-from xray_pipeline.core.privacy import RowPolicy
-from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
 from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.pg import connect
+from xray_pipeline.core.privacy import RowPolicy
+from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -223,9 +223,7 @@ def test_pagination_moves_and_live_refresh_keeps_the_place(open_page, base_url, 
 def test_countries_and_networks_panels_and_the_country_filter(open_page, base_url, data_url):
     page, errors = open_page(base_url)
     show_all(page)
-    placed = (
-        "logs l JOIN ip_places p ON p.address = coalesce(host(l.src_ip), l.src_host)"
-    )
+    placed = "logs l JOIN ip_places p ON p.address = coalesce(host(l.src_ip), l.src_host)"
     with connect(data_url) as conn:
         top_country, top_n = conn.execute(
             f"SELECT p.country, count(*) FROM {placed} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"

@@ -171,6 +171,13 @@ def test_demo_appends_and_loads_exactly_once(fresh_db_url: str, tmp_path: Path):
         ).fetchone()[0]
     assert total == 3_500
     assert (tmp_path / "stats.jsonl").read_text().count("\n") == 2
+    assert "synthetic country and ASN databases" in first.stdout
+    with connect(fresh_db_url) as conn:
+        unplaced = conn.execute(
+            "SELECT count(*) FROM logs l LEFT JOIN ip_places p ON p.address = host(l.src_ip) "
+            "WHERE l.src_ip IS NOT NULL AND p.country IS NULL"
+        ).fetchone()[0]
+    assert unplaced == 0  # every generated address is placed by the synthetic databases
 
 
 def test_up_and_serve_name_a_port_in_use_before_starting_anything(tmp_path: Path):

@@ -218,6 +218,14 @@ def test_demo_keeps_the_lag_low_and_stops_on_sigterm(
             node_log = tmp_path / "home" / "demo" / "nodes" / node / "access.log"
             delays = lag_of(node_log, fresh_db_url, seconds=5, node=node)
             assert len(delays) > 5 and max(delays) < 10, (node, delays)
+        # the demo's synthetic databases place the sources of every node's rows as they load
+        with connect(fresh_db_url) as conn:
+            placed = conn.execute(
+                "SELECT count(DISTINCT coalesce(s.node, '')), count(*) FILTER (WHERE p.country IS NULL) "
+                "FROM logs l JOIN sources s ON s.id = l.source_id JOIN ip_places p "
+                "ON p.address = host(l.src_ip) WHERE p.db_version LIKE 'xray-pipeline-synthetic%'"
+            ).fetchone()
+        assert placed == (3, 0)  # the local demo log (no node) and the two demo nodes
         children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
     finally:
         os.kill(proc.pid, signal.SIGTERM)
