@@ -39,6 +39,8 @@ def ensure_log(path: Path, lines: int, *, days: int = 1, users: int = 200, seed:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
+    for other in path.parent.glob(path.name + ".*"):  # the markers of other contents
+        other.unlink()
     subprocess.run(
         [sys.executable, "-m", "xray_pipeline.cli", "generate", "--lines", str(lines),
          "--days", str(days), "--users", str(users), "--seed", str(seed), "--out", str(path)],

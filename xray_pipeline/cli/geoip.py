@@ -21,6 +21,7 @@ def geoip_status() -> None:
     distinct source addresses (local day) each resolves."""
     from xray_pipeline.core.geoip import GeoIP, GeoIPError
     from xray_pipeline.core.pg import session
+    from xray_pipeline.core.privacy import HASH_PREFIX, parse_ip
 
     settings = STATE.settings()
     try:
@@ -35,19 +36,34 @@ def geoip_status() -> None:
         )
         return
     with session(settings) as conn:
-        addresses = [
+        # today's sources as the rows keep them: an address, a masked network (looked up by
+        # its first address) or a keyed hash (placed only by the load that hashed it)
+        keys = [
             row[0]
             for row in conn.execute(
-                "SELECT DISTINCT host(src_ip) FROM logs, "
+                "SELECT DISTINCT coalesce(host(src_ip), src_host) FROM logs, "
                 "xray_day_bounds((now() AT TIME ZONE %(tz)s)::date, %(tz)s) b "
-                "WHERE ts >= b.lo AND ts < b.hi AND src_ip IS NOT NULL LIMIT %(n)s",
+                "WHERE ts >= b.lo AND ts < b.hi AND (src_ip IS NOT NULL "
+                "OR src_host LIKE 'hash:%%' OR src_host LIKE '%%/%%') LIMIT %(n)s",
                 {"tz": settings.timezone, "n": SAMPLE},
             )
         ]
-    places = geo.lookup(addresses)
+        hashed = [k for k in keys if k.startswith(HASH_PREFIX)]
+        stored = {
+            row[0]: (row[1], row[2])
+            for row in conn.execute(
+                "SELECT address, country, asn FROM ip_places WHERE address = ANY(%s)", (hashed,)
+            )
+        }
+    lookups = {k: str(ip) for k in keys if (ip := parse_ip(k.split("/")[0]))}
+    places = geo.lookup(lookups.values())
+    found = [places.get(a) for a in lookups.values()]
+    addresses = list(lookups) + hashed
     resolved = {
-        "[geoip] country_db": sum(p.country is not None for p in places.values()),
-        "[geoip] asn_db": sum(p.asn is not None for p in places.values()),
+        "[geoip] country_db": sum(p is not None and p.country is not None for p in found)
+        + sum(stored.get(k, (None, None))[0] is not None for k in hashed),
+        "[geoip] asn_db": sum(p is not None and p.asn is not None for p in found)
+        + sum(stored.get(k, (None, None))[1] is not None for k in hashed),
     }
     for info in geo.databases():
         built = info.built.astimezone(dt.UTC).strftime("%Y-%m-%d")
