@@ -70,6 +70,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "hourly_traffic",
         "daily_totals",
         "daily_node_users",
+        "ip_places",
         "offline_buffer",
     }
     assert sorted(s.name for s in repo.sensor_defs) == [
