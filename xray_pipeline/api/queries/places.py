@@ -5,16 +5,23 @@ countries and networks of a window, from `ip_places` joined on what the rows kee
 SOURCE = "coalesce(host({a}.src_ip), {a}.src_host)"
 
 
+def place_conds(country: str | None, asn: int | None, params: dict, prefix: str = "") -> list[str]:
+    """The conditions on `ip_places` (as `prefix`country, `prefix`asn) for `country` / `asn`;
+    binds the values into `params`."""
+    conds = []
+    if country is not None:
+        conds.append(f"{prefix}country = %(country)s")
+        params["country"] = country.upper()
+    if asn is not None:
+        conds.append(f"{prefix}asn = %(asn)s")
+        params["asn"] = asn
+    return conds
+
+
 def place_filter(country: str | None, asn: int | None, params: dict, alias: str = "l") -> str:
     """` AND …` restricting `alias` (a `logs` row) to sources placed in `country` / `asn`
     (nothing when neither is given); binds the values into `params`."""
-    conds = []
-    if country is not None:
-        conds.append("country = %(country)s")
-        params["country"] = country.upper()
-    if asn is not None:
-        conds.append("asn = %(asn)s")
-        params["asn"] = asn
+    conds = place_conds(country, asn, params)
     if not conds:
         return ""
     return (

@@ -10,6 +10,7 @@ from fastapi import HTTPException
 
 from xray_pipeline.api.deps import clean
 from xray_pipeline.api.queries.logs import like
+from xray_pipeline.api.queries.places import place_conds
 from xray_pipeline.api.queries.stats import live_filter, rolled_days, split_window
 
 LIST_USERS = """
@@ -153,13 +154,7 @@ USER_PLACE = (
 
 
 def _user_place(country: str | None, asn: int | None, params: dict) -> str:
-    conds = []
-    if country is not None:
-        conds.append("p.country = %(country)s")
-        params["country"] = country.upper()
-    if asn is not None:
-        conds.append("p.asn = %(asn)s")
-        params["asn"] = asn
+    conds = place_conds(country, asn, params, prefix="p.")
     return USER_PLACE.format(conds=" AND ".join(conds)) if conds else ""
 
 
