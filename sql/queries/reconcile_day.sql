@@ -8,7 +8,8 @@ touching AS (
 )
 SELECT
     (SELECT count(*) FROM touching),
-    (SELECT coalesce(sum(lines), 0) FROM ingest_ledger WHERE id IN (SELECT * FROM touching)),
+    (SELECT coalesce(sum(lines - erased), 0) FROM ingest_ledger
+       WHERE id IN (SELECT * FROM touching)),
     (SELECT count(*) FROM logs WHERE ingest_id IN (SELECT * FROM touching))
       + (SELECT count(*) FROM dns_queries WHERE ingest_id IN (SELECT * FROM touching))
       + (SELECT count(*) FROM rejects WHERE ingest_id IN (SELECT * FROM touching)),

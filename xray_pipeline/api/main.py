@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from xray_pipeline.api.routers import health, logs, metrics, nodes, ship, stats, users
+from xray_pipeline.api.routers import admin, health, logs, metrics, nodes, ship, stats, users
 
 STATIC = Path(__file__).parent / "static"
 
@@ -26,6 +26,8 @@ def create_app(
     timezone: str = "UTC",
     landing_dir: Path | None = None,
     max_range_bytes: int = 16 * 1024 * 1024,
+    admin_token: str | None = None,
+    admin_database_url: str | None = None,
 ) -> FastAPI:
     """The sidecar for `database_url`; read-only connections with a statement timeout."""
     options = f"-c statement_timeout={statement_timeout_ms} -c default_transaction_read_only=on"
@@ -48,6 +50,9 @@ def create_app(
         app.state.timezone = timezone
         app.state.landing_dir = landing_dir
         app.state.max_range_bytes = max_range_bytes
+        app.state.admin_token = admin_token
+        # the admin routes write (an erasure): the owner's connection, not the read-only pool
+        app.state.admin_database_url = admin_database_url or database_url
         try:
             yield
         finally:
@@ -101,6 +106,7 @@ def create_app(
     app.include_router(users.router)
     app.include_router(nodes.router)
     app.include_router(ship.router)
+    app.include_router(admin.router)
 
     # the dashboard: static files shipped in the package, reading only the public API
     @app.get("/", include_in_schema=False)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from loguru import logger
 
-from xray_pipeline.cli import ingest, migrate, parse, run, ship
+from xray_pipeline.cli import ingest, migrate, parse, privacy, run, ship
 from xray_pipeline.cli.config import config_app
 from xray_pipeline.cli.console import STATE, err_console
 from xray_pipeline.cli.db import db_app
@@ -34,6 +34,8 @@ app.command("parse")(parse.parse_cmd)
 app.command("generate")(parse.generate_cmd)
 app.command("migrate")(migrate.migrate_cmd)
 app.command("ship")(ship.ship_cmd)
+app.command("forget")(privacy.forget_cmd)
+app.command("export")(privacy.export_cmd)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(nodes_app, name="nodes")

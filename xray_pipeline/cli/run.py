@@ -32,7 +32,7 @@ def serve_cmd(
     import uvicorn
 
     from xray_pipeline.api.main import create_app
-    from xray_pipeline.core.pg import api_database_url
+    from xray_pipeline.core.pg import api_database_url, database_url
     from xray_pipeline.core.services import port_free
 
     if not port_free(host, port):
@@ -47,6 +47,10 @@ def serve_cmd(
         timezone=settings.timezone,
         landing_dir=settings.landing_dir,
         max_range_bytes=settings.api.max_range_bytes,
+        admin_token=(
+            settings.api.admin_token.get_secret_value() if settings.api.admin_token else None
+        ),
+        admin_database_url=database_url(settings) if settings.api.admin_token else None,
     )
     console.print(f"dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -9,6 +9,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from xray_pipeline.core.forget import drop_forgotten
 from xray_pipeline.core.parse import ParsedChunk
 from xray_pipeline.core.pg import ensure_partitions
 from xray_pipeline.core.places import chunk_addresses, store_places
@@ -276,6 +277,7 @@ class PreparedChunk:
     rejects_csv: bytes
     counts: dict[str, int]
     days: list[dt.date]
+    erased: int = 0
 
 
 def prepare_chunk(
@@ -293,6 +295,7 @@ def prepare_chunk(
     previous chunk. What it writes is idempotent and harmless on its own: reference values
     (users, tags, endpoints, protocols), the day's partition, an ingest id from the sequence.
     """
+    parsed, erased = drop_forgotten(conn, parsed)
     days = chunk_days(parsed)
     if days:
         ensure_partitions(conn, days, timezone)
@@ -325,6 +328,7 @@ def prepare_chunk(
         rejects_csv=_csv(rejects, REJECT_COLUMNS),
         counts=counts,
         days=days,
+        erased=erased,
     )
 
 
@@ -351,8 +355,8 @@ def commit_chunk(
         row = conn.execute(
             """
             INSERT INTO ingest_ledger (id, source_id, start_offset, end_offset, status, run_id,
-                lines, access_rows, dns_rows, reject_rows, first_ts, last_ts)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                lines, access_rows, dns_rows, reject_rows, first_ts, last_ts, erased)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT DO NOTHING
             RETURNING id
             """,
@@ -369,6 +373,7 @@ def commit_chunk(
                 parsed.rejects.height,
                 first_ts,
                 last_ts,
+                prepared.erased,
             ),
         ).fetchone()
         if row is None:

@@ -175,6 +175,12 @@ class ApiSettings(Section):
     token: Secret | None = setting(
         None, "bearer token required on /api routes (unset: open)", env=("XRAY_API_TOKEN",)
     )
+    admin_token: Secret | None = setting(
+        None,
+        "bearer token of the admin routes (a user's export and erasure); unset: those routes "
+        "are off",
+        env=("XRAY_API_ADMIN_TOKEN",),
+    )
     cors_origins: Names = setting((), "origins allowed by CORS (none by default)")
     database_url: DatabaseUrl | None = setting(
         None, "the sidecar's own (read-only) connection; default: the xray_api role"

@@ -1,0 +1,76 @@
+"""`xray-pipeline forget`, `export` and `privacy`: erasure and access requests about a user,
+and rewriting older days to the current [privacy] settings."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from xray_pipeline.cli.console import STATE, console, err_console
+
+EmailArg = Annotated[str, typer.Argument(help="the user's email, exactly as Xray prints it")]
+
+
+def forget_cmd(
+    email: EmailArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Erase one user everywhere the pipeline keeps them: log rows, rejects that name them,
+    rollups, the nodes' landed lines, the user itself, and the addresses and destinations no
+    one else has; one transaction per table. The spool is replayed first. The email's SHA-256
+    is kept so that a later load of the same bytes drops its lines again. Your Xray's own log
+    files are not touched."""
+    from xray_pipeline.cli.ingest import _replay_waiting
+    from xray_pipeline.core.forget import forget_user
+    from xray_pipeline.core.pg import session
+
+    settings = STATE.settings()
+    if not yes:
+        if not sys.stdin.isatty():
+            err_console.print(f"error: erasing {email!r} cannot be undone; pass --yes to confirm")
+            raise typer.Exit(2)
+        typer.confirm(f"Erase every row of {email!r}? This cannot be undone", abort=True)
+    with session(settings) as conn:
+        _replay_waiting(conn, settings)  # the spool's lines are rows first, then erased
+        report = forget_user(
+            conn, email, timezone=settings.timezone, landing_dir=settings.landing_dir
+        )
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+        return
+    if not report.found and not any(report.erased.values()) and not report.landed_lines:
+        console.print(f"no rows of {email!r}; recorded as forgotten for later loads")
+        return
+    for table, rows in report.erased.items():
+        console.print(f"{table}: {rows:,} row(s) erased")
+    console.print(
+        f"landed lines: {report.landed_lines:,} erased in {report.landed_files:,} file(s)"
+    )
+    console.print(f"{email!r} is forgotten: later loads drop their lines")
+
+
+def export_cmd(
+    email: EmailArg,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="write the JSON report here (default: stdout)"),
+    ] = None,
+) -> None:
+    """What the pipeline keeps about one user, as JSON (for an access request): their rows per
+    day, sources with country and network, destinations, nodes, rollup rows and the rejects
+    that name them."""
+    from xray_pipeline.core.forget import export_user
+    from xray_pipeline.core.pg import session
+
+    settings = STATE.settings()
+    with session(settings) as conn:
+        report = export_user(conn, email, timezone=settings.timezone)
+    text = json.dumps(report, indent=2, default=str)
+    if out is None:
+        sys.stdout.write(text + "\n")
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        err_console.print(f"wrote {out}")
