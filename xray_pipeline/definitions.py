@@ -73,7 +73,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     maintenance_job, maintenance_schedule = build_maintenance(
         settings.timezone,
         settings.retention.ahead_days,
-        settings.retention.days,
+        settings.raw_days,
         settings.retention.rollup_days,
         settings.retention.landed_days,
     )

@@ -40,6 +40,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(geoip_app, name="geoip")
+app.add_typer(privacy.privacy_app, name="privacy")
 app.add_typer(ingest.spool_app, name="spool")
 
 

@@ -74,3 +74,88 @@ def export_cmd(
     else:
         out.write_text(text + "\n", encoding="utf-8")
         err_console.print(f"wrote {out}")
+
+
+privacy_app = typer.Typer(
+    help="Rewrite older days to the current [privacy] settings.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@privacy_app.command("apply")
+def privacy_apply(
+    before: Annotated[
+        str, typer.Option("--before", help="rewrite the local days before this one (YYYY-MM-DD)")
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="say what would be rewritten; change nothing")
+    ] = False,
+) -> None:
+    """Rewrite the rows of the days before --before to the current [privacy] settings
+    (source_ip, destination), one day per transaction, and rebuild their rollups. A killed run
+    resumes: days done under the same settings are skipped. Full addresses become masked
+    networks or hashes (their country and network kept); sources already masked or hashed stay
+    as they are. This cannot be undone."""
+    import datetime as dt
+
+    from rich.table import Table
+
+    from xray_pipeline.cli.console import progress_bar
+    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.privacy import policy_from_settings
+    from xray_pipeline.core.reshape import apply_policy, days_before, signature
+
+    try:
+        cutoff = dt.date.fromisoformat(before)
+    except ValueError:
+        err_console.print(f"error: --before {before!r}: expected a date like 2024-01-31")
+        raise typer.Exit(2) from None
+    settings = STATE.settings()
+    policy = policy_from_settings(settings)
+    if policy.keeps_everything:
+        err_console.print(
+            "nothing to apply: [privacy] source_ip and destination are both `full` (set them in "
+            "config.ini first; rows once reduced cannot be restored)"
+        )
+        raise typer.Exit(2)
+    with session(settings) as conn:
+        days = days_before(conn, cutoff, settings.timezone)
+        if dry_run:
+            console.print(
+                f"would rewrite {len(days)} day(s) before {cutoff} to {signature(policy)} "
+                "(days already done under these settings are skipped); nothing was changed"
+            )
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                err_console.print("error: rewriting rows cannot be undone; pass --yes to confirm")
+                raise typer.Exit(2)
+            typer.confirm(
+                f"Rewrite {len(days)} day(s) before {cutoff} to {signature(policy)}?", abort=True
+            )
+        with progress_bar("rewriting days", in_bytes=False) as bar:
+
+            def on_day(result, done: int, total: int) -> None:
+                bar.total(total)
+                bar.advance(1)
+
+            report = apply_policy(
+                conn, policy, before=cutoff, timezone=settings.timezone, on_day=on_day
+            )
+    table = Table(title=f"days rewritten to {report.signature}")
+    for column in ("day", "rows", "sources", "destinations"):
+        table.add_column(column)
+    for day in report.days:
+        if day.skipped:
+            table.add_row(day.day.isoformat(), "done before", "", "")
+        else:
+            table.add_row(
+                day.day.isoformat(), f"{day.rows:,}", f"{day.sources:,}", f"{day.endpoints:,}"
+            )
+    console.print(table)
+    console.print(
+        f"removed {report.places_removed:,} place(s) of full addresses and "
+        f"{report.endpoints_removed:,} destination(s) that no row keeps any more"
+    )

@@ -177,6 +177,19 @@ def segments(spool: Path) -> list[Segment]:
     return found
 
 
+def prune_spool(spool: Path, before: float) -> list[Path]:
+    """Remove the segments written before `before` (a Unix time): lines at least that old,
+    past the raw retention. Returns the removed paths."""
+    removed = []
+    for seg in segments(spool):
+        if seg.created < before:
+            seg.path.unlink(missing_ok=True)
+            removed.append(seg.path)
+    if removed:
+        fsync_dir(spool)
+    return removed
+
+
 def spooled_ranges(spool: Path) -> dict[str, list[tuple[int, int]]]:
     """Byte ranges already in the spool, per source identity (so they are not spooled twice)."""
     ranges: dict[str, list[tuple[int, int]]] = {}

@@ -9,7 +9,12 @@ import dagster as dg
 from xray_pipeline.core.landing import prune_landed
 from xray_pipeline.core.ledger import loaded_bytes_by_path
 from xray_pipeline.core.quality import maintain
-from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
+from xray_pipeline.core.spool import prune_spool
+from xray_pipeline.defs.resources import (
+    LogSourcesResource,
+    OfflineSpoolResource,
+    PostgresResource,
+)
 
 
 class MaintenanceConfig(dg.Config):
@@ -30,9 +35,10 @@ def build_maintenance(
 
     @dg.op(
         description=(
-            "Create the next days' partitions of `logs` ahead of time; drop partitions older "
-            "than [retention] days and rollup rows older than [retention] rollup_days; remove "
-            "the nodes' landed bytes that are loaded and older than [retention] landed_days."
+            "Create the next days' partitions of `logs` ahead of time; drop partitions, DNS "
+            "lines, rejects and spool segments older than [retention] raw_days and rollup rows "
+            "older than [retention] rollup_days; remove the nodes' landed bytes that are "
+            "loaded and older than [retention] landed_days (at most raw_days)."
         )
     )
     def maintain_partitions(
@@ -40,6 +46,7 @@ def build_maintenance(
         config: MaintenanceConfig,
         postgres: PostgresResource,
         log_sources: LogSourcesResource,
+        offline_spool: OfflineSpoolResource,
     ) -> dict:
         today = (
             dt.date.fromisoformat(config.today)
@@ -64,9 +71,19 @@ def build_maintenance(
                 (str(p), sizes.get(str(p), 0))
                 for p in prune_landed(Path(log_sources.landing_dir), loaded, before)
             ]
+        spool_removed: list[Path] = []
+        if retention_days is not None:
+            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=retention_days)
+            spool_removed = prune_spool(offline_spool.folder(), cutoff.timestamp())
+            for path in spool_removed:
+                context.log.warning(
+                    f"{path.name}: spooled more than {retention_days} days ago "
+                    "and never replayed; removed by [retention] raw_days"
+                )
         context.add_output_metadata(
             {
                 "today": today.isoformat(),
+                "spool_segments_removed": len(spool_removed),
                 "created": dg.MetadataValue.json(report.created),
                 "dropped": dg.MetadataValue.json(report.dropped),
                 "rollup_rows_deleted": report.rollup_rows_deleted,

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         return self.parser.node
 
     @property
+    def raw_days(self) -> int | None:
+        """[retention] raw_days, else its former name [retention] days."""
+        return self.retention.raw_days or self.retention.days
+
+    @property
     def landing_dir(self) -> Path:
         """Where the ranges that the fleet's nodes ship land (one folder per node)."""
         return self.home / "landed"

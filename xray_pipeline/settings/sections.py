@@ -116,11 +116,16 @@ class DagsterSettings(Section):
 class RetentionSettings(Section):
     """How long rows are kept (the maintenance schedule)."""
 
-    days: PositiveInt | None = setting(None, "days of raw rows kept (unset: all)")
+    raw_days: PositiveInt | None = setting(
+        None,
+        "days of raw data kept: log rows, DNS lines and rejects, and the landed bytes and spool "
+        "segments as old (unset: all; the rollups keep rollup_days)",
+    )
+    days: PositiveInt | None = setting(None, "the former name of raw_days (used when it is unset)")
     rollup_days: PositiveInt | None = setting(None, "days of rollups kept (unset: all)")
     ahead_days: PositiveInt = setting(3, "days of partitions created ahead")
     landed_days: PositiveInt = setting(
-        30, "days the nodes' landed bytes are kept once loaded (at most [retention] days)"
+        30, "days the nodes' landed bytes are kept once loaded (at most [retention] raw_days)"
     )
 
 
