@@ -23,6 +23,10 @@ class LogItem(BaseModel):
     )
     country: str | None = Field(None, description="the source's country, when placed")
     asn: int | None = Field(None, description="the source's network, when placed")
+    dest_country: str | None = Field(
+        None, description="the destination's country, when it is an address that is placed"
+    )
+    dest_asn: int | None = Field(None, description="the destination's network, likewise")
     src_port: int | None
     src_network: str | None
     dest_network: str | None

@@ -117,6 +117,10 @@ def test_log_pages_of_one_network(client, data_url):
     assert body["total"] == count and len(body["items"]) == min(count, 500)
     assert {i["asn"] for i in body["items"]} == {asn}
     assert all(i["country"] for i in body["items"])
+    # a destination that is an address has its own place
+    destinations = [i for i in body["items"] if parse_ip(i["dest_host"] or "")]
+    assert destinations and all(i["dest_country"] for i in destinations)
+    assert all(i["dest_country"] is None for i in body["items"] if i not in destinations)
 
 
 def test_users_of_one_country_and_a_users_places(client, data_url):

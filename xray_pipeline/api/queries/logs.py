@@ -27,13 +27,14 @@ SELECT l.ts, l.status, coalesce(host(l.src_ip), l.src_host) AS src_ip, l.src_por
        sp.name AS src_network, dp.name AS dest_network, e.host AS dest_host,
        e.port AS dest_port, l.dest_url, ti.name AS inbound_tag, tout.name AS outbound_tag,
        u.email, l.reason, s.node, s.path AS source, l.source_id, l.byte_offset,
-       p.country, p.asn
+       p.country, p.asn, pd.country AS dest_country, pd.asn AS dest_asn
 FROM logs l
 JOIN sources s ON s.id = l.source_id
 LEFT JOIN ip_places p ON p.address = coalesce(host(l.src_ip), l.src_host)
 LEFT JOIN protocols sp ON sp.id = l.src_protocol_id
 LEFT JOIN protocols dp ON dp.id = l.dest_protocol_id
 LEFT JOIN endpoints e ON e.id = l.endpoint_id
+LEFT JOIN ip_places pd ON pd.address = e.host
 LEFT JOIN tags ti ON ti.id = l.inbound_tag_id
 LEFT JOIN tags tout ON tout.id = l.outbound_tag_id
 LEFT JOIN users u ON u.id = l.user_id
