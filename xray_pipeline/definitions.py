@@ -1,5 +1,6 @@
 """The one place that assembles the Dagster code location."""
 
+import os
 import warnings
 
 import dagster as dg
@@ -50,6 +51,8 @@ def _privacy_secret(settings: Settings) -> str | dg.EnvVar | None:
     if origin.startswith("environment "):
         return dg.EnvVar(origin.removeprefix("environment "))
     secret = settings.privacy.secret
+    if secret and os.environ.get("XRAY_PRIVACY_SECRET") == secret.get_secret_value():
+        return dg.EnvVar("XRAY_PRIVACY_SECRET")  # `up` passes a config file's secret this way
     return secret.get_secret_value() if secret else None
 
 

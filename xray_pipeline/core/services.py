@@ -247,6 +247,8 @@ def child_env(settings: Settings, logfiles: list[str]) -> dict[str, str]:
     }
     if settings.node:
         env["XRAY_PARSER_NODE"] = settings.node
+    if settings.privacy.secret:  # so that the Dagster UI shows the variable, not the secret
+        env["XRAY_PRIVACY_SECRET"] = settings.privacy.secret.get_secret_value()
     for key in ("country_db", "asn_db"):  # the demo's synthetic databases come this way
         if value := getattr(settings.geoip, key):
             env[f"XRAY_GEOIP_{key.upper()}"] = str(Path(value).expanduser().resolve())

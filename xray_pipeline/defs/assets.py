@@ -126,6 +126,7 @@ def load_metadata(
         "range": ", ".join(f"{start}-{end}" for _, start, end in spans),
         "chunks_already_loaded": sum(s.chunks_already_loaded for s in loaded),
         "new_users": sum(s.new_users for s in loaded),
+        "new_places": sum(s.new_places for s in loaded),
     }
 
 

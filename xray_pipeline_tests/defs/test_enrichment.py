@@ -52,13 +52,11 @@ def test_load_runs_apply_the_policy_and_place_the_addresses(
     sensor = defs.resolve_sensor_def("access_log_sensor")
     result = sensor(dg.build_sensor_context(instance=instance, resources=defs.resources))
     [request] = result.run_requests
-    assert (
-        defs.resolve_job_def("load_logs_job")
-        .execute_in_process(
-            run_config=request.run_config, partition_key=request.partition_key, instance=instance
-        )
-        .success
+    run = defs.resolve_job_def("load_logs_job").execute_in_process(
+        run_config=request.run_config, partition_key=request.partition_key, instance=instance
     )
+    [loaded] = run.asset_materializations_for_node("logs")
+    assert loaded.metadata["new_places"].value == 2  # the two sources (198.51.100.3: unknown)
     with connect(fresh_db_url) as conn:
         rows = conn.execute(
             "SELECT l.src_ip, l.src_host, e.host, p.country, p.asn FROM logs l "
