@@ -28,8 +28,12 @@ from psycopg import sql
 from bench._common import OUT, ensure_log
 from xray_pipeline.api.main import create_app
 from xray_pipeline.api.queries.users import CONNECTIONS, USER_ACTIVITY
+from xray_pipeline.core.geoip import GeoIP
 from xray_pipeline.core.pg import apply_migrations, connect, database_url, with_database
+from xray_pipeline.core.places import enrich_day
+from xray_pipeline.core.privacy import RowPolicy
 from xray_pipeline.core.quality import ROLLUPS, rebuild_rollup
+from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
 from xray_pipeline.settings import load_settings
 
 DB = "xray_bench_api"
@@ -103,6 +107,14 @@ def prepare(server: str, lines: int) -> str:
                 print(
                     f"{table}: {len(missing)} days rebuilt in {time.perf_counter() - started:.0f} s"
                 )
+        # the sources placed, as with [geoip] configured (the synthetic databases place every
+        # generated address): the ip_places backfill of each day
+        if conn.execute("SELECT count(*) FROM ip_places").fetchone()[0] == 0:
+            started = time.perf_counter()
+            policy = RowPolicy(geoip=GeoIP(*write_synthetic_geoip(OUT / "geoip")))
+            for day in days:
+                enrich_day(conn, day, "UTC", policy)
+            print(f"ip_places: {len(days)} days placed in {time.perf_counter() - started:.0f} s")
         conn.execute("ANALYZE")
         conn.commit()
     return url
@@ -154,6 +166,11 @@ def main() -> None:
         "/api/logs?status=rejected&from=7d": ("/api/logs", {"status": "rejected", "from": week}),
         "/api/logs/stats (all time)": ("/api/logs/stats", {}),
         "/api/logs/stats (last 7 days)": ("/api/logs/stats", {"from": week}),
+        "/api/logs/stats?country=DE (last 7 days)": (
+            "/api/logs/stats",
+            {"from": week, "country": "DE"},
+        ),
+        "/api/logs?country=NL (first page)": ("/api/logs", {"country": "NL"}),
         "/api/timeseries?bucket=day": ("/api/timeseries", {"bucket": "day"}),
         "/api/timeseries?bucket=hour&from=7d": (
             "/api/timeseries",

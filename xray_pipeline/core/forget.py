@@ -25,7 +25,7 @@ USER_ROLLUPS = (
     "daily_user_activity",
     "daily_node_users",
 )
-USERLESS_ROLLUPS = ("hourly_traffic", "daily_totals")
+USERLESS_ROLLUPS = ("hourly_traffic", "daily_totals", "daily_places")
 # an erased landed line: its bytes overwritten with spaces (its offsets, and every other
 # line's, stay); a later read counts such a line as erased, not as a blank-line reject
 ERASED_MIN = 8

@@ -16,6 +16,7 @@ ROLLUPS = (
     "hourly_traffic",
     "daily_totals",
     "daily_node_users",
+    "daily_places",
 )
 
 

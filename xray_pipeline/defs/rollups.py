@@ -60,7 +60,15 @@ DESCRIPTIONS = {
         "Per local day x node x user: connections, rejected, first and last seen. The users "
         "list filtered by node reads it, and it says on how many nodes a user was."
     ),
+    "daily_places": (
+        "Per local day x country x ASN x protocol x inbound tag x outbound tag: connections, "
+        "rejected, the sources placed as `ip_places` holds them (rebuilt after a backfill of "
+        "`ip_places`). The top countries and networks, and the stats and daily series of one "
+        "country or network, read it for whole past days."
+    ),
 }
+# the assets a rollup is built from besides `logs`
+EXTRA_DEPS = {"daily_places": ["ip_places"]}
 
 
 def build_rollup_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -75,7 +83,7 @@ def _rollup(
 ) -> dg.AssetsDefinition:
     @dg.asset(
         name=table,
-        deps=["logs"],
+        deps=["logs", *EXTRA_DEPS.get(table, [])],
         partitions_def=partitions_def,
         automation_condition=ROLLUP_CONDITION,
         pool=POOL,

@@ -97,17 +97,19 @@ def test_stats_and_series_of_one_country(client, data_url):
         users,
     )
     assert [i["country"] for i in body["countries"]["items"]] == [country]
-    series = client.get(
-        "/api/timeseries", params={**WINDOW, "country": country, "bucket": "hour"}
-    ).json()
-    expected = sql(
-        data_url,
-        "SELECT date_trunc('hour', l.ts, 'UTC'), count(*) FROM {rows} WHERE p.country = %(c)s "
-        "GROUP BY 1 ORDER BY 1",
-        {"c": country},
-    )
-    got = [(dt.datetime.fromisoformat(p["t"]), p["connections"]) for p in series["points"]]
-    assert got == expected
+    assert body["days_from_rollups"] == 2  # daily_places
+    for bucket in ("hour", "day"):  # hours from logs, whole days from daily_places
+        series = client.get(
+            "/api/timeseries", params={**WINDOW, "country": country, "bucket": bucket}
+        ).json()
+        expected = sql(
+            data_url,
+            f"SELECT date_trunc('{bucket}', l.ts, 'UTC'), count(*) FROM {{rows}} "
+            "WHERE p.country = %(c)s GROUP BY 1 ORDER BY 1",
+            {"c": country},
+        )
+        got = [(dt.datetime.fromisoformat(p["t"]), p["connections"]) for p in series["points"]]
+        assert got == expected, bucket
 
 
 def test_log_pages_of_one_network(client, data_url):

@@ -189,6 +189,7 @@ def test_checks_pass_on_good_data_and_fail_on_broken_data(loaded_db):
         "hourly_traffic_matches_logs",
         "daily_totals_matches_logs",
         "daily_node_users_matches_logs",
+        "daily_places_matches_logs",
     }
     assert all(e.passed for e in good.values()), {k: e.metadata for k, e in good.items()}
 

@@ -70,6 +70,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "hourly_traffic",
         "daily_totals",
         "daily_node_users",
+        "daily_places",
         "ip_places",
         "offline_buffer",
     }
@@ -97,6 +98,7 @@ def test_definitions_are_pinned(tmp_path: Path):
         "logs_reject_rate",
         "logs_freshness",
         "daily_traffic_matches_logs",
+        "daily_places_matches_logs",
         "daily_user_ips_matches_logs",
         "daily_user_destinations_matches_logs",
         "daily_user_activity_matches_logs",
