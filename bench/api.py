@@ -158,6 +158,7 @@ def main() -> None:
         except httpx.HTTPError:
             time.sleep(0.2)
     week = (last - dt.timedelta(days=7)).isoformat()
+    day = (last - dt.timedelta(days=1)).isoformat()
     month = {"from": (last - dt.timedelta(days=30)).isoformat(), "to": last.isoformat()}
     scenarios = {
         "/api/logs (first page)": ("/api/logs", {}),
@@ -166,11 +167,15 @@ def main() -> None:
         "/api/logs?status=rejected&from=7d": ("/api/logs", {"status": "rejected", "from": week}),
         "/api/logs/stats (all time)": ("/api/logs/stats", {}),
         "/api/logs/stats (last 7 days)": ("/api/logs/stats", {"from": week}),
-        "/api/logs/stats?country=DE (last 7 days)": (
+        "by place: /api/logs?country=NL (first page)": ("/api/logs", {"country": "NL"}),
+        "by place: /api/logs/stats?country=DE (24 h)": (
             "/api/logs/stats",
-            {"from": week, "country": "DE"},
+            {"from": day, "country": "DE"},
         ),
-        "/api/logs?country=NL (first page)": ("/api/logs", {"country": "NL"}),
+        "by place: /api/timeseries?bucket=day&country=DE": (
+            "/api/timeseries",
+            {"bucket": "day", "country": "DE"},
+        ),
         "/api/timeseries?bucket=day": ("/api/timeseries", {"bucket": "day"}),
         "/api/timeseries?bucket=hour&from=7d": (
             "/api/timeseries",
@@ -200,7 +205,7 @@ def main() -> None:
                 times.append((time.perf_counter() - started) * 1000)
                 assert response.status_code == 200, (name, response.text[:200])
             results[name] = times
-            print(f"{name:40s} p50 {pct(times, 0.5):7.1f} ms   p95 {pct(times, 0.95):7.1f} ms")
+            print(f"{name:50s} p50 {pct(times, 0.5):7.1f} ms   p95 {pct(times, 0.95):7.1f} ms")
 
     naive = []
     with connect(url) as conn:

@@ -2,16 +2,14 @@
 -- grouped on the stored columns first, host() and the place look-up on the groups only.
 WITH bounds AS (SELECT lo, hi FROM xray_day_bounds(%(day)s, %(tz)s)),
 grouped AS (
-    SELECT l.src_ip, l.src_host, l.dest_protocol_id, l.inbound_tag_id, l.outbound_tag_id,
-           count(*) AS n, count(*) FILTER (WHERE l.status = 'rejected') AS r
+    SELECT l.src_ip, l.src_host, count(*) AS n,
+           count(*) FILTER (WHERE l.status = 'rejected') AS r
     FROM logs l, bounds b
     WHERE l.ts >= b.lo AND l.ts < b.hi
-    GROUP BY 1, 2, 3, 4, 5
+    GROUP BY 1, 2
 )
-INSERT INTO daily_places (day, country, asn, protocol_id, inbound_tag_id, outbound_tag_id,
-                          connections, rejected)
-SELECT %(day)s::date, p.country, p.asn, g.dest_protocol_id, g.inbound_tag_id,
-       g.outbound_tag_id, sum(g.n), sum(g.r)
+INSERT INTO daily_places (day, country, asn, connections, rejected)
+SELECT %(day)s::date, p.country, p.asn, sum(g.n), sum(g.r)
 FROM grouped g
-LEFT JOIN ip_places p ON p.address = coalesce(host(g.src_ip), g.src_host)
-GROUP BY 2, 3, 4, 5, 6
+LEFT JOIN ip_places p ON p.address = coalesce(host(g.src_ip), g.src_host, '')
+GROUP BY 2, 3

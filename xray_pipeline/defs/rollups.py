@@ -61,10 +61,10 @@ DESCRIPTIONS = {
         "list filtered by node reads it, and it says on how many nodes a user was."
     ),
     "daily_places": (
-        "Per local day x country x ASN x protocol x inbound tag x outbound tag: connections, "
-        "rejected, the sources placed as `ip_places` holds them (rebuilt after a backfill of "
-        "`ip_places`). The top countries and networks, and the stats and daily series of one "
-        "country or network, read it for whole past days."
+        "Per local day x country x ASN: connections, rejected, the sources placed as "
+        "`ip_places` holds them (rebuilt after a backfill of `ip_places`). The top countries "
+        "and networks, and the daily series of one country or network, read it for whole "
+        "past days."
     ),
 }
 # the assets a rollup is built from besides `logs`

@@ -64,7 +64,8 @@ async def list_logs(
     params.update(limit=limit, offset=offset)
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = await q.page(cur, where, params)
-        cap = SEARCH_COUNT_LIMIT if search else EXACT_COUNT_LIMIT
+        # a search and a place filter have no index on logs: their counts stop sooner
+        cap = SEARCH_COUNT_LIMIT if search or country or asn is not None else EXACT_COUNT_LIMIT
         total, estimate = await q.count(cur, where, params, cap)
     next_cursor = None
     if len(rows) == limit:
