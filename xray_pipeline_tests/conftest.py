@@ -178,6 +178,28 @@ def conn(fresh_db_url: str) -> Iterator[psycopg.Connection]:
         yield connection
 
 
+def text_traces(conn: psycopg.Connection, texts: list[str]) -> list[tuple[str, str]]:
+    """Every (table, column) whose text, address, array or JSON holds one of `texts`: every
+    such column of every table in the schema, searched (the partitions of logs through logs)."""
+    columns = conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND data_type IN ('text', 'inet', 'ARRAY', "
+        "'character varying', 'jsonb', 'json') AND table_name NOT LIKE 'logs\\_%'"
+    ).fetchall()
+    found = []
+    for table, column in columns:
+        hit = conn.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE {}::text ILIKE ANY(%s) LIMIT 1").format(
+                sql.Identifier(table), sql.Identifier(column)
+            ),
+            ([f"%{t}%" for t in texts],),
+        ).fetchone()
+        if hit:
+            found.append((table, column))
+    conn.commit()
+    return sorted(set(found))
+
+
 def write_geo_databases(folder: Path) -> tuple[Path, Path]:
     """A country and an ASN database over the documentation ranges: 192.0.2.0/24 in DE (its
     lower half AS64500 "Example Mobile"), 2001:db8::/32 in NL, 203.0.113.0/24 AS64501."""

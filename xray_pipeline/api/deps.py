@@ -30,20 +30,30 @@ PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
 TimezoneDep = Annotated[str, Depends(get_timezone)]
 
 
+def check_bearer(
+    expected: str, credentials: HTTPAuthorizationCredentials | None, detail: str
+) -> None:
+    """401 with `detail` unless the request's bearer token is `expected`."""
+    given = credentials.credentials if credentials else ""
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail=detail,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
 async def require_token(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
 ) -> None:
     """When XRAY_API_TOKEN is set, every /api route needs `Authorization: Bearer <token>`."""
     expected = request.app.state.token
-    if not expected:
-        return
-    given = credentials.credentials if credentials else ""
-    if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="a valid bearer token is required (Authorization: Bearer <XRAY_API_TOKEN>)",
-            headers={"WWW-Authenticate": "Bearer"},
+    if expected:
+        check_bearer(
+            expected,
+            credentials,
+            "a valid bearer token is required (Authorization: Bearer <XRAY_API_TOKEN>)",
         )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import write_geo_databases
+from conftest import text_traces, write_geo_databases
 
 from xray_pipeline.core.forget import export_user, forget_user
 from xray_pipeline.core.geoip import GeoIP
@@ -56,32 +56,8 @@ def loaded(conn: psycopg.Connection, tmp_path: Path) -> Path:
     return landing
 
 
-def traces(conn: psycopg.Connection, texts: list[str]) -> list[tuple[str, str]]:
-    """Every (table, column) of every table whose text, address or array holds one of
-    `texts` (the partitions of logs are searched through logs)."""
-    columns = conn.execute(
-        "SELECT c.table_name, c.column_name FROM information_schema.columns c "
-        "JOIN information_schema.tables t USING (table_schema, table_name) "
-        "WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' "
-        "AND c.data_type IN ('text', 'inet', 'ARRAY', 'character varying', 'jsonb', 'json') "
-        "AND c.table_name NOT LIKE 'logs\\_%'"
-    ).fetchall()
-    found = []
-    for table, column in [*columns, ("logs", "src_ip"), ("logs", "src_host")]:
-        hit = conn.execute(
-            psycopg.sql.SQL("SELECT 1 FROM {} WHERE {}::text ILIKE ANY(%s) LIMIT 1").format(
-                psycopg.sql.Identifier(table), psycopg.sql.Identifier(column)
-            ),
-            ([f"%{t}%" for t in texts],),
-        ).fetchone()
-        if hit:
-            found.append((table, column))
-    conn.commit()
-    return sorted(set(found))
-
-
 def test_forget_leaves_no_trace_and_keeps_everyone_else(conn, loaded: Path):
-    assert traces(conn, PRIVATE)  # the search finds them before
+    assert text_traces(conn, PRIVATE)  # the search finds them before
     bob_before = conn.execute(
         "SELECT count(*) FROM logs l JOIN users u ON u.id = l.user_id WHERE u.email = 'bob'"
     ).fetchone()[0]
@@ -89,7 +65,7 @@ def test_forget_leaves_no_trace_and_keeps_everyone_else(conn, loaded: Path):
     assert report.found and report.erased["logs"] == 3 and report.erased["rejects"] == 1
     assert report.erased["users"] == 1 and report.landed_lines == 4
     assert report.days == list(DAYS)
-    assert traces(conn, PRIVATE) == []
+    assert text_traces(conn, PRIVATE) == []
     landed = b"".join(p.read_bytes() for p, _ in landed_files(loaded))
     assert all(t.encode() not in landed for t in PRIVATE)
     assert len(landed) == len(LOG.encode())  # offsets kept: only the bytes of its lines
@@ -116,12 +92,12 @@ def test_a_later_load_of_the_same_bytes_does_not_bring_the_user_back(conn, loade
     for day in DAYS:  # a backfill re-reads the day from the landed bytes
         rebuild_day(conn, day, timezone="UTC", batch_size=1 << 20)
         assert reconcile_day(conn, day, "UTC").ok
-    assert traces(conn, PRIVATE) == []
+    assert text_traces(conn, PRIVATE) == []
     # and the raw bytes, were they still somewhere, are dropped at load
     again = loaded.parent / "again.log"  # another file (another first line): a new source
     again.write_text(line(2, 9, "carol", "198.51.100.1", "c.example") + LOG)
     ingest_files(conn, [again], timezone="UTC", batch_size=1 << 20)
-    assert traces(conn, ["victim@example.org"]) == []
+    assert text_traces(conn, ["victim@example.org"]) == []
     [(erased,)] = conn.execute(
         "SELECT erased FROM ingest_ledger l JOIN sources s ON s.id = l.source_id WHERE s.path = %s",
         (str(again),),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import write_geo_databases, write_mmdb
+from conftest import text_traces, write_geo_databases, write_mmdb
 
 from xray_pipeline.core.geoip import GeoIP
 from xray_pipeline.core.ingest import ingest_files
@@ -83,7 +83,7 @@ def test_mask_keeps_the_network_and_its_place(conn, tmp_path, geoip):
     ]
     assert [r[4:] for r in rows[:4]] == [("DE", 64500), ("DE", 64500), ("NL", None), (None, 64501)]
     assert conn.execute("SELECT count(*) FROM logs WHERE src_ip IS NOT NULL").fetchone() == (0,)
-    assert not _addresses_anywhere(conn, ["192.0.2.7", "192.0.2.9", "2001:db8::5", "203.0.113.4"])
+    assert not text_traces(conn, ["192.0.2.7", "192.0.2.9", "2001:db8::5", "203.0.113.4"])
 
 
 def test_mask_prefixes_are_configurable(conn, tmp_path):
@@ -98,7 +98,7 @@ def test_hash_keeps_no_address_but_distinct_sources_still_count(conn, tmp_path, 
     assert all(h.startswith("hash:") and len(h) == 21 for h in hashes)
     assert len(set(hashes)) == 4  # four addresses, four hashes
     assert [r[4:] for r in rows[:4]] == [("DE", 64500), ("DE", 64500), ("NL", None), (None, 64501)]
-    assert not _addresses_anywhere(conn, ["192.0.2.7", "192.0.2.9", "2001:db8::5", "203.0.113.4"])
+    assert not text_traces(conn, ["192.0.2.7", "192.0.2.9", "2001:db8::5", "203.0.113.4"])
     per_user = dict(
         conn.execute(
             "SELECT u.email, count(DISTINCT l.src_host) FROM logs l JOIN users u "
@@ -202,25 +202,3 @@ def test_enabling_databases_later_places_old_days(conn, tmp_path, geoip):
 def test_a_policy_that_cannot_work_names_the_setting(policy, setting):
     with pytest.raises(PrivacyError, match=setting.replace("[", r"\[").replace("]", r"\]")):
         RowPolicy(**policy)
-
-
-def _addresses_anywhere(conn: psycopg.Connection, addresses: list[str]) -> list[tuple]:
-    """Every (table, column) whose text holds one of `addresses`: every text and inet column
-    of every table in the schema, searched."""
-    columns = conn.execute(
-        "SELECT table_name, column_name FROM information_schema.columns "
-        "WHERE table_schema = 'public' AND data_type IN ('text', 'inet', 'ARRAY', "
-        "'character varying') AND table_name NOT LIKE 'logs\\_%'"
-    ).fetchall()
-    found = []
-    for table, column in columns:
-        hit = conn.execute(
-            psycopg.sql.SQL("SELECT 1 FROM {} WHERE {}::text LIKE ANY(%s) LIMIT 1").format(
-                psycopg.sql.Identifier(table), psycopg.sql.Identifier(column)
-            ),
-            ([f"%{a}%" for a in addresses],),
-        ).fetchone()
-        if hit:
-            found.append((table, column))
-    conn.commit()
-    return found

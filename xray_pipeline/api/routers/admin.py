@@ -1,7 +1,6 @@
 """Admin routes, behind their own token ([api] admin_token): what is kept about a user (an
 access request) and the erasure of a user, as `xray-pipeline export` and `forget` do."""
 
-import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,10 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from xray_pipeline.api.deps import TimezoneDep, clean
+from xray_pipeline.api.deps import TimezoneDep, check_bearer, clean
 from xray_pipeline.api.routers.users import Email
 
-_bearer = HTTPBearer(auto_error=False)
+_bearer = HTTPBearer(auto_error=False)  # its own scheme: the admin token
 
 
 async def require_admin(
@@ -28,13 +27,11 @@ async def require_admin(
             detail="the admin routes are off: set [api] admin_token (XRAY_API_ADMIN_TOKEN) "
             "and restart the sidecar",
         )
-    given = credentials.credentials if credentials else ""
-    if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="the admin token is required (Authorization: Bearer <XRAY_API_ADMIN_TOKEN>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    check_bearer(
+        expected,
+        credentials,
+        "the admin token is required (Authorization: Bearer <XRAY_API_ADMIN_TOKEN>)",
+    )
 
 
 router = APIRouter(
