@@ -1,0 +1,113 @@
+"""Incidents: the breaches of the rules kept as rows. A breach of a subject that has an open
+incident of the same rule updates it (last seen, peak, the evidence at the highest peak); one
+after the incident closed opens a new one. Each state change (opened, escalated: the peak
+reached twice the limit, closed) is written once to `incident_changes`, in the same
+transaction, for the notifications to send."""
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from xray_pipeline.core.rules import Breach
+
+_OPEN = """
+INSERT INTO incidents (rule, subject, opened_at, last_seen, peak, "limit", evidence)
+VALUES (%(rule)s, %(subject)s, %(first)s, %(last)s, %(peak)s, %(limit)s, %(evidence)s)
+ON CONFLICT (rule, subject) WHERE state = 'open' DO UPDATE SET
+    last_seen = greatest(incidents.last_seen, EXCLUDED.last_seen),
+    evidence = CASE WHEN EXCLUDED.peak > incidents.peak THEN EXCLUDED.evidence
+                    ELSE incidents.evidence END,
+    peak = greatest(incidents.peak, EXCLUDED.peak),
+    updated_at = now()
+RETURNING id, (xmax = 0) AS inserted, peak, "limit", opened_at
+"""
+_CHANGE = """
+INSERT INTO incident_changes (incident_id, change, at, peak) VALUES (%s, %s, %s, %s)
+ON CONFLICT ON CONSTRAINT incident_changes_once DO NOTHING
+"""
+
+
+@dataclass
+class Recorded:
+    """What recording a batch of breaches and closing the quiet incidents did."""
+
+    opened: list[int] = field(default_factory=list)
+    updated: list[int] = field(default_factory=list)
+    escalated: list[int] = field(default_factory=list)
+    closed: list[int] = field(default_factory=list)
+
+
+def _json(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    return value
+
+
+def record(
+    conn: psycopg.Connection, breaches: list[Breach], *, now: dt.datetime, quiet_minutes: int
+) -> Recorded:
+    """Close the incidents quiet since `quiet_minutes` before `now` (the time of the newest
+    row evaluated, so that a replay of old days closes them as the live run did), then open or
+    update one per breach; one transaction."""
+    result = Recorded()
+    with conn.transaction():
+        result.closed = close_quiet(conn, now=now, quiet_minutes=quiet_minutes)
+        quiet = dt.timedelta(minutes=quiet_minutes)
+        for breach in sorted(breaches, key=lambda b: (b.rule, b.subject)):
+            row = conn.execute(
+                "SELECT id, last_seen FROM incidents WHERE rule = %s AND subject = %s "
+                "AND state = 'open'",
+                (breach.rule, breach.subject),
+            ).fetchone()
+            if row is not None and breach.first - row[1] > quiet:
+                _close(conn, row[0], row[1] + quiet)  # a new episode: the old one ended
+                result.closed.append(row[0])
+            incident, inserted, peak, limit, opened_at = conn.execute(
+                _OPEN,
+                {
+                    "rule": breach.rule,
+                    "subject": breach.subject,
+                    "first": breach.first,
+                    "last": breach.last,
+                    "peak": breach.peak,
+                    "limit": breach.limit,
+                    "evidence": Jsonb(_json(breach.evidence)),
+                },
+            ).fetchone()
+            if inserted:
+                conn.execute(_CHANGE, (incident, "opened", opened_at, peak))
+                result.opened.append(incident)
+            else:
+                result.updated.append(incident)
+            if peak >= 2 * limit:
+                changed = conn.execute(_CHANGE, (incident, "escalated", breach.last, peak))
+                if changed.rowcount:
+                    result.escalated.append(incident)
+    return result
+
+
+def _close(conn: psycopg.Connection, incident: int, at: dt.datetime) -> None:
+    conn.execute(
+        "UPDATE incidents SET state = 'closed', closed_at = %s, updated_at = now() WHERE id = %s",
+        (at, incident),
+    )
+    peak = conn.execute("SELECT peak FROM incidents WHERE id = %s", (incident,)).fetchone()[0]
+    conn.execute(_CHANGE, (incident, "closed", at, peak))
+
+
+def close_quiet(conn: psycopg.Connection, *, now: dt.datetime, quiet_minutes: int) -> list[int]:
+    """Close the open incidents not seen for `quiet_minutes` before `now`; their ids."""
+    quiet = dt.timedelta(minutes=quiet_minutes)
+    rows = conn.execute(
+        "SELECT id, last_seen FROM incidents WHERE state = 'open' AND last_seen < %s ORDER BY id",
+        (now - quiet,),
+    ).fetchall()
+    for incident, last_seen in rows:
+        _close(conn, incident, last_seen + quiet)
+    return [r[0] for r in rows]
