@@ -28,3 +28,10 @@ CREATE TABLE IF NOT EXISTS incident_changes (
     peak integer NOT NULL,
     CONSTRAINT incident_changes_once UNIQUE (incident_id, change)
 );
+
+-- Per-user IP limits (`limits set EMAIL N`), over the rule's default.
+CREATE TABLE IF NOT EXISTS user_limits (
+    user_id integer PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    ip_limit integer NOT NULL CHECK (ip_limit > 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);

@@ -185,6 +185,10 @@ def forget_user(
         for day in sorted(kept):
             for table in USERLESS_ROLLUPS:
                 rebuild_rollup(conn, table, day, timezone)
+        with conn.transaction():  # their incidents hold the email and their addresses
+            report.erased["incidents"] = conn.execute(
+                "DELETE FROM incidents WHERE subject = %s", (email,)
+            ).rowcount
         with conn.transaction():
             report.erased["users"] = conn.execute(
                 "DELETE FROM users WHERE id = %s", (uid,)

@@ -127,7 +127,10 @@ def _breaches(
     minutes: int,
     limits: pl.DataFrame,
     evidence_of,
+    since: dt.datetime | None = None,
 ) -> list[Breach]:
+    if since is not None:  # the rows before are context: their windows were judged before
+        counted = counted.filter(pl.col("ts") >= since)
     over = (
         counted.join(limits, on=key, how="left")
         .filter(pl.col("count") > pl.col("limit"))
@@ -181,9 +184,13 @@ def _source_evidence(window: pl.DataFrame, by: str) -> list[dict]:
 
 
 def ip_limit_breaches(
-    rows: pl.DataFrame, rule: IpLimitRule, overrides: dict[str, int] | None = None
+    rows: pl.DataFrame,
+    rule: IpLimitRule,
+    overrides: dict[str, int] | None = None,
+    since: dt.datetime | None = None,
 ) -> list[Breach]:
-    """Users over their limit of distinct sources (`overrides`: per-user limits)."""
+    """Users over their limit of distinct sources (`overrides`: per-user limits) at a row of
+    `since` or later."""
     counted_rows = with_units(rows, rule.count_by).filter(
         pl.col("user").is_not_null() & pl.col("unit").is_not_null()
     )
@@ -193,11 +200,13 @@ def ip_limit_breaches(
     limits = _limits(counted_rows["user"], "user", rule.limit, overrides or {})
     return _breaches(
         counted_rows, counted, "ip_limit", "user", rule.window_minutes, limits,
-        lambda window: _source_evidence(window, "unit"),
+        lambda window: _source_evidence(window, "unit"), since,
     )  # fmt: skip
 
 
-def tagged_breaches(rows: pl.DataFrame, rule: TaggedRule) -> list[Breach]:
+def tagged_breaches(
+    rows: pl.DataFrame, rule: TaggedRule, since: dt.datetime | None = None
+) -> list[Breach]:
     """Users with more than `limit` connections routed to a watched tag in the window."""
     tagged = rows.filter(pl.col("user").is_not_null() & pl.col("outbound_tag").is_in(rule.tags))
     if tagged.is_empty():
@@ -206,11 +215,13 @@ def tagged_breaches(rows: pl.DataFrame, rule: TaggedRule) -> list[Breach]:
     limits = _limits(tagged["user"], "user", rule.limit, {})
     return _breaches(
         tagged, counted, "tagged", "user", rule.window_minutes, limits,
-        lambda window: _source_evidence(window, "outbound_tag"),
+        lambda window: _source_evidence(window, "outbound_tag"), since,
     )  # fmt: skip
 
 
-def rejected_breaches(rows: pl.DataFrame, rule: RejectedRule) -> list[Breach]:
+def rejected_breaches(
+    rows: pl.DataFrame, rule: RejectedRule, since: dt.datetime | None = None
+) -> list[Breach]:
     """Sources with more than `limit` rejected connections in the window."""
     rejected = rows.filter((pl.col("status") == "rejected") & pl.col("source").is_not_null())
     if rejected.is_empty():
@@ -219,5 +230,5 @@ def rejected_breaches(rows: pl.DataFrame, rule: RejectedRule) -> list[Breach]:
     limits = _limits(rejected["source"], "source", rule.limit, {})
     return _breaches(
         rejected, counted, "rejected", "source", rule.window_minutes, limits,
-        lambda window: _source_evidence(window, "source"),
+        lambda window: _source_evidence(window, "source"), since,
     )  # fmt: skip
