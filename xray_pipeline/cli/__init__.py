@@ -13,6 +13,7 @@ from xray_pipeline.cli.config import config_app
 from xray_pipeline.cli.console import STATE, err_console
 from xray_pipeline.cli.db import db_app
 from xray_pipeline.cli.geoip import geoip_app
+from xray_pipeline.cli.limits import limits_app
 from xray_pipeline.cli.nodes import nodes_app
 from xray_pipeline.log import configure_logging
 from xray_pipeline.settings import SettingsError
@@ -41,6 +42,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(geoip_app, name="geoip")
 app.add_typer(privacy.privacy_app, name="privacy")
+app.add_typer(limits_app, name="limits")
 app.add_typer(ingest.spool_app, name="spool")
 
 

@@ -11,15 +11,22 @@ config_app = typer.Typer(help="Inspect the effective settings.", rich_markup_mod
 
 @config_app.command("show")
 def config_show() -> None:
-    """Print every effective setting, where it came from, secrets masked."""
+    """Print every effective setting, where it came from, secrets masked (a table on a
+    terminal, a line each when piped)."""
     settings = STATE.settings()
-    table = Table(title=f"settings (config file: {settings.config_path or 'none'})")
-    table.add_column("setting")
-    table.add_column("value")
-    table.add_column("from")
-    for name, shown, origin in describe(settings):
-        table.add_row(name, shown, origin)
-    console.print(table)
+    rows = list(describe(settings))
+    if not console.is_terminal:  # piped: one line a setting, whole, for grep and diff
+        console.print(f"# settings (config file: {settings.config_path or 'none'})")
+        for name, shown, origin in rows:
+            console.print(f"{name} = {shown}  # {origin}", soft_wrap=True, markup=False)
+    else:
+        table = Table(title=f"settings (config file: {settings.config_path or 'none'})")
+        table.add_column("setting")
+        table.add_column("value")
+        table.add_column("from")
+        for name, shown, origin in rows:
+            table.add_row(name, shown, origin)
+        console.print(table)
     console.print(f"database: {settings.origin_of_database()}")
 
 

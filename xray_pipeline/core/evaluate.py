@@ -30,6 +30,19 @@ class RulesConfig:
     rejected: RejectedRule | None = field(default_factory=RejectedRule)
     quiet_minutes: int = 30
 
+    @classmethod
+    def from_settings(cls, settings) -> "RulesConfig":
+        """The rules of [rules]."""
+        rules = settings.rules
+        return cls(
+            ip_limit=IpLimitRule(rules.ip_limit, rules.ip_window_minutes, rules.ip_count_by),
+            tagged=TaggedRule(
+                tuple(rules.watched_tags), rules.tagged_limit, rules.tagged_window_minutes
+            ),
+            rejected=RejectedRule(rules.rejected_limit, rules.rejected_window_minutes),
+            quiet_minutes=rules.quiet_minutes,
+        )
+
     @property
     def window(self) -> dt.timedelta:
         minutes = [r.window_minutes for r in (self.ip_limit, self.tagged, self.rejected) if r]
@@ -70,6 +83,28 @@ def user_limits(conn: psycopg.Connection) -> dict[str, int]:
         "SELECT u.email, l.ip_limit FROM user_limits l JOIN users u ON u.id = l.user_id"
     ).fetchall()
     return dict(rows)
+
+
+class LimitError(ValueError):
+    """A per-user limit that cannot be set: the message says why."""
+
+
+def set_user_limit(conn: psycopg.Connection, email: str, limit: int | None) -> None:
+    """Set (or, with None, clear) one user's IP limit; the user must have been seen."""
+    row = conn.execute("SELECT id FROM users WHERE email = %s", (email,)).fetchone()
+    if row is None:
+        raise LimitError(f"no user {email!r} in the logs yet (`xray-pipeline export` shows one)")
+    if limit is None:
+        conn.execute("DELETE FROM user_limits WHERE user_id = %s", (row[0],))
+    elif limit < 1:
+        raise LimitError("a limit is a number of sources, 1 or more")
+    else:
+        conn.execute(
+            "INSERT INTO user_limits (user_id, ip_limit) VALUES (%s, %s) ON CONFLICT (user_id) "
+            "DO UPDATE SET ip_limit = EXCLUDED.ip_limit, updated_at = now()",
+            (row[0], limit),
+        )
+    conn.commit()
 
 
 def evaluate(

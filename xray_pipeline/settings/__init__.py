@@ -30,6 +30,7 @@ from xray_pipeline.settings.sections import (
     PostgresqlSettings,
     PrivacySettings,
     RetentionSettings,
+    RulesSettings,
     Section,
     ShipSettings,
     StatsSettings,
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     checks: ChecksSettings = ChecksSettings()
     geoip: GeoipSettings = GeoipSettings()
     privacy: PrivacySettings = PrivacySettings()
+    rules: RulesSettings = RulesSettings()
     api: ApiSettings = ApiSettings()
     ship: ShipSettings = ShipSettings()
     general: GeneralSettings = GeneralSettings()

@@ -8,6 +8,7 @@ from pydantic.fields import FieldInfo
 from xray_pipeline.settings.values import (
     Bool,
     Bytes,
+    CountBy,
     DatabaseUrl,
     Day,
     DestinationMode,
@@ -159,6 +160,32 @@ class PrivacySettings(Section):
         "key of source_ip = hash (at least 16 characters; from the environment, never in a file "
         "in a repository); changing it changes every hash",
         env=("XRAY_PRIVACY_SECRET",),
+    )
+
+
+class RulesSettings(Section):
+    """The abuse rules evaluated over every load of the fleet (incidents)."""
+
+    ip_limit: PositiveInt = setting(
+        3, "distinct sources one user may use within ip_window_minutes (`limits set` per user)"
+    )
+    ip_window_minutes: PositiveInt = setting(10, "the IP limit's sliding window")
+    ip_count_by: CountBy = setting(
+        "prefix",
+        "what counts as one source: address, prefix (IPv4 /24, IPv6 /64: a phone moving "
+        "between cells stays one) or asn (needs [geoip] asn_db)",
+    )
+    watched_tags: Names = setting(("TORRENT",), "outbound tags whose traffic is watched")
+    tagged_limit: PositiveInt = setting(
+        20, "connections one user may route to a watched tag within tagged_window_minutes"
+    )
+    tagged_window_minutes: PositiveInt = setting(10, "the tagged traffic's sliding window")
+    rejected_limit: PositiveInt = setting(
+        100, "rejected connections one source may make within rejected_window_minutes"
+    )
+    rejected_window_minutes: PositiveInt = setting(5, "the rejected storm's sliding window")
+    quiet_minutes: PositiveInt = setting(
+        30, "an incident closes once its condition has not held for this long"
     )
 
 

@@ -32,3 +32,22 @@ def test_export_then_forget(fresh_db_url: str, tmp_path: Path):
         assert [r[0] for r in conn.execute("SELECT email FROM users")] == ["bob"]
     after = json.loads(run_cli("export", "victim@example.org", env=env).stdout)
     assert after["found"] is False and after["forgotten"] is True
+
+
+def test_per_user_limits(fresh_db_url: str, tmp_path: Path):
+    log = tmp_path / "access.log"
+    log.write_text(LOG)
+    env = {"XRAY_DATABASE_URL": fresh_db_url, "XRAY_HOME": str(tmp_path / "home")}
+    assert run_cli("ingest", "--logfile", str(log), env=env).returncode == 0
+    unknown = run_cli("limits", "set", "nobody", "5", env=env)
+    assert unknown.returncode == 2 and "no user 'nobody'" in unknown.stderr
+    assert run_cli("limits", "set", "bob", "5", env=env).returncode == 0
+    listed = run_cli(
+        "limits",
+        "list",
+        env=env,
+    )
+    assert "default: 3 distinct sources (prefix) within 10 minutes" in listed.stdout
+    assert "bob: 5" in listed.stdout
+    assert run_cli("limits", "clear", "bob", env=env).returncode == 0
+    assert "bob" not in run_cli("limits", "list", env=env).stdout
