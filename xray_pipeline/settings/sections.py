@@ -164,7 +164,8 @@ class PrivacySettings(Section):
 
 
 class RulesSettings(Section):
-    """The abuse rules evaluated over every load of the fleet (incidents)."""
+    """The abuse rules and their limits (`xray-pipeline limits`); the running pipeline does
+    not evaluate them yet."""
 
     ip_limit: PositiveInt = setting(
         3, "distinct sources one user may use within ip_window_minutes (`limits set` per user)"
