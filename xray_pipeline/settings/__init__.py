@@ -322,7 +322,7 @@ def reference() -> str:
         "unsets an optional setting.",
     ]
     for section, model in SECTIONS.items():
-        out += ["", f"## [{section}]", "", (model.__doc__ or "").strip(), ""]
+        out += ["", f"## [{section}]", "", " ".join((model.__doc__ or "").split()), ""]
         out += ["| key | default | environment | what it is |", "| --- | --- | --- | --- |"]
         for key, info in model.model_fields.items():
             default = shown(info.default, url=key.endswith("url"))
