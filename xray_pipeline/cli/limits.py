@@ -14,37 +14,35 @@ limits_app = typer.Typer(
 EmailArg = Annotated[str, typer.Argument(help="the user's email, exactly as Xray prints it")]
 
 
-@limits_app.command("set")
-def limits_set(
-    email: EmailArg,
-    limit: Annotated[int, typer.Argument(help="distinct sources allowed", min=1)],
-) -> None:
-    """Allow this user LIMIT distinct sources (a family plan, say) instead of [rules] ip_limit."""
-    from xray_pipeline.core.evaluate import LimitError, set_user_limit
-    from xray_pipeline.core.pg import session
-
-    try:
-        with session(STATE.settings()) as conn:
-            set_user_limit(conn, email, limit)
-    except LimitError as exc:
-        err_console.print(f"error: {exc}")
-        raise typer.Exit(2) from None
-    console.print(f"{email}: at most {limit} distinct sources")
-
-
-@limits_app.command("clear")
-def limits_clear(email: EmailArg) -> None:
-    """Put this user back on [rules] ip_limit."""
+def _set(email: str, limit: int | None):
+    """Set or clear one user's limit; exit 2 naming why it cannot be. The settings used."""
     from xray_pipeline.core.evaluate import LimitError, set_user_limit
     from xray_pipeline.core.pg import session
 
     settings = STATE.settings()
     try:
         with session(settings) as conn:
-            set_user_limit(conn, email, None)
+            set_user_limit(conn, email, limit)
     except LimitError as exc:
         err_console.print(f"error: {exc}")
         raise typer.Exit(2) from None
+    return settings
+
+
+@limits_app.command("set")
+def limits_set(
+    email: EmailArg,
+    limit: Annotated[int, typer.Argument(help="distinct sources allowed", min=1)],
+) -> None:
+    """Allow this user LIMIT distinct sources (a family plan, say) instead of [rules] ip_limit."""
+    _set(email, limit)
+    console.print(f"{email}: at most {limit} distinct sources")
+
+
+@limits_app.command("clear")
+def limits_clear(email: EmailArg) -> None:
+    """Put this user back on [rules] ip_limit."""
+    settings = _set(email, None)
     console.print(f"{email}: back on [rules] ip_limit ({settings.rules.ip_limit})")
 
 

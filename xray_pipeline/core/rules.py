@@ -183,6 +183,40 @@ def _source_evidence(window: pl.DataFrame, by: str) -> list[dict]:
     )
 
 
+@dataclass(frozen=True)
+class _Count:
+    """How one rule counts: its name, subject column, what it counts in a window, the column
+    its evidence is grouped by."""
+
+    name: str
+    key: str
+    value: pl.Expr
+    evidence_by: str
+
+
+def _judge(
+    rows: pl.DataFrame,
+    count: _Count,
+    minutes: int,
+    default: int,
+    overrides: dict[str, int],
+    since: dt.datetime | None,
+) -> list[Breach]:
+    if rows.is_empty():
+        return []
+    counted = _windowed(rows, count.key, count.value, minutes)
+    limits = _limits(rows[count.key], count.key, default, overrides)
+    return _breaches(
+        rows, counted, count.name, count.key, minutes, limits,
+        lambda window: _source_evidence(window, count.evidence_by), since,
+    )  # fmt: skip
+
+
+IP_LIMIT = _Count("ip_limit", "user", pl.col("unit").n_unique(), "unit")
+TAGGED = _Count("tagged", "user", pl.len(), "outbound_tag")
+REJECTED = _Count("rejected", "source", pl.len(), "source")
+
+
 def ip_limit_breaches(
     rows: pl.DataFrame,
     rule: IpLimitRule,
@@ -191,17 +225,10 @@ def ip_limit_breaches(
 ) -> list[Breach]:
     """Users over their limit of distinct sources (`overrides`: per-user limits) at a row of
     `since` or later."""
-    counted_rows = with_units(rows, rule.count_by).filter(
+    counted = with_units(rows, rule.count_by).filter(
         pl.col("user").is_not_null() & pl.col("unit").is_not_null()
     )
-    if counted_rows.is_empty():
-        return []
-    counted = _windowed(counted_rows, "user", pl.col("unit").n_unique(), rule.window_minutes)
-    limits = _limits(counted_rows["user"], "user", rule.limit, overrides or {})
-    return _breaches(
-        counted_rows, counted, "ip_limit", "user", rule.window_minutes, limits,
-        lambda window: _source_evidence(window, "unit"), since,
-    )  # fmt: skip
+    return _judge(counted, IP_LIMIT, rule.window_minutes, rule.limit, overrides or {}, since)
 
 
 def tagged_breaches(
@@ -209,14 +236,7 @@ def tagged_breaches(
 ) -> list[Breach]:
     """Users with more than `limit` connections routed to a watched tag in the window."""
     tagged = rows.filter(pl.col("user").is_not_null() & pl.col("outbound_tag").is_in(rule.tags))
-    if tagged.is_empty():
-        return []
-    counted = _windowed(tagged, "user", pl.len(), rule.window_minutes)
-    limits = _limits(tagged["user"], "user", rule.limit, {})
-    return _breaches(
-        tagged, counted, "tagged", "user", rule.window_minutes, limits,
-        lambda window: _source_evidence(window, "outbound_tag"), since,
-    )  # fmt: skip
+    return _judge(tagged, TAGGED, rule.window_minutes, rule.limit, {}, since)
 
 
 def rejected_breaches(
@@ -224,11 +244,4 @@ def rejected_breaches(
 ) -> list[Breach]:
     """Sources with more than `limit` rejected connections in the window."""
     rejected = rows.filter((pl.col("status") == "rejected") & pl.col("source").is_not_null())
-    if rejected.is_empty():
-        return []
-    counted = _windowed(rejected, "source", pl.len(), rule.window_minutes)
-    limits = _limits(rejected["source"], "source", rule.limit, {})
-    return _breaches(
-        rejected, counted, "rejected", "source", rule.window_minutes, limits,
-        lambda window: _source_evidence(window, "source"), since,
-    )  # fmt: skip
+    return _judge(rejected, REJECTED, rule.window_minutes, rule.limit, {}, since)
