@@ -79,15 +79,6 @@ class RowPolicy:
     def keeps_everything(self) -> bool:
         return self.source_ip == "full" and self.destination == "full"
 
-    def describe(self) -> dict[str, str]:
-        """The policy as run metadata (the secret never)."""
-        described = {"source_ip": self.source_ip, "destination": self.destination}
-        if self.source_ip == "mask":
-            described["source_ip"] = f"mask /{self.ipv4_prefix}, /{self.ipv6_prefix}"
-        if self.geoip is not None and self.geoip.enabled:
-            described["geoip"] = self.geoip.version()
-        return described
-
     # ------------------------------------------------------------------ sources
 
     def source_text(self, ip: IpAddress) -> str:
