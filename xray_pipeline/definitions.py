@@ -5,9 +5,17 @@ import warnings
 
 import dagster as dg
 
+from xray_pipeline.core.alerts import AlertTargets
+from xray_pipeline.core.evaluate import RulesConfig
 from xray_pipeline.core.privacy import policy_from_settings
 from xray_pipeline.defs.assets import build_logs_asset
 from xray_pipeline.defs.checks import build_checks
+from xray_pipeline.defs.incidents import (
+    build_alerts_sensor,
+    build_incidents_asset,
+    incidents_alerts_delivered,
+    incidents_consistent,
+)
 from xray_pipeline.defs.jobs import build_check_job, build_load_logs_job
 from xray_pipeline.defs.offline import build_offline_buffer_sensor, offline_buffer
 from xray_pipeline.defs.partitions import daily_partitions
@@ -16,6 +24,7 @@ from xray_pipeline.defs.resources import (
     LogSourcesResource,
     OfflineSpoolResource,
     PostgresResource,
+    RulesResource,
 )
 from xray_pipeline.defs.retention import build_run_retention
 from xray_pipeline.defs.rollups import build_rollup_assets
@@ -45,15 +54,48 @@ def _database_url(settings: Settings) -> str | dg.EnvVar | None:
     return settings.external_url()
 
 
-def _privacy_secret(settings: Settings) -> str | dg.EnvVar | None:
-    """The hashing key, passed as the variable it comes from so that the UI never shows it."""
-    origin = settings.origin("privacy.secret")
+def _secret(settings: Settings, name: str, variable: str) -> str | dg.EnvVar | None:
+    """A secret setting (`section.key`), passed as the variable it comes from so that the UI
+    never shows it."""
+    origin = settings.origin(name)
     if origin.startswith("environment "):
         return dg.EnvVar(origin.removeprefix("environment "))
-    secret = settings.privacy.secret
-    if secret and os.environ.get("XRAY_PRIVACY_SECRET") == secret.get_secret_value():
-        return dg.EnvVar("XRAY_PRIVACY_SECRET")  # `up` passes a config file's secret this way
+    section, key = name.split(".")
+    secret = getattr(getattr(settings, section), key)
+    if secret and os.environ.get(variable) == secret.get_secret_value():
+        return dg.EnvVar(variable)  # `up` passes a config file's secret this way
     return secret.get_secret_value() if secret else None
+
+
+def _rules(settings: Settings) -> RulesResource:
+    """The [rules] and [alerts] of `settings` as a resource (a wrong one stops here, named)."""
+    rules, alerts = settings.rules, settings.alerts
+    RulesConfig.from_settings(settings)
+    AlertTargets.from_settings(settings)
+    return RulesResource(
+        evaluate=rules.evaluate,
+        ip_limit=rules.ip_limit,
+        ip_window_minutes=rules.ip_window_minutes,
+        ip_count_by=rules.ip_count_by,
+        watched_tags=list(rules.watched_tags),
+        tagged_limit=rules.tagged_limit,
+        tagged_window_minutes=rules.tagged_window_minutes,
+        rejected_limit=rules.rejected_limit,
+        rejected_window_minutes=rules.rejected_window_minutes,
+        quiet_minutes=rules.quiet_minutes,
+        on_open_command=rules.on_open_command,
+        on_open_dry_run=rules.on_open_dry_run,
+        webhook_url=alerts.webhook_url,
+        webhook_secret=_secret(settings, "alerts.webhook_secret", "XRAY_ALERTS_WEBHOOK_SECRET"),
+        telegram_token=_secret(settings, "alerts.telegram_token", "XRAY_TELEGRAM_BOT_TOKEN"),
+        telegram_chat_id=alerts.telegram_chat_id,
+        telegram_api=alerts.telegram_api,
+        attempts=alerts.attempts,
+        backoff_seconds=alerts.backoff_seconds,
+        cooldown_minutes=alerts.cooldown_minutes,
+        max_age_minutes=alerts.max_age_minutes,
+        timeout_seconds=alerts.timeout_seconds,
+    )
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -64,6 +106,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     logs = build_logs_asset(partitions)
     rollups = build_rollup_assets(partitions)
     places = build_places_asset(partitions)
+    incidents = build_incidents_asset(partitions)
+    rules = _rules(settings)
     load_logs_job = build_load_logs_job()
     tail_job = build_tail_job()
     check_job = build_check_job()
@@ -84,13 +128,17 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         settings.dagster.run_retention_days, [logs.key, *(r.key for r in rollups)]
     )
     return dg.Definitions(
-        assets=[logs, *rollups, places, offline_buffer],
-        asset_checks=build_checks(
-            settings.timezone,
-            settings.checks.reject_rate,
-            settings.checks.freshness_minutes,
-            settings.checks.node_silence_minutes,
-        ),
+        assets=[logs, *rollups, places, incidents, offline_buffer],
+        asset_checks=[
+            *build_checks(
+                settings.timezone,
+                settings.checks.reject_rate,
+                settings.checks.freshness_minutes,
+                settings.checks.node_silence_minutes,
+            ),
+            incidents_consistent,
+            incidents_alerts_delivered,
+        ],
         jobs=[
             load_logs_job,
             tail_job,
@@ -114,6 +162,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                 Tailing(settings.dagster.tail_minutes, settings.dagster.tail_poll_seconds),
             ),
             build_offline_buffer_sensor(replay_job),
+            build_alerts_sensor(),
             dg.AutomationConditionSensorDefinition(
                 "rollups_automation_sensor",
                 target=dg.AssetSelection.assets(*rollups),
@@ -134,8 +183,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                 ipv4_prefix=settings.privacy.ipv4_prefix,
                 ipv6_prefix=settings.privacy.ipv6_prefix,
                 destination=settings.privacy.destination,
-                privacy_secret=_privacy_secret(settings),
+                privacy_secret=_secret(settings, "privacy.secret", "XRAY_PRIVACY_SECRET"),
             ),
+            "rules": rules,
             "offline_spool": OfflineSpoolResource(path=str(settings.spool_dir)),
             "log_sources": LogSourcesResource(
                 paths=list(settings.logfiles),

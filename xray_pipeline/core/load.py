@@ -77,6 +77,7 @@ class LoadResult:
     new_tags: int = 0
     new_places: int = 0
     days: list[dt.date] = field(default_factory=list)
+    oldest_ts: dt.datetime | None = None
     newest_ts: dt.datetime | None = None
 
     @property
@@ -388,6 +389,7 @@ def commit_chunk(
     result.dns_rows = parsed.dns.height
     result.reject_rows = parsed.rejects.height
     result.days = prepared.days
+    result.oldest_ts = first_ts
     result.newest_ts = last_ts
     for key, value in prepared.counts.items():
         setattr(result, key, value)

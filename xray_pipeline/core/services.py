@@ -247,8 +247,14 @@ def child_env(settings: Settings, logfiles: list[str]) -> dict[str, str]:
     }
     if settings.node:
         env["XRAY_PARSER_NODE"] = settings.node
-    if settings.privacy.secret:  # so that the Dagster UI shows the variable, not the secret
-        env["XRAY_PRIVACY_SECRET"] = settings.privacy.secret.get_secret_value()
+    secrets = {  # so that the Dagster UI shows the variables, not the secrets
+        "XRAY_PRIVACY_SECRET": settings.privacy.secret,
+        "XRAY_ALERTS_WEBHOOK_SECRET": settings.alerts.webhook_secret,
+        "XRAY_TELEGRAM_BOT_TOKEN": settings.alerts.telegram_token,
+    }
+    for variable, secret in secrets.items():
+        if secret:
+            env[variable] = secret.get_secret_value()
     for key in ("country_db", "asn_db"):  # the demo's synthetic databases come this way
         if value := getattr(settings.geoip, key):
             env[f"XRAY_GEOIP_{key.upper()}"] = str(Path(value).expanduser().resolve())

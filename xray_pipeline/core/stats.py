@@ -43,6 +43,7 @@ class RunStats:
     spooled_chunks: int = 0
     spooled_lines: int = 0
     spool: str = ""
+    oldest_ts: dt.datetime | None = field(default=None, repr=False)
     newest_ts: dt.datetime | None = field(default=None, repr=False)
     _clock: float = field(default_factory=time.perf_counter, repr=False)
 
@@ -73,6 +74,8 @@ class RunStats:
         ):
             setattr(self, name, getattr(self, name) + getattr(result, name))
         self.rejects += result.reject_rows
+        if result.oldest_ts is not None:
+            self.oldest_ts = min(self.oldest_ts or result.oldest_ts, result.oldest_ts)
         if result.newest_ts is not None:
             self.newest_ts = max(self.newest_ts or result.newest_ts, result.newest_ts)
         days = set(self.days_touched) | {d.isoformat() for d in result.days}
@@ -87,6 +90,7 @@ class RunStats:
 
     def as_dict(self) -> dict:
         record = asdict(self)
+        record.pop("oldest_ts")
         record.pop("newest_ts")
         record.pop("_clock")
         return record

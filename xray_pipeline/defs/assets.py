@@ -9,7 +9,8 @@ import dagster as dg
 from xray_pipeline.core.ingest import RangeLoad
 from xray_pipeline.core.rebuild import rebuild_day
 from xray_pipeline.core.stats import RunStats
-from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
+from xray_pipeline.defs.judge import incidents_metadata, judge_load
+from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource, RulesResource
 
 POOL = "xray_postgres"
 
@@ -64,7 +65,8 @@ def _logs_decorator(partitions_def: dg.PartitionsDefinition):
             "Access-log records in the daily-partitioned `logs` table (plus `dns_queries` and "
             "`rejects`): each sensor run loads the byte ranges of one day that "
             "access_log_sensor planned, of every source, exactly once (the ingest ledger "
-            "refuses a second load of a range). A run without ranges (a backfill) rebuilds its "
+            "refuses a second load of a range), then judges those rows against the abuse rules "
+            "(a materialization of `incidents`). A run without ranges (a backfill) rebuilds its "
             "days from the bytes still on disk, rotated and .gz copies included, keeping the "
             "rows whose bytes are gone."
         ),
@@ -76,6 +78,7 @@ def _logs(
     config: LogRangeConfig,
     postgres: PostgresResource,
     log_sources: LogSourcesResource,
+    rules: RulesResource,
 ) -> dg.MaterializeResult:
     if not config.ranges:
         return rebuild(context, postgres, config.node or context.run.tags.get(NODE_TAG))
@@ -100,6 +103,16 @@ def _logs(
         )
     nodes = [i.node or log_sources.node for i in config.ranges]
     spans = [(i.identity, i.start, i.end) for i in config.ranges]
+    with postgres.connect(upgrade=False) as conn:
+        evaluation = judge_load(conn, rules, loaded)
+        if evaluation is not None:
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key="incidents",
+                    partition=context.partition_key,
+                    metadata=incidents_metadata(conn, evaluation),
+                )
+            )
     return dg.MaterializeResult(metadata=load_metadata(loaded, spans, nodes))
 
 

@@ -15,7 +15,10 @@ def build_load_logs_job():
 def build_check_job():
     return dg.define_asset_job(
         name="check_logs_job",
-        selection=dg.AssetSelection.checks_for_assets("logs"),
+        selection=dg.AssetSelection.checks_for_assets("logs", "incidents"),
         executor_def=dg.in_process_executor,
-        description="The data-quality checks of `logs` for one day (config `day`, default today).",
+        description=(
+            "The data-quality checks of `logs` for one day (config `day`, default today), and "
+            "those of `incidents`."
+        ),
     )

@@ -1,14 +1,17 @@
-"""Dagster resources: the PostgreSQL database and the configured log files."""
+"""Dagster resources: the PostgreSQL database, the configured log files, the rules."""
 
 from pathlib import Path
 
 import dagster as dg
 import psycopg
 
+from xray_pipeline.core.alerts import AlertTargets
+from xray_pipeline.core.evaluate import RulesConfig
 from xray_pipeline.core.ingest import Loader
 from xray_pipeline.core.landing import landed_files
 from xray_pipeline.core.pg import apply_migrations, connect, database_url
 from xray_pipeline.core.privacy import RowPolicy, open_geoip
+from xray_pipeline.core.rules import IpLimitRule, RejectedRule, TaggedRule
 from xray_pipeline.core.tail import expand_paths
 from xray_pipeline.settings import load_settings, normalize_url
 
@@ -100,3 +103,57 @@ class OfflineSpoolResource(dg.ConfigurableResource):
 
     def folder(self) -> Path:
         return Path(self.path)
+
+
+class RulesResource(dg.ConfigurableResource):
+    """The abuse rules ([rules]) and where their incidents are sent ([alerts]); secrets come
+    as environment variables, so the UI shows their names only."""
+
+    evaluate: bool = True
+    ip_limit: int = 3
+    ip_window_minutes: int = 10
+    ip_count_by: str = "prefix"
+    watched_tags: list[str] = ["TORRENT"]  # noqa: RUF012 (pydantic copies defaults)
+    tagged_limit: int = 20
+    tagged_window_minutes: int = 10
+    rejected_limit: int = 100
+    rejected_window_minutes: int = 5
+    quiet_minutes: int = 30
+    on_open_command: str | None = None
+    on_open_dry_run: bool = True
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    telegram_token: str | None = None
+    telegram_chat_id: str | None = None
+    telegram_api: str = "https://api.telegram.org"
+    attempts: int = 5
+    backoff_seconds: float = 10.0
+    cooldown_minutes: int = 10
+    max_age_minutes: int = 60
+    timeout_seconds: float = 10.0
+
+    def config(self) -> RulesConfig:
+        return RulesConfig(
+            ip_limit=IpLimitRule(self.ip_limit, self.ip_window_minutes, self.ip_count_by),
+            tagged=TaggedRule(
+                tuple(self.watched_tags), self.tagged_limit, self.tagged_window_minutes
+            ),
+            rejected=RejectedRule(self.rejected_limit, self.rejected_window_minutes),
+            quiet_minutes=self.quiet_minutes,
+        )
+
+    def targets(self) -> AlertTargets:
+        return AlertTargets(
+            webhook_url=self.webhook_url,
+            webhook_secret=self.webhook_secret.encode() if self.webhook_secret else None,
+            telegram_token=self.telegram_token,
+            telegram_chat_id=self.telegram_chat_id,
+            telegram_api=self.telegram_api,
+            command=self.on_open_command,
+            command_dry_run=self.on_open_dry_run,
+            attempts=self.attempts,
+            backoff_seconds=self.backoff_seconds,
+            cooldown_minutes=self.cooldown_minutes,
+            max_age_minutes=self.max_age_minutes,
+            timeout_seconds=self.timeout_seconds,
+        )

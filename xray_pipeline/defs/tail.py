@@ -15,13 +15,16 @@ import dagster as dg
 import psycopg
 from loguru import logger
 
+from xray_pipeline.core.alerts import Sender
+from xray_pipeline.core.evaluate import Evaluation
 from xray_pipeline.core.follow import follow_pieces
 from xray_pipeline.core.ingest import Loader, RangeLoad
 from xray_pipeline.core.ledger import last_ranges
 from xray_pipeline.core.pg import DatabaseError
 from xray_pipeline.core.tail import watched_states
 from xray_pipeline.defs.assets import load_metadata
-from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
+from xray_pipeline.defs.judge import incidents_metadata, judge_load
+from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource, RulesResource
 
 TAIL_JOB = "tail_logs_job"
 DAY_TAG = "xray/day"
@@ -36,6 +39,9 @@ STALE_AFTER_S = 60
 DAY_GRACE_S = 120
 # how long to wait before connecting again while PostgreSQL is unreachable
 OUTAGE_BACKOFF_S = 5.0
+# the evaluations of the rules are reported (a materialization of `incidents`) at once when
+# they changed an incident, else summed up over this long
+INCIDENTS_REPORT_EVERY_S = 60
 
 
 class TailConfig(dg.Config):
@@ -67,8 +73,10 @@ def heartbeat(run: dg.DagsterRun | None) -> float | None:
     description=(
         "Follows the watched access logs for one local day: every poll_seconds, loads each "
         "source's new complete lines of that day (exactly once, through the ingest ledger) and "
-        "reports them as a materialization of that day's `logs` partition. Stops after "
-        "`minutes` or when the day is over; access_log_sensor starts the next."
+        "reports them as a materialization of that day's `logs` partition; judges them against "
+        "the abuse rules (a materialization of `incidents`) and sends the incidents' changes "
+        "to the [alerts] targets. Stops after `minutes` or when the day is over; "
+        "access_log_sensor starts the next."
     ),
     tags={"kind": "postgres"},
 )
@@ -77,6 +85,7 @@ def tail_logs(
     config: TailConfig,
     postgres: PostgresResource,
     log_sources: LogSourcesResource,
+    rules: RulesResource,
 ) -> None:
     day = dt.date.fromisoformat(config.day)
     stop_at = min(time.time() + config.minutes * 60, day_end(day, postgres.timezone) + DAY_GRACE_S)
@@ -86,6 +95,12 @@ def tail_logs(
     loads = lines = 0
     down_since: float | None = None
     alive = Heartbeat(context)
+    judged = Judged(context, config.day)
+    unjudged: list = []  # the loads whose rows the rules have not judged yet
+    targets = rules.targets()
+    sender = Sender(lambda: postgres.connect(upgrade=False), targets) if targets.names else None
+    if sender is not None:
+        sender.start()
     try:
         while (now := time.time()) < stop_at and alive():
             try:
@@ -110,24 +125,86 @@ def tail_logs(
                 down_since = None
             busy = False
             if report is not None:
-                metadata, count = report
+                metadata, count, loaded = report
                 busy = metadata["bytes"] >= BUSY_BYTES
                 context.log_event(
                     dg.AssetMaterialization(
                         asset_key="logs", partition=config.day, metadata=metadata
                     )
                 )
+                unjudged += loaded
                 loads += 1
                 lines += count
                 log.debug("tail load: {} lines", count)
+            if unjudged:
+                unjudged = _judge(context, conn, rules, unjudged, judged, sender)
             if not busy:  # a backlog (a burst, a node back from an outage): look again now
                 time.sleep(max(0.0, config.poll_seconds - (time.time() - now)))
     finally:
-        if conn is not None:
+        if conn is not None and not conn.closed:
+            judged.flush(conn)
             conn.close()
         if loader is not None:
             loader.close()
+        if sender is not None:
+            sender.stop()
     context.log.info(f"{loads} loads, {lines} lines of {config.day}")
+    if sender is not None:
+        sent = sender.totals
+        context.log.info(f"alerts: sent {sent.sent}, failed {sent.failed}, dead {sent.dead}")
+
+
+def _judge(
+    context: dg.OpExecutionContext,
+    conn: psycopg.Connection,
+    rules: RulesResource,
+    loaded: list,
+    judged: "Judged",
+    sender: Sender | None,
+) -> list:
+    """Judge the rows of `loaded` against the rules; the loads still to judge (all of them
+    when the database failed: the next turn judges them with its own)."""
+    try:
+        evaluation = judge_load(conn, rules, loaded)
+        if evaluation is not None:
+            judged.add(conn, evaluation)
+    except (DatabaseError, psycopg.OperationalError) as exc:
+        context.log.warning(f"the rules were not evaluated, trying again: {exc}")
+        conn.close()
+        return loaded
+    if evaluation is not None and evaluation.changes and sender is not None:
+        sender.poke()
+    return []
+
+
+class Judged:
+    """The evaluations of the rules since the last report: reported as a materialization of
+    the day's `incidents` at once when one changed an incident, else once a minute."""
+
+    def __init__(self, context: dg.OpExecutionContext, day: str) -> None:
+        self.context, self.day = context, day
+        self.pending = Evaluation()
+        self.count = 0
+        self.last = time.monotonic()
+
+    def add(self, conn: psycopg.Connection, evaluation: Evaluation) -> None:
+        pending = self.pending
+        pending.rows += evaluation.rows
+        pending.seconds += evaluation.seconds
+        for name in ("opened", "updated", "escalated", "closed"):
+            getattr(pending.recorded, name).extend(getattr(evaluation.recorded, name))
+        self.count += 1
+        if evaluation.changes or time.monotonic() - self.last >= INCIDENTS_REPORT_EVERY_S:
+            self.flush(conn)
+
+    def flush(self, conn: psycopg.Connection) -> None:
+        if not self.count:
+            return
+        metadata = incidents_metadata(conn, self.pending, self.count)
+        self.context.log_event(
+            dg.AssetMaterialization(asset_key="incidents", partition=self.day, metadata=metadata)
+        )
+        self.pending, self.count, self.last = Evaluation(), 0, time.monotonic()
 
 
 class Heartbeat:
@@ -160,10 +237,10 @@ def _load_new(
     day: dt.date,
     log_sources: LogSourcesResource,
     alive: Heartbeat,
-) -> tuple[dict, int] | None:
+) -> tuple[dict, int, list] | None:
     """Load the day's new lines of every source, `loader.workers` sources at a time while
-    the run is `alive` (a backlog can take minutes): (metadata, lines), or None when none
-    came. The sources are listed afresh each time: a node's first range, a new landed
+    the run is `alive` (a backlog can take minutes): (metadata, lines, the loads' stats), or
+    None when none came. The sources are listed afresh each time: a node's first range, a new landed
     segment, a glob's new file."""
     node_of = dict(log_sources.entries())
     files = list(dict.fromkeys(node_of))
@@ -193,7 +270,7 @@ def _load_new(
         )
     spans = [(p.request.identity, p.request.start, p.request.end) for p in pieces]
     nodes = [node_of.get(p.watched) or log_sources.node for p in pieces]
-    return load_metadata(stats, spans, nodes), sum(s.lines for s in stats)
+    return load_metadata(stats, spans, nodes), sum(s.lines for s in stats), stats
 
 
 # a load at least this large means more is arriving than a poll a second keeps up with

@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from xray_pipeline.settings.sections import (
+    AlertsSettings,
     ApiSettings,
     ChecksSettings,
     DagsterSettings,
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     geoip: GeoipSettings = GeoipSettings()
     privacy: PrivacySettings = PrivacySettings()
     rules: RulesSettings = RulesSettings()
+    alerts: AlertsSettings = AlertsSettings()
     api: ApiSettings = ApiSettings()
     ship: ShipSettings = ShipSettings()
     general: GeneralSettings = GeneralSettings()

@@ -164,9 +164,11 @@ class PrivacySettings(Section):
 
 
 class RulesSettings(Section):
-    """The abuse rules and their limits (`xray-pipeline limits`); the running pipeline does
-    not evaluate them yet."""
+    """The abuse rules: each load's rows are judged against them, and what breaches one is an
+    incident (`xray-pipeline incidents`, /api/incidents); per-user IP limits with
+    `xray-pipeline limits`."""
 
+    evaluate: Bool = setting(True, "judge each load's rows against the rules (false: rules off)")
     ip_limit: PositiveInt = setting(
         3, "distinct sources one user may use within ip_window_minutes (`limits set` per user)"
     )
@@ -188,6 +190,44 @@ class RulesSettings(Section):
     quiet_minutes: PositiveInt = setting(
         30, "an incident closes once its condition has not held for this long"
     )
+    on_open_command: Text | None = setting(
+        None,
+        "a command run once per opened incident, the incident as JSON on its stdin (call a "
+        "panel's API to disable the user); its output is kept with the incident",
+    )
+    on_open_dry_run: Bool = setting(
+        True, "keep what on_open_command would have been given, without running it"
+    )
+
+
+class AlertsSettings(Section):
+    """Where the incidents' changes (opened, escalated, closed) are sent, once each."""
+
+    webhook_url: Text | None = setting(
+        None, "POST each change as JSON (schema version 1, docs/alerts.md) to this URL"
+    )
+    webhook_secret: Secret | None = setting(
+        None,
+        "key of the X-Xray-Signature header (HMAC-SHA256 of the body); from the environment",
+    )
+    telegram_token: Secret | None = setting(
+        None, "Telegram bot token (sendMessage)", env=("XRAY_TELEGRAM_BOT_TOKEN",)
+    )
+    telegram_chat_id: Text | None = setting(
+        None, "the chat the bot writes to", env=("XRAY_TELEGRAM_CHAT_ID",)
+    )
+    telegram_api: Text = setting("https://api.telegram.org", "the Bot API's address")
+    attempts: PositiveInt = setting(
+        5, "failed sends of one change to one target before it goes to the dead letter"
+    )
+    backoff_seconds: Seconds = setting(10, "wait after a first failure, doubled after each")
+    cooldown_minutes: NonNegativeInt = setting(
+        10, "least time between two messages about one incident to one target"
+    )
+    max_age_minutes: PositiveInt = setting(
+        60, "changes older than this (a backfill's) are kept as stale, not sent"
+    )
+    timeout_seconds: Seconds = setting(10, "time limit of one send")
 
 
 class ChecksSettings(Section):

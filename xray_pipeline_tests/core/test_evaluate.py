@@ -39,7 +39,7 @@ def test_planted_cases_are_found_once_with_their_evidence(conn, tmp_path: Path):
     lines += [line(40 + i, "seeder", "198.51.100.8", tag="TORRENT") for i in range(8)]
     lines += [line(60 + i, None, "203.0.113.66", status="rejected") for i in range(12)]
     load(conn, log, lines)
-    result = evaluate(conn, T0, T0 + dt.timedelta(seconds=80), CONFIG)
+    result = evaluate(conn, T0, T0 + dt.timedelta(seconds=80), CONFIG).recorded
     assert len(result.opened) == 3
     found = conn.execute(
         "SELECT rule, subject, peak, jsonb_array_length(evidence) FROM incidents ORDER BY 1"
@@ -49,7 +49,7 @@ def test_planted_cases_are_found_once_with_their_evidence(conn, tmp_path: Path):
         ("rejected", "203.0.113.66", 12, 1),
         ("tagged", "seeder", 8, 1),
     ]
-    again = evaluate(conn, T0, T0 + dt.timedelta(seconds=80), CONFIG)  # a retried run
+    again = evaluate(conn, T0, T0 + dt.timedelta(seconds=80), CONFIG).recorded  # a retry
     assert again.opened == [] and len(again.updated) == 3
     assert conn.execute("SELECT count(*) FROM incidents").fetchone()[0] == 3
 
@@ -57,15 +57,19 @@ def test_planted_cases_are_found_once_with_their_evidence(conn, tmp_path: Path):
 def test_a_later_load_updates_the_open_incident_and_its_rows_alone_are_judged(conn, tmp_path):
     log = tmp_path / "access.log"
     load(conn, log, [line(i, "sharer", f"192.0.2.{i}") for i in range(3)])
-    [incident] = evaluate(conn, T0, T0 + dt.timedelta(seconds=3), CONFIG).opened
+    [incident] = evaluate(conn, T0, T0 + dt.timedelta(seconds=3), CONFIG).recorded.opened
     # the next load: one more address; the earlier rows are its context
     load(conn, log, [line(120, "sharer", "192.0.2.99")])
-    later = evaluate(conn, T0 + dt.timedelta(seconds=120), T0 + dt.timedelta(seconds=120), CONFIG)
+    later = evaluate(
+        conn, T0 + dt.timedelta(seconds=120), T0 + dt.timedelta(seconds=120), CONFIG
+    ).recorded
     assert later.updated == [incident] and later.opened == []
     assert conn.execute("SELECT peak FROM incidents").fetchone()[0] == 4
     # a load of a user within the limit opens nothing, whatever the history around it
     load(conn, log, [line(130, "honest", "198.51.100.1")])
-    quiet = evaluate(conn, T0 + dt.timedelta(seconds=130), T0 + dt.timedelta(seconds=130), CONFIG)
+    quiet = evaluate(
+        conn, T0 + dt.timedelta(seconds=130), T0 + dt.timedelta(seconds=130), CONFIG
+    ).recorded
     assert quiet.opened == [] and quiet.updated == []
 
 
@@ -76,4 +80,4 @@ def test_a_per_user_limit(conn, tmp_path: Path):
         "INSERT INTO user_limits (user_id, ip_limit) SELECT id, 5 FROM users WHERE email = 'family'"
     )
     conn.commit()
-    assert evaluate(conn, T0, T0 + dt.timedelta(seconds=4), CONFIG).opened == []
+    assert evaluate(conn, T0, T0 + dt.timedelta(seconds=4), CONFIG).recorded.opened == []

@@ -58,6 +58,14 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.
     )
 
 
+def logs_metadata(result) -> dict:
+    """The metadata of the run's materialization of `logs`."""
+    [event] = [
+        e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("logs")
+    ]
+    return event.materialization.metadata
+
+
 def test_definitions_are_pinned(tmp_path: Path):
     defs = make_defs("postgresql://u@127.0.0.1:1/x", tmp_path / "access.log")
     repo = defs.get_repository_def()
@@ -72,10 +80,12 @@ def test_definitions_are_pinned(tmp_path: Path):
         "daily_node_users",
         "daily_places",
         "ip_places",
+        "incidents",
         "offline_buffer",
     }
     assert sorted(s.name for s in repo.sensor_defs) == [
         "access_log_sensor",
+        "incident_alerts_sensor",
         "offline_buffer_sensor",
         "rollups_automation_sensor",
     ]
@@ -107,6 +117,8 @@ def test_definitions_are_pinned(tmp_path: Path):
         "daily_node_users_matches_logs",
         "logs_node_silence",
         "offline_buffer_not_stale",
+        "incidents_consistent",
+        "incidents_alerts_delivered",
     }
     sensor = defs.resolve_sensor_def("access_log_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -182,8 +194,7 @@ def test_new_bytes_day_split_materialize_and_cursor(fresh_db_url: str, tmp_path:
 
     outputs = [materialize(defs, instance, r) for r in requests]
     assert all(o.success for o in outputs)
-    events = outputs[0].get_asset_materialization_events()
-    metadata = events[0].materialization.metadata
+    metadata = logs_metadata(outputs[0])
     assert metadata["dagster/row_count"].value == 5
     assert metadata["lines"].value == 5
     assert metadata["range"].value == f"0-{boundary}"
@@ -471,8 +482,17 @@ def test_one_run_loads_every_source_of_a_day(fresh_db_url: str, tmp_path: Path, 
     assert [len(ranges(r)) for r in result.run_requests] == [3, 3]
     assert all(r.tags["xray/sources"] == "3" for r in result.run_requests)
     outputs = [materialize(defs, instance, r) for r in result.run_requests]
-    metadata = outputs[0].get_asset_materialization_events()[0].materialization.metadata
+    metadata = logs_metadata(outputs[0])
     assert metadata["sources"].value == 3 and metadata["lines"].value == 3
+    # the run judged its rows against the rules: a materialization of the day's `incidents`
+    [judged] = [
+        e.materialization
+        for e in outputs[0].get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("incidents")
+    ]
+    assert judged.partition == "2025-01-01"
+    assert judged.metadata["evaluated_rows"].value == 3
+    assert judged.metadata["open_incidents"].value == 0
     with connect(fresh_db_url) as conn:
         assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 6
     assert not tick(defs, instance, cursor=result.cursor).run_requests

@@ -83,14 +83,19 @@ def test_a_tail_run_loads_each_new_line_once_and_reports_each_load(
     result = run_tail(defs, instance, minutes=0.08)
     writer.join()
     assert result.success
-    loads = [
+    reported = [
         e.event_specific_data.materialization
         for e in result.all_events
         if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
     ]
+    loads = [m for m in reported if m.asset_key == dg.AssetKey("logs")]
+    judged = [m for m in reported if m.asset_key == dg.AssetKey("incidents")]
     assert len(loads) >= 3  # a load per poll that found new lines, while they came
-    assert {m.asset_key for m in loads} == {dg.AssetKey("logs")}
-    assert {m.partition for m in loads} == {today()}
+    assert len(loads) + len(judged) == len(reported)
+    assert {m.partition for m in reported} == {today()}
+    # each load's rows judged once, the evaluations reported together (none changed anything)
+    assert sum(m.metadata["evaluations"].value for m in judged) == len(loads)
+    assert judged[-1].metadata["open_incidents"].value == 0
     assert sum(m.metadata["lines"].value for m in loads) == written
     assert all(m.metadata["lag_seconds"].value < 30 for m in loads)
     with connect(fresh_db_url) as conn:
