@@ -116,6 +116,7 @@ class Delivered:
     stale: int = 0
     held: int = 0
     errors: list[str] = field(default_factory=list)
+    next_due: dt.datetime | None = None  # when the next pending delivery is due
 
 
 _DISPATCH = """
@@ -213,7 +214,22 @@ def deliver(
     finally:
         if own:
             client.close()
+    result.next_due = conn.execute(
+        "SELECT min(next_attempt_at) FROM alert_deliveries WHERE status = 'pending'"
+    ).fetchone()[0]
+    conn.commit()
     return result
+
+
+def retry_dead(conn: psycopg.Connection, target: str | None = None) -> int:
+    """Put the dead letter's deliveries (of one target) back in the queue; how many."""
+    with conn.transaction():
+        done = conn.execute(
+            "UPDATE alert_deliveries SET status = 'pending', attempts = 0, next_attempt_at = "
+            "now() WHERE status = 'dead' AND (%(target)s::text IS NULL OR target = %(target)s)",
+            {"target": target},
+        )
+    return done.rowcount
 
 
 def _deliver_one(
@@ -448,9 +464,11 @@ class Sender(threading.Thread):
 
     def run(self) -> None:
         conn: psycopg.Connection | None = None
+        wait = self.every
         while not self.done.is_set():
-            self.wake.wait(self.every)
+            self.wake.wait(wait)
             self.wake.clear()
+            wait = self.every
             try:
                 conn = conn if conn is not None and not conn.closed else self.connect()
                 result = deliver(conn, self.targets, seconds=30)
@@ -464,5 +482,8 @@ class Sender(threading.Thread):
                 setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
             for error in result.errors:
                 logger.warning("alerts: {}", error)
+            if result.next_due is not None:  # a retry due sooner than the next look
+                due = (result.next_due - dt.datetime.now(dt.UTC)).total_seconds()
+                wait = min(self.every, max(0.05, due))
         if conn is not None:
             conn.close()
