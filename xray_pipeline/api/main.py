@@ -11,7 +11,17 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from xray_pipeline.api.routers import admin, health, logs, metrics, nodes, ship, stats, users
+from xray_pipeline.api.routers import (
+    admin,
+    health,
+    incidents,
+    logs,
+    metrics,
+    nodes,
+    ship,
+    stats,
+    users,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -105,6 +115,7 @@ def create_app(
     app.include_router(logs.router)
     app.include_router(users.router)
     app.include_router(nodes.router)
+    app.include_router(incidents.router)
     app.include_router(ship.router)
     app.include_router(admin.router)
 

@@ -197,3 +197,43 @@ class NodeStatus(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class Incident(BaseModel):
+    """A breach of an abuse rule: one episode, updated while it lasts."""
+
+    id: int
+    rule: str = Field(description="ip_limit, tagged or rejected")
+    subject: str = Field(description="the user (ip_limit, tagged) or the source (rejected)")
+    state: str = Field(description="open or closed")
+    opened_at: dt.datetime
+    last_seen: dt.datetime = Field(description="the last row over the limit")
+    closed_at: dt.datetime | None
+    peak: int = Field(description="the highest count within the rule's window")
+    limit: int
+    acknowledged_at: dt.datetime | None
+    nodes: list[str] = Field(description="the nodes the evidence was seen on")
+    units: int = Field(description="how many distinct sources (or tags) the evidence holds")
+
+
+class IncidentPage(BaseModel):
+    items: list[Incident]
+    total: int
+
+
+class IncidentChange(BaseModel):
+    change: str = Field(description="opened, escalated or closed")
+    at: dt.datetime
+    peak: int
+    deliveries: list[dict] = Field(
+        description="per target (webhook, telegram, command): status, attempts, sent_at, last_error"
+    )
+
+
+class IncidentDetail(Incident):
+    evidence: list[dict] = Field(
+        description="at the peak, per unit (a source, prefix or ASN; for tagged traffic a "
+        "tag): sources, nodes, country, asn, first_seen, last_seen, connections"
+    )
+    action: dict | None = Field(description="what on_open_command did (or would have: dry run)")
+    changes: list[IncidentChange]

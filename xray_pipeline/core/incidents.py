@@ -111,3 +111,121 @@ def close_quiet(conn: psycopg.Connection, *, now: dt.datetime, quiet_minutes: in
     for incident, last_seen in rows:
         _close(conn, incident, last_seen + quiet)
     return [r[0] for r in rows]
+
+
+# --------------------------------------------------------------------------- reading them
+
+INCIDENT_COLUMNS = (
+    "id",
+    "rule",
+    "subject",
+    "state",
+    "opened_at",
+    "last_seen",
+    "closed_at",
+    "peak",
+    "limit",
+    "acknowledged_at",
+    "nodes",
+    "units",
+)
+_SELECT = """
+SELECT i.id, i.rule, i.subject, i.state, i.opened_at, i.last_seen, i.closed_at, i.peak,
+       i."limit", i.acknowledged_at,
+       ARRAY(SELECT DISTINCT n FROM jsonb_array_elements(i.evidence) e,
+             jsonb_array_elements_text(e -> 'nodes') n ORDER BY 1) AS nodes,
+       jsonb_array_length(i.evidence) AS units
+FROM incidents i
+"""
+
+
+@dataclass(frozen=True)
+class IncidentFilter:
+    """Which incidents: open or closed, of a rule, of a subject (a user, or a source for
+    rejected storms), seen on a node, overlapping [since, until]."""
+
+    open: bool | None = None
+    rule: str | None = None
+    subject: str | None = None
+    node: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def where(self) -> tuple[str, dict]:
+        conds, params = [], {}
+        if self.open is not None:
+            conds.append("i.state = %(state)s")
+            params["state"] = "open" if self.open else "closed"
+        if self.rule:
+            conds.append("i.rule = %(rule)s")
+            params["rule"] = self.rule
+        if self.subject:
+            conds.append("i.subject = %(subject)s")
+            params["subject"] = self.subject
+        if self.node:
+            conds.append("i.evidence @> %(node)s")
+            params["node"] = Jsonb([{"nodes": [self.node]}])
+        if self.since:
+            conds.append("coalesce(i.closed_at, i.last_seen) >= %(since)s")
+            params["since"] = self.since
+        if self.until:
+            conds.append("i.opened_at <= %(until)s")
+            params["until"] = self.until
+        return ("WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+def list_query(filters: IncidentFilter, limit: int, offset: int) -> tuple[str, str, dict]:
+    """(the page's query, the count's query, their parameters): newest first."""
+    where, params = filters.where()
+    order = "ORDER BY i.opened_at DESC, i.id DESC LIMIT %(limit)s OFFSET %(offset)s"
+    page = f"{_SELECT} {where} {order}"
+    count = f"SELECT count(*) FROM incidents i {where}"
+    return page, count, {**params, "limit": limit, "offset": offset}
+
+
+ONE_QUERY = _SELECT.replace("FROM incidents i", ", i.evidence, i.action FROM incidents i") + (
+    " WHERE i.id = %(id)s"
+)
+CHANGES_QUERY = """
+SELECT c.change, c.at, c.peak,
+       coalesce(jsonb_agg(jsonb_build_object(
+           'target', d.target, 'status', d.status, 'attempts', d.attempts,
+           'sent_at', d.sent_at, 'last_error', d.last_error)
+           ORDER BY d.target) FILTER (WHERE d.target IS NOT NULL), '[]') AS deliveries
+FROM incident_changes c LEFT JOIN alert_deliveries d ON d.change_id = c.id
+WHERE c.incident_id = %(id)s GROUP BY c.id ORDER BY c.id
+"""
+
+
+class IncidentError(LookupError):
+    """An incident that does not exist or cannot take the change asked for."""
+
+
+def acknowledge(conn: psycopg.Connection, incident: int) -> dt.datetime:
+    """Mark an incident as seen by an operator (it stays open while the condition holds)."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE incidents SET acknowledged_at = coalesce(acknowledged_at, now()), "
+            "updated_at = now() WHERE id = %s RETURNING acknowledged_at",
+            (incident,),
+        ).fetchone()
+    if row is None:
+        raise IncidentError(f"no incident {incident}")
+    return row[0]
+
+
+def close(conn: psycopg.Connection, incident: int) -> dt.datetime:
+    """Close an open incident now, by hand (its `closed` change is sent like any other); a
+    breach after this opens a new one."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT state FROM incidents WHERE id = %s FOR UPDATE", (incident,)
+        ).fetchone()
+        if row is None:
+            raise IncidentError(f"no incident {incident}")
+        if row[0] != "open":
+            raise IncidentError(f"incident {incident} is closed already")
+        at = conn.execute("SELECT greatest(now(), last_seen) FROM incidents WHERE id = %s",
+                          (incident,)).fetchone()[0]  # fmt: skip
+        _close(conn, incident, at)
+    return at

@@ -1,5 +1,6 @@
 """Admin routes, behind their own token ([api] admin_token): what is kept about a user (an
-access request) and the erasure of a user, as `xray-pipeline export` and `forget` do."""
+access request) and the erasure of a user, as `xray-pipeline export` and `forget` do; the
+acknowledgement and closing of incidents; the per-user IP limits, as `limits` does."""
 
 from pathlib import Path
 from typing import Annotated, Any
@@ -8,8 +9,10 @@ import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 
 from xray_pipeline.api.deps import TimezoneDep, check_bearer, clean
+from xray_pipeline.api.routers.incidents import IncidentId
 from xray_pipeline.api.routers.users import Email
 
 _bearer = HTTPBearer(auto_error=False)  # its own scheme: the admin token
@@ -92,3 +95,104 @@ async def forget(
         lambda conn: forget_user(conn, clean(email) or "", timezone=tz, landing_dir=landing),
     )
     return report.as_dict()
+
+
+def _incident_change(work, incident_id: int):
+    """Run an acknowledgement or a close; 404 when the incident does not exist, 409 when it
+    cannot take the change."""
+    from xray_pipeline.core.incidents import IncidentError
+
+    def run(conn):
+        try:
+            return work(conn, incident_id)
+        except IncidentError as exc:
+            missing = str(exc).startswith("no incident")
+            raise HTTPException(status_code=404 if missing else 409, detail=str(exc)) from None
+
+    return run
+
+
+@router.post(
+    "/incidents/{incident_id}/acknowledge",
+    summary="Mark an incident as seen (it stays open while its condition holds)",
+    responses={404: {"description": "no such incident"}},
+)
+async def acknowledge_incident(incident_id: IncidentId, request: Request) -> dict[str, Any]:
+    from xray_pipeline.core.incidents import acknowledge
+
+    at = await run_in_threadpool(
+        _with_connection,
+        request.app.state.admin_database_url,
+        _incident_change(acknowledge, incident_id),
+    )
+    return {"id": incident_id, "acknowledged_at": at}
+
+
+@router.post(
+    "/incidents/{incident_id}/close",
+    summary="Close an open incident now (its `closed` change is notified)",
+    responses={
+        404: {"description": "no such incident"},
+        409: {"description": "the incident is closed already"},
+    },
+)
+async def close_incident(incident_id: IncidentId, request: Request) -> dict[str, Any]:
+    from xray_pipeline.core.incidents import close
+
+    at = await run_in_threadpool(
+        _with_connection,
+        request.app.state.admin_database_url,
+        _incident_change(close, incident_id),
+    )
+    return {"id": incident_id, "state": "closed", "closed_at": at}
+
+
+class LimitBody(BaseModel):
+    ip_limit: int = Field(ge=1, le=100_000, description="distinct sources allowed")
+
+
+@router.get("/limits", summary="The users with their own IP limit, as `limits list`")
+async def get_limits(request: Request) -> dict[str, int]:
+    from xray_pipeline.core.evaluate import user_limits
+
+    return await run_in_threadpool(
+        _with_connection, request.app.state.admin_database_url, user_limits
+    )
+
+
+def _set_limit(email: str, limit: int | None):
+    from xray_pipeline.core.evaluate import LimitError, set_user_limit
+
+    def run(conn):
+        try:
+            set_user_limit(conn, email, limit)
+        except LimitError as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+
+    return run
+
+
+@router.put(
+    "/limits/{email}",
+    summary="Set one user's IP limit, as `limits set`",
+    responses={404: {"description": "no such user in the logs"}},
+)
+async def put_limit(email: Email, body: LimitBody, request: Request) -> dict[str, Any]:
+    await run_in_threadpool(
+        _with_connection,
+        request.app.state.admin_database_url,
+        _set_limit(clean(email) or "", body.ip_limit),
+    )
+    return {"email": email, "ip_limit": body.ip_limit}
+
+
+@router.delete(
+    "/limits/{email}",
+    summary="Put one user back on [rules] ip_limit, as `limits clear`",
+    responses={404: {"description": "no such user in the logs"}},
+)
+async def delete_limit(email: Email, request: Request) -> dict[str, Any]:
+    await run_in_threadpool(
+        _with_connection, request.app.state.admin_database_url, _set_limit(clean(email) or "", None)
+    )
+    return {"email": email, "ip_limit": None}

@@ -17,6 +17,10 @@ from xray_pipeline.api.deps import PoolDep
 from xray_pipeline.api.queries.stats import newest
 
 router = APIRouter(tags=["health"])
+INCIDENT_COUNTS = "SELECT rule, state, count(*) AS n FROM incidents GROUP BY rule, state"
+NOTIFICATION_COUNTS = (
+    "SELECT target, status, count(*) AS n FROM alert_deliveries GROUP BY target, status"
+)
 
 
 class RequestMetrics:
@@ -45,6 +49,19 @@ class RequestMetrics:
             "Age of the newest row in logs (NaN when unknown).",
             registry=self.registry,
         )
+        self.incidents = Gauge(
+            "xray_incidents",
+            "Incidents of the abuse rules, by rule and state (open, closed).",
+            ("rule", "state"),
+            registry=self.registry,
+        )
+        self.notifications = Gauge(
+            "xray_alert_notifications",
+            "Notifications of incident changes, by target and outcome (sent, pending: to "
+            "send or retry, dead: the dead letter, stale: too old to send).",
+            ("target", "outcome"),
+            registry=self.registry,
+        )
 
     async def middleware(self, request: Request, call_next):
         started = time.perf_counter()
@@ -70,6 +87,14 @@ async def metrics(request: Request, pool: PoolDep) -> Response:
     try:
         async with pool.connection(timeout=2) as conn, conn.cursor(row_factory=dict_row) as cur:
             lag = (await newest(cur))["lag"]
+            await cur.execute(INCIDENT_COUNTS)
+            m.incidents.clear()  # a count gone to nothing leaves no stale series
+            for row in await cur.fetchall():
+                m.incidents.labels(row["rule"], row["state"]).set(row["n"])
+            await cur.execute(NOTIFICATION_COUNTS)
+            m.notifications.clear()
+            for row in await cur.fetchall():
+                m.notifications.labels(row["target"], row["status"]).set(row["n"])
     except Exception:  # the database is down: the lag is unknown, the rest still reports
         lag = None
     m.lag.set(float(lag) if lag is not None else float("nan"))
