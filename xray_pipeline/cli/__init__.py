@@ -13,6 +13,7 @@ from xray_pipeline.cli.config import config_app
 from xray_pipeline.cli.console import STATE, err_console
 from xray_pipeline.cli.db import db_app
 from xray_pipeline.cli.geoip import geoip_app
+from xray_pipeline.cli.incidents import alerts_app, incidents_app
 from xray_pipeline.cli.limits import limits_app
 from xray_pipeline.cli.nodes import nodes_app
 from xray_pipeline.log import configure_logging
@@ -43,6 +44,8 @@ app.add_typer(nodes_app, name="nodes")
 app.add_typer(geoip_app, name="geoip")
 app.add_typer(privacy.privacy_app, name="privacy")
 app.add_typer(limits_app, name="limits")
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(alerts_app, name="alerts")
 app.add_typer(ingest.spool_app, name="spool")
 
 

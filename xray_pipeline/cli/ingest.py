@@ -72,6 +72,7 @@ def ingest_cmd(
             )
             if stats.mode == "online":
                 remember_offsets(conn, offsets)
+                _judge(conn, settings, [stats])
     except DatabaseUnavailable as exc:
         err_console.print(f"warning: {exc}")
         err_console.print("PostgreSQL is unreachable: parsing into the offline spool instead")
@@ -155,12 +156,26 @@ def _spooler(settings: Settings):
     return spool
 
 
+def _judge(conn, settings: Settings, loaded: list) -> None:
+    """Judge the loaded rows against [rules] (the pipeline's loads do the same), and say
+    what that opened."""
+    from xray_pipeline.core.evaluate import RulesConfig, evaluate_loaded
+
+    if not settings.rules.evaluate:
+        return
+    evaluation = evaluate_loaded(conn, loaded, RulesConfig.from_settings(settings))
+    if evaluation is not None and evaluation.recorded.opened:
+        opened = len(evaluation.recorded.opened)
+        err_console.print(f"{opened} incident(s) opened: `xray-pipeline incidents list --open`")
+
+
 def _replay_waiting(conn, settings: Settings) -> tuple[int, int]:
     """Replay the waiting segments; (segments, lines) loaded."""
     from xray_pipeline.core.privacy import policy_from_settings
     from xray_pipeline.core.spool import replay
 
     done = lines = 0
+    loaded: list = []
     policy = policy_from_settings(settings)
     for segment, results, damaged in replay(conn, settings.spool_dir, policy=policy):
         if damaged:
@@ -171,8 +186,10 @@ def _replay_waiting(conn, settings: Settings) -> tuple[int, int]:
             continue
         done += 1
         lines += sum(r.lines for r in results)
+        loaded += results
     if done:
         err_console.print(f"replayed {done} spooled segment(s): {lines:,} lines loaded")
+        _judge(conn, settings, loaded)
     return done, lines
 
 

@@ -150,6 +150,17 @@ def evaluate(
     return Evaluation(rows, round(time.perf_counter() - clock, 4), recorded)
 
 
+def evaluate_loaded(
+    conn: psycopg.Connection, loaded: list, config: RulesConfig
+) -> Evaluation | None:
+    """The rules over the rows that loads added (`loaded`: their LoadResult or RunStats, with
+    oldest_ts and newest_ts); None when they added no access row."""
+    times = [(x.oldest_ts, x.newest_ts) for x in loaded if x.oldest_ts is not None]
+    if not times:
+        return None
+    return evaluate(conn, min(t[0] for t in times), max(t[1] for t in times), config)
+
+
 def evaluate_range(
     conn: psycopg.Connection,
     lo: dt.datetime,

@@ -3,7 +3,7 @@
 import dagster as dg
 import psycopg
 
-from xray_pipeline.core.evaluate import Evaluation, evaluate
+from xray_pipeline.core.evaluate import Evaluation, evaluate_loaded
 from xray_pipeline.core.stats import RunStats
 from xray_pipeline.defs.resources import RulesResource
 
@@ -12,12 +12,7 @@ def judge_load(
     conn: psycopg.Connection, rules: RulesResource, loaded: list[RunStats]
 ) -> Evaluation | None:
     """The rules over the rows that `loaded` added (None: rules off or no rows)."""
-    times = [(s.oldest_ts, s.newest_ts) for s in loaded if s.oldest_ts is not None]
-    if not rules.evaluate or not times:
-        return None
-    lo = min(t[0] for t in times)
-    hi = max(t[1] for t in times)
-    return evaluate(conn, lo, hi, rules.config())
+    return evaluate_loaded(conn, loaded, rules.config()) if rules.evaluate else None
 
 
 def incidents_metadata(conn: psycopg.Connection, evaluation: Evaluation, evaluations: int = 1):

@@ -4,7 +4,8 @@ import dagster as dg
 
 from xray_pipeline.core.pg import DatabaseError
 from xray_pipeline.core.spool import oldest_age, replay, segments
-from xray_pipeline.defs.resources import OfflineSpoolResource, PostgresResource
+from xray_pipeline.defs.judge import judge_load
+from xray_pipeline.defs.resources import OfflineSpoolResource, PostgresResource, RulesResource
 
 
 @dg.asset(
@@ -29,10 +30,12 @@ def offline_buffer(
     context: dg.AssetExecutionContext,
     postgres: PostgresResource,
     offline_spool: OfflineSpoolResource,
+    rules: RulesResource,
 ) -> dg.MaterializeResult:
     spool = offline_spool.folder()
     age_before = oldest_age(spool)
     replayed = lines = damaged = 0
+    loaded: list = []
     with postgres.connect() as conn:
         for segment, results, bad in replay(
             conn, spool, run_id=context.run.run_id, policy=postgres.policy()
@@ -43,6 +46,10 @@ def offline_buffer(
                 continue
             replayed += 1
             lines += sum(r.lines for r in results)
+            loaded += results
+        evaluation = judge_load(conn, rules, loaded)  # replayed rows are judged like any
+        if evaluation is not None:
+            context.log.info(f"rules: {len(evaluation.recorded.opened)} incident(s) opened")
     age_after = oldest_age(spool)
     limit = offline_spool.max_age_minutes * 60
     return dg.MaterializeResult(
