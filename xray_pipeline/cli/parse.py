@@ -99,6 +99,25 @@ def generate_cmd(
         typer.Option("--truth", help="also write what each line must parse to (JSON lines)"),
     ] = None,
     append: Annotated[bool, typer.Option("--append", help="append instead of overwrite")] = False,
+    sharers: Annotated[
+        int,
+        typer.Option(
+            "--sharers",
+            help="plant K users who share their account (6 sources in 4 minutes, over every "
+            "node) and K with 30 connections to TORRENT in 5 minutes; the cases are written "
+            "to <truth or out>.planted.json",
+            min=0,
+        ),
+    ] = 0,
+    nodes: Annotated[
+        int,
+        typer.Option(
+            "--nodes",
+            help="write one log per node (access-n1.log ...): each user's own lines on one "
+            "node, a sharer's over all of them",
+            min=1,
+        ),
+    ] = 1,
     follow: Annotated[
         bool, typer.Option("--follow", help="after --lines, append at --rate forever (Ctrl-C)")
     ] = False,
@@ -109,8 +128,9 @@ def generate_cmd(
     """Write a synthetic, realistic access log (every shape of the spec, time-ordered)."""
     import datetime as dt
 
-    from xray_pipeline.core.generate import GeneratorConfig, write_log
+    from xray_pipeline.core.generate import GeneratorConfig, node_path, write_log
     from xray_pipeline.core.generate import follow as follow_log
+    from xray_pipeline.core.planted import plant, write_cases
 
     try:
         first_day = dt.datetime.strptime(start, "%Y-%m-%d")
@@ -120,8 +140,26 @@ def generate_cmd(
     cfg = GeneratorConfig(
         lines=lines, days=days, start=first_day, seed=seed, users=users, other_share=other_share
     )
-    written = write_log(cfg, out, truth=truth, append=append) if lines else 0
-    err_console.print(f"wrote {lines:,} lines ({written:,} bytes) to {out}")
+    names = [f"n{i + 1}" for i in range(nodes)] if nodes > 1 else None
+    try:
+        planted, cases = plant(
+            sharers=sharers, users=users, start=first_day, days=days, nodes=names
+        )
+    except ValueError as exc:
+        err_console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    written = (
+        write_log(cfg, out, truth=truth, append=append, planted=planted, nodes=nodes)
+        if lines
+        else 0
+    )
+    where = f"{nodes} files like {node_path(out, 'n1')}" if nodes > 1 else str(out)
+    err_console.print(f"wrote {lines + planted.height:,} lines ({written:,} bytes) to {where}")
+    if cases:
+        base = truth or out
+        cases_path = base.with_name(f"{base.stem}.planted.json")
+        write_cases(cases_path, cases)
+        err_console.print(f"planted {sharers} sharer(s) and {sharers} tagged user(s): {cases_path}")
     if follow:
         settings = STATE.settings()
         err_console.print(f"appending {rate:g} lines/s to {out}; Ctrl-C stops")

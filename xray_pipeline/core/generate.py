@@ -78,7 +78,9 @@ def build_frame(cfg: GeneratorConfig, *, timestamps: np.ndarray | None = None) -
     shape = shapes[rng.choice(len(shapes), size=n, p=probs)]
     user = _zipf_choice(rng, cfg.users, n)
     dest = _zipf_choice(rng, cfg.destinations, n)
-    ip_slot = rng.integers(0, 3, size=n)
+    # two IPv4 addresses per user (home and mobile, in two /24s) and one IPv6 /64: within the
+    # default IP limit (3 sources by prefix), so that the default mix plants no sharer
+    ip_slot = rng.integers(0, 2, size=n)
     src_ip_num = (user * 7919 + ip_slot * 104729) % (200 * 2**24) + 16 * 2**24
     dest_is_ip = dest % 10 == 0
     dest_ip_num = (dest * 2654435761) % (200 * 2**24) + 16 * 2**24
@@ -102,6 +104,14 @@ def build_frame(cfg: GeneratorConfig, *, timestamps: np.ndarray | None = None) -
             "conn_id": rng.integers(10**9, 4 * 10**9, size=n),
         }
     )
+
+
+_NIBBLES = np.array(list("0123456789abcdef"))
+
+
+def _hex16(value: pl.Expr) -> pl.Expr:
+    """The low 16 bits of `value` as four hex digits (an IPv6 group)."""
+    return pl.concat_str([pl.lit(_NIBBLES).get((value // 16**k) % 16) for k in (3, 2, 1, 0)])
 
 
 def render(frame: pl.DataFrame) -> pl.DataFrame:
@@ -131,9 +141,7 @@ def render(frame: pl.DataFrame) -> pl.DataFrame:
         [((pl.col("dest_ip_num") // 256**k) % 256).cast(pl.String) for k in (3, 2, 1, 0)],
         separator=".",
     )
-    src_v6 = pl.concat_str(
-        [pl.lit("2001:db8:"), (pl.col("src_ip_num") % 65536).cast(pl.String), pl.lit("::5")]
-    )
+    src_v6 = pl.concat_str([pl.lit("2001:db8:"), _hex16(pl.col("user")), pl.lit("::5")])
     dst_v6 = pl.concat_str([pl.lit("2001:db8:4860::"), (pl.col("dest") % 65536).cast(pl.String)])
     is_v6 = s == "ipv6"
     src_ip = pl.when(is_v6).then(src_v6).otherwise(src_v4)
@@ -253,6 +261,11 @@ def generate(cfg: GeneratorConfig) -> pl.DataFrame:
     return render(build_frame(cfg))
 
 
+def node_path(path: Path, node: str) -> Path:
+    """The file of one node when a log is written for several: access.log -> access-n1.log."""
+    return path.with_name(f"{path.stem}-{node}{path.suffix}")
+
+
 def write_log(
     cfg: GeneratorConfig,
     out: Path,
@@ -260,11 +273,24 @@ def write_log(
     truth: Path | None = None,
     batch: int = 500_000,
     append: bool = False,
+    planted: pl.DataFrame | None = None,
+    nodes: int = 1,
 ) -> int:
-    """Write the log (and its ground truth as JSON lines); returns bytes written."""
-    written = 0
+    """Write the log (and its ground truth as JSON lines); returns bytes written.
+
+    `planted` lines (core.planted) merge in by time. With `nodes` > 1 each node n1..nN gets
+    its own log and truth (node_path): a user's own lines go to one node, the planted ones to
+    the node they name."""
+    names = [f"n{i + 1}" for i in range(nodes)] if nodes > 1 else [""]
+    outs = {n: node_path(out, n) if n else out for n in names}
+    truths = {n: (node_path(truth, n) if n else truth) for n in names} if truth else {}
     mode = "ab" if append else "wb"
-    with out.open(mode) as fh, truth.open(mode) if truth else _null() as tfh:
+    handles = {n: outs[n].open(mode) for n in names}
+    truth_handles = {n: path.open(mode) for n, path in truths.items()}
+    written = 0
+    step_us = cfg.days * 86_400 * 1_000_000 / max(cfg.lines, 1)
+    base = cfg.start.replace(tzinfo=None)
+    try:
         done = 0
         part = 0
         while done < cfg.lines:
@@ -279,14 +305,36 @@ def write_log(
                 other_share=cfg.other_share,
             )
             frame = build_frame(sub, timestamps=_slice_timestamps(cfg, done, n))
-            rendered = render(frame)
-            data = ("\n".join(rendered["line"].to_list()) + "\n").encode()
-            fh.write(data)
-            written += len(data)
-            if tfh is not None:
-                tfh.write(rendered.select(TRUTH_FIELDS).write_ndjson().encode())
+            rendered = render(frame).with_columns(
+                frame["when"],
+                pl.lit(np.array(names)).get(frame["user"] % len(names)).alias("node"),
+            )
+            if planted is not None and not planted.is_empty():
+                lo = base + dt.timedelta(microseconds=done * step_us) if done else None
+                last = done + n >= cfg.lines
+                hi = None if last else base + dt.timedelta(microseconds=(done + n) * step_us)
+                mine = planted
+                if lo is not None:
+                    mine = mine.filter(pl.col("when") >= lo)
+                if hi is not None:
+                    mine = mine.filter(pl.col("when") < hi)
+                rendered = pl.concat(
+                    [rendered, mine.select(rendered.columns)], how="vertical_relaxed"
+                ).sort("when", maintain_order=True)
+            for name in names:
+                rows = rendered.filter(pl.col("node") == name) if len(names) > 1 else rendered
+                if rows.is_empty():
+                    continue
+                data = ("\n".join(rows["line"].to_list()) + "\n").encode()
+                handles[name].write(data)
+                written += len(data)
+                if name in truth_handles:
+                    truth_handles[name].write(rows.select(TRUTH_FIELDS).write_ndjson().encode())
             done += n
             part += 1
+    finally:
+        for fh in [*handles.values(), *truth_handles.values()]:
+            fh.close()
     return written
 
 
@@ -300,14 +348,6 @@ def _slice_timestamps(cfg: GeneratorConfig, start_index: int, n: int) -> np.ndar
     offsets = np.floor(idx * step + jitter).astype(np.int64)
     base = np.datetime64(cfg.start.replace(tzinfo=None), "us")
     return base + offsets.astype("timedelta64[us]")
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # The time every line of a pool is rendered at, replaced by the current time when written.

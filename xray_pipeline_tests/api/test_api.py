@@ -428,7 +428,7 @@ def test_metrics_in_prometheus_text(client):
     assert 'status="422"' in text
     assert "xray_api_request_seconds_count" in text
     assert 'xray_api_pool{figure="pool_size"}' in text
-    lag = float(text.split("xray_ingest_lag_seconds ")[-1])
+    lag = float(text.split("xray_ingest_lag_seconds ")[-1].split("\n")[0])
     assert lag > 0
 
 
