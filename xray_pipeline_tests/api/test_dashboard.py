@@ -350,3 +350,38 @@ def test_nodes_panel_and_node_filter(open_page, fresh_db_url, tmp_path):
         act(page, lambda: page.select_option("#node", ""))
         assert page.inner_text("#card-connections").replace(",", "") == everyone
     assert errors == []
+
+
+def test_incidents_panel_and_the_user_badge(open_page, base_url, data_url):
+    from xray_pipeline.core.incidents import record
+    from xray_pipeline.core.rules import Breach
+
+    now = dt.datetime.now(dt.UTC)
+    with connect(data_url) as conn:
+        sharer, honest = [r[0] for r in conn.execute("SELECT email FROM users ORDER BY id LIMIT 2")]
+        evidence = [
+            {"unit": f"192.0.2.{i}", "nodes": ["edge-a"], "connections": 2} for i in range(5)
+        ]
+        record(conn, [Breach("ip_limit", sharer, now, now, 5, 3, evidence),
+                      Breach("rejected", "203.0.113.9", now, now, 150, 100,
+                             [{"unit": "203.0.113.9", "nodes": ["edge-b"]}])],
+               now=now, quiet_minutes=30)  # fmt: skip
+    try:
+        page, errors = open_page(base_url)
+        show_all(page)
+        assert page.inner_text("#incidents-open") == "(2 open)"
+        rows = page.locator("#incidents-table tbody tr").all_inner_texts()
+        assert len(rows) == 2
+        assert any("IP limit" in r and sharer in r and "5 / 3" in r and "edge-a" in r for r in rows)
+        assert any("rejected storm" in r and "203.0.113.9" in r for r in rows)
+        act(page, lambda: page.locator("#incidents-table tbody a", has_text=sharer).click())
+        assert page.inner_text("#user-title") == sharer
+        badge = page.locator("#u-incidents")
+        assert badge.is_visible() and "IP limit: 5 over a limit of 3" in badge.inner_text()
+        act(page, lambda: page.goto(f"{base_url}/#/user/{honest}"))
+        assert page.inner_text("#user-title") == honest and not badge.is_visible()
+        assert errors == []
+    finally:
+        with connect(data_url) as conn:
+            conn.execute("DELETE FROM incidents")
+            conn.commit()

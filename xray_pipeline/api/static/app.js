@@ -287,15 +287,42 @@ function drawNodes(nodes) {
   );
 }
 
+const RULE_NAMES = { ip_limit: "IP limit", tagged: "tagged traffic", rejected: "rejected storm" };
+
+function drawIncidents(page, open) {
+  $("incidents-open").textContent = `(${number.format(open.total)} open)`;
+  $("incidents-empty").hidden = page.items.length > 0;
+  $("incidents-table").tBodies[0].replaceChildren(
+    ...page.items.map((i) => {
+      const row = el("tr", null, i.state === "open" ? "open" : "");
+      const who = el("td");
+      who.append(i.rule === "rejected" ? el("span", i.subject) : userLink(i.subject));
+      row.append(
+        el("td", `#${i.id}`, "muted"),
+        el("td", RULE_NAMES[i.rule] || i.rule),
+        who,
+        el("td", `${number.format(i.peak)} / ${number.format(i.limit)}`, "num"),
+        el("td", i.nodes.join(", ") || "–"),
+        el("td", formatTime(i.opened_at), "nowrap"),
+        el("td", i.state + (i.acknowledged_at ? " (acknowledged)" : "")),
+      );
+      return row;
+    }),
+  );
+}
+
 async function loadSummary() {
   const range = { ...rangeParams(), ...nodeParams() };
-  const [stats, series, fresh, nodes] = await Promise.all([
+  const [stats, series, fresh, nodes, incidents, open] = await Promise.all([
     api("/api/logs/stats", range),
     api("/api/timeseries", { ...range, bucket: bucketFor() }),
     api("/api/freshness"),
     api("/api/nodes"),
+    api("/api/incidents", { ...nodeParams(), limit: 10 }),
+    api("/api/incidents", { ...nodeParams(), open: true, limit: 1 }),
   ]);
   drawNodes(nodes);
+  drawIncidents(incidents, open);
   const node = nodes.find((n) => n.name === $("node").value);
   if (node) Object.assign(fresh, { lag_seconds: node.lag_seconds, newest_row: node.newest_line });
   $("card-connections").textContent = number.format(stats.connections);
@@ -371,11 +398,18 @@ async function loadUser() {
   const email = state.email;
   const range = $("range").value === "all" ? { from: "1970-01-01T00:00:00Z" } : rangeParams();
   const path = `/api/users/${encodeURIComponent(email)}`;
-  const [detail, series] = await Promise.all([
+  const [detail, series, incidents] = await Promise.all([
     api(path, range),
     api("/api/timeseries", { ...rangeParams(), bucket: bucketFor(), user: email }),
+    api("/api/incidents", { user: email, open: true }),
   ]);
   $("user-title").textContent = email;
+  const badge = $("u-incidents");
+  badge.hidden = incidents.total === 0;
+  badge.textContent = incidents.items
+    .map((i) => `${RULE_NAMES[i.rule] || i.rule}: ${i.peak} over a limit of ${i.limit} (#${i.id})`)
+    .join("; ");
+  if (incidents.total) badge.textContent = `Open incident: ${badge.textContent}`;
   $("u-connections").textContent = number.format(detail.connections);
   $("u-first").textContent = formatTime(detail.first_seen);
   $("u-last").textContent = formatTime(detail.last_seen);
