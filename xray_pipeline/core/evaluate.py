@@ -13,6 +13,7 @@ import polars as pl
 import psycopg
 
 from xray_pipeline.core.incidents import Recorded, record
+from xray_pipeline.core.pg import load_query
 from xray_pipeline.core.rules import (
     ROWS_SCHEMA,
     IpLimitRule,
@@ -52,32 +53,19 @@ class RulesConfig:
         return dt.timedelta(minutes=max(minutes, default=0))
 
 
-_USER_ROWS = """
-WITH touched AS (
-    SELECT DISTINCT user_id FROM logs WHERE ts >= %(lo)s AND ts <= %(hi)s AND user_id IS NOT NULL
-)
-SELECT l.ts, u.email, coalesce(host(l.src_ip), l.src_host), s.node, p.country, p.asn,
-       t.name, l.status
-FROM touched x
-JOIN logs l ON l.user_id = x.user_id AND l.ts >= %(from)s AND l.ts <= %(to)s
-JOIN users u ON u.id = l.user_id
-JOIN sources s ON s.id = l.source_id
-LEFT JOIN ip_places p ON p.address = coalesce(host(l.src_ip), l.src_host)
-LEFT JOIN tags t ON t.id = l.outbound_tag_id
-"""
-_REJECTED_ROWS = """
-SELECT l.ts, NULL, coalesce(host(l.src_ip), l.src_host), s.node, p.country, p.asn, NULL,
-       l.status
-FROM logs l
-JOIN sources s ON s.id = l.source_id
-LEFT JOIN ip_places p ON p.address = coalesce(host(l.src_ip), l.src_host)
-WHERE l.status = 'rejected' AND l.ts >= %(from)s AND l.ts <= %(to)s
-"""
+_USER_CANDIDATES = load_query("rule_user_candidates")
+_USER_ROWS = load_query("rule_user_rows")
+_NEW_SOURCES = load_query("rule_new_sources")
+_REJECTED_ROWS = load_query("rule_rejected_rows")
 
 
 def _frame(conn: psycopg.Connection, query: str, params: dict) -> pl.DataFrame:
     rows = conn.execute(query, params).fetchall()
     return pl.DataFrame(rows, schema=ROWS_SCHEMA, orient="row")
+
+
+def _tag_ids(conn: psycopg.Connection, names: tuple[str, ...]) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT id FROM tags WHERE name = ANY(%s)", (list(names),))]
 
 
 def user_limits(conn: psycopg.Connection) -> dict[str, int]:
@@ -124,23 +112,45 @@ class Evaluation:
         return len(r.opened) + len(r.escalated) + len(r.closed)
 
 
+def _params(conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime, config: RulesConfig):
+    return {
+        "lo": lo,
+        "hi": hi,
+        "from": lo - config.window,
+        "to": hi + config.window,
+        "ip_limit": config.ip_limit.limit if config.ip_limit else None,
+        "tagged_limit": config.tagged.limit if config.tagged else None,
+        "tag_ids": _tag_ids(conn, config.tagged.tags) if config.tagged else [],
+        "rejected_limit": config.rejected.limit if config.rejected else None,
+    }
+
+
 def evaluate(
-    conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime, config: RulesConfig
+    conn: psycopg.Connection,
+    lo: dt.datetime,
+    hi: dt.datetime,
+    config: RulesConfig,
+    candidates: "Candidates | None" = None,
 ) -> Evaluation:
     """The rules over the rows of [lo, hi] (with `config.window` of context before), the
     breaches recorded as incidents; the newest row's time is the clock that closes quiet
-    incidents."""
+    incidents. The users to judge are found by a count over the window in the database, or,
+    in a long run, by its `candidates` (which read only the new rows)."""
     clock = time.perf_counter()
-    params = {"lo": lo, "hi": hi, "from": lo - config.window, "to": hi + config.window}
+    lo, hi = lo.astimezone(dt.UTC), hi.astimezone(dt.UTC)  # any zone in, Polars' UTC out
+    params = _params(conn, lo, hi, config)
     breaches = []
     rows = 0
     if config.ip_limit or config.tagged:
-        users = _frame(conn, _USER_ROWS, params)
-        rows += users.height
+        users = candidates.users(conn, params) if candidates is not None else None
+        if users is None:
+            users = [r[0] for r in conn.execute(_USER_CANDIDATES, params)]
+        frame = _frame(conn, _USER_ROWS, {**params, "users": users}) if users else _EMPTY
+        rows += frame.height
         if config.ip_limit:
-            breaches += ip_limit_breaches(users, config.ip_limit, user_limits(conn), since=lo)
+            breaches += ip_limit_breaches(frame, config.ip_limit, user_limits(conn), since=lo)
         if config.tagged:
-            breaches += tagged_breaches(users, config.tagged, since=lo)
+            breaches += tagged_breaches(frame, config.tagged, since=lo)
     if config.rejected:
         rejected = _frame(conn, _REJECTED_ROWS, params)
         rows += rejected.height
@@ -150,15 +160,92 @@ def evaluate(
     return Evaluation(rows, round(time.perf_counter() - clock, 4), recorded)
 
 
+_EMPTY = pl.DataFrame(schema=ROWS_SCHEMA)
+
+
+class Candidates:
+    """The users to judge, for the evaluations of one long run (the tail run): it keeps, per
+    user, when each source was last seen, and reads only the new rows of each evaluation,
+    where a count over the window would read every row of the window again. A user is a
+    candidate when the new rows touch them and the sources seen since the window's start
+    outnumber their limit (an upper bound: a source seen since is not always in the window),
+    or when their new rows go to a watched tag. Until its first reading covers a window (or
+    for a range before it: a late node's backlog) it answers None: count in the database."""
+
+    def __init__(self, config: RulesConfig) -> None:
+        self.config = config
+        self.seen: dict[int, dict[str, dt.datetime]] = {}
+        self.covered_from: dt.datetime | None = None
+        self.newest: dt.datetime | None = None
+        self.pruned = time.monotonic()
+
+    def users(self, conn: psycopg.Connection, params: dict) -> list[int] | None:
+        start, hi = params["from"], params["hi"]
+        if self.covered_from is None or start < self.covered_from:
+            # the first evaluation (or one before the covered time): read the whole window
+            self._read(conn, {**params, "lo": start})
+            self.covered_from = start
+            return None
+        new = self._read(conn, params)
+        limits = user_limits_by_id(conn)
+        default = self.config.ip_limit.limit if self.config.ip_limit else None
+        chosen = []
+        for user, tagged in new.items():
+            if tagged and self.config.tagged:
+                chosen.append(user)
+                continue
+            if default is None:
+                continue
+            recent = sum(1 for last in self.seen.get(user, {}).values() if last >= start)
+            if recent > limits.get(user, default):
+                chosen.append(user)
+        self._prune(hi - 2 * self.config.window)
+        return chosen
+
+    def _read(self, conn: psycopg.Connection, params: dict) -> dict[int, bool]:
+        """Take in the sources of [lo, hi]: {user: whether their rows there are tagged}."""
+        touched: dict[int, bool] = {}
+        for user, source, last_seen, tagged in conn.execute(_NEW_SOURCES, params):
+            touched[user] = touched.get(user, False) or bool(tagged)
+            if source is not None:
+                sources = self.seen.setdefault(user, {})
+                if last_seen > sources.get(source, last_seen - dt.timedelta(1)):
+                    sources[source] = last_seen
+            self.newest = max(self.newest or last_seen, last_seen)
+        return touched
+
+    def _prune(self, before: dt.datetime) -> None:
+        """Once a minute, forget the sources not seen since `before` (a user with none left
+        goes too); the times before it are no longer covered."""
+        if time.monotonic() - self.pruned < 60:
+            return
+        self.pruned = time.monotonic()
+        self.covered_from = max(self.covered_from or before, before)
+        for user in list(self.seen):
+            kept = {s: t for s, t in self.seen[user].items() if t >= before}
+            if kept:
+                self.seen[user] = kept
+            else:
+                del self.seen[user]
+
+
+def user_limits_by_id(conn: psycopg.Connection) -> dict[int, int]:
+    return dict(conn.execute("SELECT user_id, ip_limit FROM user_limits").fetchall())
+
+
 def evaluate_loaded(
-    conn: psycopg.Connection, loaded: list, config: RulesConfig
+    conn: psycopg.Connection,
+    loaded: list,
+    config: RulesConfig,
+    candidates: Candidates | None = None,
 ) -> Evaluation | None:
     """The rules over the rows that loads added (`loaded`: their LoadResult or RunStats, with
     oldest_ts and newest_ts); None when they added no access row."""
     times = [(x.oldest_ts, x.newest_ts) for x in loaded if x.oldest_ts is not None]
     if not times:
         return None
-    return evaluate(conn, min(t[0] for t in times), max(t[1] for t in times), config)
+    lo, hi = min(t[0] for t in times), max(t[1] for t in times)
+    return evaluate(conn, lo, hi, config, candidates)
 
 
 def evaluate_range(
@@ -172,10 +259,11 @@ def evaluate_range(
     them: each step closes the incidents gone quiet before it, so a day's separate episodes
     stay separate incidents."""
     total = Evaluation()
+    candidates = Candidates(config)
     start = lo
     while start < hi:
         end = min(start + step, hi)
-        one = evaluate(conn, start, end - dt.timedelta(microseconds=1), config)
+        one = evaluate(conn, start, end - dt.timedelta(microseconds=1), config, candidates)
         total.rows += one.rows
         total.seconds += one.seconds
         for name in ("opened", "updated", "escalated", "closed"):

@@ -130,7 +130,7 @@ def _breaches(
     since: dt.datetime | None = None,
 ) -> list[Breach]:
     if since is not None:  # the rows before are context: their windows were judged before
-        counted = counted.filter(pl.col("ts") >= since)
+        counted = counted.filter(pl.col("ts") >= since.astimezone(dt.UTC))
     over = (
         counted.join(limits, on=key, how="left")
         .filter(pl.col("count") > pl.col("limit"))

@@ -132,6 +132,7 @@ def load_metadata(
         "dns_rows": sum(s.dns_rows for s in loaded),
         "rejects": sum(s.rejects for s in loaded),
         "lines_per_s": round(lines / seconds, 1) if seconds else 0.0,
+        "load_seconds": round(seconds, 3),
         "lag_seconds": dg.MetadataValue.float(lag) if lag is not None else None,
         "sources": len({identity for identity, _, _ in spans}),
         "source": ", ".join(dict.fromkeys(s.source for s in loaded)),

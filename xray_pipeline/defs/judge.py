@@ -3,16 +3,22 @@
 import dagster as dg
 import psycopg
 
-from xray_pipeline.core.evaluate import Evaluation, evaluate_loaded
+from xray_pipeline.core.evaluate import Candidates, Evaluation, evaluate_loaded
 from xray_pipeline.core.stats import RunStats
 from xray_pipeline.defs.resources import RulesResource
 
 
 def judge_load(
-    conn: psycopg.Connection, rules: RulesResource, loaded: list[RunStats]
+    conn: psycopg.Connection,
+    rules: RulesResource,
+    loaded: list[RunStats],
+    candidates: Candidates | None = None,
 ) -> Evaluation | None:
-    """The rules over the rows that `loaded` added (None: rules off or no rows)."""
-    return evaluate_loaded(conn, loaded, rules.config()) if rules.evaluate else None
+    """The rules over the rows that `loaded` added (None: rules off or no rows); a long run
+    passes its `candidates` (core.evaluate.Candidates)."""
+    if not rules.evaluate:
+        return None
+    return evaluate_loaded(conn, loaded, rules.config(), candidates)
 
 
 def incidents_metadata(conn: psycopg.Connection, evaluation: Evaluation, evaluations: int = 1):

@@ -16,7 +16,7 @@ import psycopg
 from loguru import logger
 
 from xray_pipeline.core.alerts import Sender
-from xray_pipeline.core.evaluate import Evaluation
+from xray_pipeline.core.evaluate import Candidates, Evaluation
 from xray_pipeline.core.follow import follow_pieces
 from xray_pipeline.core.ingest import Loader, RangeLoad
 from xray_pipeline.core.ledger import last_ranges
@@ -97,6 +97,7 @@ def tail_logs(
     alive = Heartbeat(context)
     judged = Judged(context, config.day)
     unjudged: list = []  # the loads whose rows the rules have not judged yet
+    candidates = Candidates(rules.config())
     targets = rules.targets()
     sender = Sender(lambda: postgres.connect(upgrade=False), targets) if targets.names else None
     if sender is not None:
@@ -137,7 +138,7 @@ def tail_logs(
                 lines += count
                 log.debug("tail load: {} lines", count)
             if unjudged:
-                unjudged = _judge(context, conn, rules, unjudged, judged, sender)
+                unjudged = _judge(context, conn, rules, unjudged, judged, sender, candidates)
             if not busy:  # a backlog (a burst, a node back from an outage): look again now
                 time.sleep(max(0.0, config.poll_seconds - (time.time() - now)))
     finally:
@@ -161,11 +162,12 @@ def _judge(
     loaded: list,
     judged: "Judged",
     sender: Sender | None,
+    candidates: Candidates,
 ) -> list:
     """Judge the rows of `loaded` against the rules; the loads still to judge (all of them
     when the database failed: the next turn judges them with its own)."""
     try:
-        evaluation = judge_load(conn, rules, loaded)
+        evaluation = judge_load(conn, rules, loaded, candidates)
         if evaluation is not None:
             judged.add(conn, evaluation)
     except (DatabaseError, psycopg.OperationalError) as exc:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psycopg
 
-from xray_pipeline.core.evaluate import RulesConfig, evaluate
+from xray_pipeline.core.evaluate import Candidates, RulesConfig, evaluate
 from xray_pipeline.core.ingest import ingest_files
 from xray_pipeline.core.rules import IpLimitRule, RejectedRule, TaggedRule
 
@@ -81,3 +81,40 @@ def test_a_per_user_limit(conn, tmp_path: Path):
     )
     conn.commit()
     assert evaluate(conn, T0, T0 + dt.timedelta(seconds=4), CONFIG).recorded.opened == []
+
+
+def test_a_long_run_finds_its_candidates_from_the_new_rows_alone(conn, tmp_path: Path):
+    log = tmp_path / "access.log"
+    candidates = Candidates(CONFIG)
+    seen = []
+
+    def step(second: int, lines: list[str]) -> list[int]:
+        load(conn, log, lines)
+        at = T0 + dt.timedelta(seconds=second)
+        return evaluate(conn, at, at, CONFIG, candidates).recorded.opened
+
+    # the first evaluation reads the window (and counts in the database)
+    assert step(0, [line(0, "heavy", "192.0.2.1"), line(0, "mover", "198.51.100.1")]) == []
+    assert candidates.covered_from is not None
+    for s in range(1, 30):  # an honest heavy user: two sources, a row every second
+        seen += step(s, [line(s, "heavy", f"192.0.2.{1 + s % 2}")])
+        assert candidates.users(conn, _at(conn, s)) == []  # never a candidate, never read
+    assert seen == []
+    # the mover's third and fourth sources: a candidate from the new rows, then an incident
+    assert step(30, [line(30, "mover", "198.51.100.2")]) == []
+    [opened] = step(31, [line(31, "mover", "198.51.100.3")])
+    subject = conn.execute("SELECT subject FROM incidents WHERE id = %s", (opened,)).fetchone()
+    assert subject == ("mover",)
+    # a late node's rows from before the covered time: counted in the database again
+    late = evaluate_params(conn, T0 - dt.timedelta(hours=1))
+    assert candidates.users(conn, late) is None
+
+
+def _at(conn: psycopg.Connection, second: int) -> dict:
+    return evaluate_params(conn, T0 + dt.timedelta(seconds=second))
+
+
+def evaluate_params(conn: psycopg.Connection, at: dt.datetime) -> dict:
+    from xray_pipeline.core.evaluate import _params
+
+    return _params(conn, at, at, CONFIG)
