@@ -123,7 +123,8 @@ def alerts_retry(
     target: Annotated[str | None, typer.Option(help="webhook, telegram or command")] = None,
 ) -> None:
     """Send the dead letter again (after fixing the target), then send what is due now."""
-    from xray_pipeline.core.alerts import AlertTargets, deliver, retry_dead
+    from xray_pipeline.core.alerts import deliver, retry_dead
+    from xray_pipeline.core.notify import AlertTargets
     from xray_pipeline.core.pg import session
 
     settings = STATE.settings()
@@ -138,7 +139,8 @@ def alerts_retry(
 def alerts_send() -> None:
     """Send what is due now (the pipeline does this by itself: incident_alerts_sensor and the
     tail run); says what each target answered."""
-    from xray_pipeline.core.alerts import AlertTargets, deliver
+    from xray_pipeline.core.alerts import deliver
+    from xray_pipeline.core.notify import AlertTargets
     from xray_pipeline.core.pg import session
 
     settings = STATE.settings()

@@ -82,6 +82,10 @@ def build_frame(cfg: GeneratorConfig, *, timestamps: np.ndarray | None = None) -
     # default IP limit (3 sources by prefix), so that the default mix plants no sharer
     ip_slot = rng.integers(0, 2, size=n)
     src_ip_num = (user * 7919 + ip_slot * 104729) % (200 * 2**24) + 16 * 2**24
+    # a rejected connection comes from a scanner or a stale client, not from a user's own
+    # address: spread over the range, so that the default mix holds no rejected storm
+    scanner = (np.arange(n, dtype=np.int64) * 2654435761 + cfg.seed) % (200 * 2**24) + 16 * 2**24
+    src_ip_num = np.where(shape == "rejected", scanner, src_ip_num)
     dest_is_ip = dest % 10 == 0
     dest_ip_num = (dest * 2654435761) % (200 * 2**24) + 16 * 2**24
     return pl.DataFrame(

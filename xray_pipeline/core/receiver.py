@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from xray_pipeline.core.alerts import SIGNATURE_HEADER, signature
+from xray_pipeline.core.notify import SIGNATURE_HEADER, signature
 
 
 @dataclass

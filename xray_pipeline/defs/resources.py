@@ -5,10 +5,10 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from xray_pipeline.core.alerts import AlertTargets
 from xray_pipeline.core.evaluate import RulesConfig
 from xray_pipeline.core.ingest import Loader
 from xray_pipeline.core.landing import landed_files
+from xray_pipeline.core.notify import AlertTargets
 from xray_pipeline.core.pg import apply_migrations, connect, database_url
 from xray_pipeline.core.privacy import RowPolicy, open_geoip
 from xray_pipeline.core.rules import IpLimitRule, RejectedRule, TaggedRule

@@ -11,8 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from xray_pipeline.core.alerts import AlertsError, AlertTargets, deliver, retry_dead
+from xray_pipeline.core.alerts import deliver, retry_dead
 from xray_pipeline.core.incidents import record
+from xray_pipeline.core.notify import AlertsError, AlertTargets
 from xray_pipeline.core.pg import connect
 from xray_pipeline.core.receiver import Receiver
 from xray_pipeline.core.rules import Breach
