@@ -9,6 +9,7 @@ sources fall in the generator's address range, so the synthetic databases place 
 
 import datetime as dt
 import json
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -122,8 +123,7 @@ def _sharer(user: int, at: dt.datetime, nodes: list[str], i: int) -> list[dict]:
     generator's range, away from the users' own), over the nodes in turn."""
     rows = []
     for k in range(SHARER_SOURCES):
-        network = 16 * 2**24 + ((user * 7919 + (k + 3) * 1_000_003 + i * 65_537) % (200 * 2**24))
-        ip = _v4((network & ~255) | (10 + k))
+        ip = _sharer_ip(user, k, i)
         for c in range(SHARER_CONNECTIONS_EACH):
             offset = (k * SHARER_CONNECTIONS_EACH + c) * SHARER_MINUTES * 60
             when = at + dt.timedelta(seconds=offset / (SHARER_SOURCES * SHARER_CONNECTIONS_EACH))
@@ -131,6 +131,12 @@ def _sharer(user: int, at: dt.datetime, nodes: list[str], i: int) -> list[dict]:
             port = 40_000 + k * 10 + c
             rows.append(_row(when, user, ip, port, f"www.shared{k}.com", "direct", node))
     return rows
+
+
+def _sharer_ip(user: int, k: int, i: int) -> str:
+    """The k-th source of the i-th sharer: a /24 of its own in the generator's range."""
+    network = 16 * 2**24 + ((user * 7919 + (k + 3) * 1_000_003 + i * 65_537) % (200 * 2**24))
+    return _v4((network & ~255) | (10 + k))
 
 
 def _seeder(user: int, at: dt.datetime, node: str) -> list[dict]:
@@ -152,3 +158,48 @@ def write_cases(path: Path, cases: list[PlantedCase]) -> None:
 
 def truth_columns(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(TRUTH_FIELDS)
+
+
+def plant_live(
+    logs: list[Path],
+    *,
+    timezone: str,
+    stop: threading.Event,
+    every: float = 120.0,
+    first_after: float = 60.0,
+    users: int = 200,
+) -> None:
+    """For the demo: every `every` seconds until `stop` is set, append a case to the logs, as
+    they happen, stamped now in `timezone`: in turn a sharer (SHARER_SOURCES sources, one every
+    two seconds, over the logs in turn) and a seeder (SEEDER_CONNECTIONS connections to
+    WATCHED_TAG, one every two seconds)."""
+    import zoneinfo
+
+    zone = zoneinfo.ZoneInfo(timezone)
+    index = 0
+    if stop.wait(first_after):
+        return
+    while True:
+        user = 1 + (index * 37) % users
+        if index % 2 == 0:
+            for k in range(SHARER_SOURCES):
+                ip = _sharer_ip(user, k, index)
+                _append(logs[k % len(logs)], zone, user, ip, 40_000 + k, "direct")
+                if stop.wait(2.0):
+                    return
+        else:
+            ip = _v4((user * 7919) % (200 * 2**24) + 16 * 2**24)
+            for c in range(SEEDER_CONNECTIONS):
+                _append(logs[index % len(logs)], zone, user, ip, 50_000 + c, WATCHED_TAG)
+                if stop.wait(2.0):
+                    return
+        index += 1
+        if stop.wait(every):
+            return
+
+
+def _append(log: Path, zone, user: int, ip: str, port: int, tag: str) -> None:
+    now = dt.datetime.now(zone).replace(tzinfo=None)
+    row = _row(now, user, ip, port, f"www.shared{port % 7}.com", tag, "")
+    with log.open("a") as fh:
+        fh.write(row["line"] + "\n")

@@ -307,6 +307,7 @@ def supervised(
     every child process group is stopped. `before_start` runs once the instance lock is held
     (port checks)."""
     from xray_pipeline.core.generate import follow
+    from xray_pipeline.core.planted import plant_live
 
     lock = InstanceLock(settings.home / "up.pid")
     lock.acquire()
@@ -344,6 +345,15 @@ def supervised(
                 )
                 generator.start()
                 generators.append(generator)
+            planter = threading.Thread(
+                target=plant_live,
+                args=([demo_log, *node_logs.values()],),
+                kwargs={"timezone": settings.timezone, "stop": stop},
+                name="demo-abuse",
+                daemon=True,
+            )  # a sharer or a seeder every two minutes: the rules have something to find
+            planter.start()
+            generators.append(planter)
             if node_logs:
                 settings.landing_dir.mkdir(parents=True, exist_ok=True)
         log_file = settings.home / "dagster" / "dagster-dev.log"

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from xray_pipeline.core.pg import connect, with_database
+from xray_pipeline.core.planted import email_of
 
 pytestmark = [pytest.mark.slow]
 
@@ -226,6 +227,21 @@ def test_demo_keeps_the_lag_low_and_stops_on_sigterm(
                 "ON p.address = host(l.src_ip) WHERE p.db_version LIKE 'xray-pipeline-synthetic%'"
             ).fetchone()
         assert placed == (3, 0)  # the local demo log (no node) and the two demo nodes
+
+        # a minute in, the demo plants a sharer over the local log and both nodes: the rules
+        # open its incident, and nobody else's (the demo's mix breaks no rule)
+        def incidents() -> list[tuple]:
+            with connect(fresh_db_url) as conn:
+                return conn.execute("SELECT rule, subject, evidence FROM incidents").fetchall()
+
+        def sharer_nodes() -> set[str]:  # the nodes of the planted sharer's evidence so far
+            found = [e for r, subject, e in incidents() if subject == email_of(1)]
+            return {n for e in found for u in e for n in u["nodes"]}
+
+        # (the local log has no node name)
+        wait_for(lambda: sharer_nodes() == {"demo-node-1", "demo-node-2"}, 150, "the sharer")
+        assert {(r, s) for r, s, _ in incidents()} <= {("ip_limit", email_of(1)),
+                                                       ("tagged", email_of(38))}  # fmt: skip
         children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
     finally:
         os.kill(proc.pid, signal.SIGTERM)
