@@ -20,8 +20,6 @@ uv run python bench/alerts.py [--minutes 4] [--nodes 10] [--rate 100] [--users 5
 """
 
 import argparse
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,11 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dagster as dg
 
-from bench._common import OUT, append_at_rate
-from bench.fleet import drop_databases, free_port, new_database
+from bench._common import append_at_rate
+from bench.fleet import (
+    clean_env,
+    drop_databases,
+    fleet_setup,
+    start_center,
+    start_shipper,
+    stop_all,
+    wait_ready,
+)
 from bench.freshness import pct
-from xray_pipeline.core.nodes import add_node
-from xray_pipeline.core.pg import apply_migrations, connect, database_url
+from xray_pipeline.core.pg import connect, database_url
 from xray_pipeline.core.receiver import Receiver
 from xray_pipeline.settings import load_settings
 
@@ -70,6 +75,7 @@ class Result:
     evaluation_s: float = 0.0
     load_s: float = 0.0
     evaluated_rows: int = 0
+    rows_read: int = 0
     loads: int = 0
     signed_ok: bool = True
 
@@ -110,55 +116,25 @@ def plant_seeder(case: Case, logs: list[Path], index: int) -> None:
 
 def run_scenario(users: int, nodes: int, rate: float, minutes: float, every: float) -> Result:
     server = database_url(load_settings())
-    name, url = new_database(server, "xray_bench_alerts")
+    name, url, work, tokens, logs = fleet_setup(server, "xray_bench_alerts", nodes)
     dagster_db = name + "_dagster"
-    work = OUT / f"alerts-{name}"
     home = work / "center"
-    (home / "landed").mkdir(parents=True)
-    with connect(url) as conn:
-        apply_migrations(conn)
-        tokens = {f"node-{i:03d}": add_node(conn, f"node-{i:03d}") for i in range(nodes)}
-    logs = {node: work / node / "access.log" for node in tokens}
-    for log in logs.values():
-        log.parent.mkdir(parents=True)
-        log.write_bytes(b"")
     receiver = Receiver(secret=SECRET.encode()).start()
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("XRAY_", "DAGSTER_"))}
     env = {
-        **base_env,
+        **clean_env(),
         "XRAY_DATABASE_URL": url,
         "XRAY_HOME": str(home),
         "XRAY_DAGSTER_DATABASE": dagster_db,
         "XRAY_ALERTS_WEBHOOK_URL": receiver.url,
         "XRAY_ALERTS_WEBHOOK_SECRET": SECRET,
     }
-    ui_port, api_port = free_port(), free_port()
-    out_path = work / "up.out"
-    with out_path.open("w") as out:
-        center = subprocess.Popen(
-            [sys.executable, "-m", "xray_pipeline.cli", "up", "--port", str(ui_port),
-             "--api-port", str(api_port)],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    center, api_port, out_path = start_center(work, env)
     shippers: list[subprocess.Popen] = []
     result = Result(users)
     stop = threading.Event()
     try:
-        deadline = time.monotonic() + 300
-        while "ready:" not in out_path.read_text():
-            if time.monotonic() > deadline or center.poll() is not None:
-                raise SystemExit(f"up did not become ready; see {out_path}")
-            time.sleep(1)
-        for node, token in tokens.items():
-            ship_env = {**base_env, "XRAY_HOME": str(logs[node].parent), "XRAY_SHIP_TOKEN": token}
-            args = [sys.executable, "-m", "xray_pipeline.cli", "ship", "--node", node,
-                    "--central", f"http://127.0.0.1:{api_port}", "--logfile", str(logs[node])]  # fmt: skip
-            out = (logs[node].parent / "ship.out").open("w")
-            proc = subprocess.Popen(
-                args, env=ship_env, cwd=ROOT, start_new_session=True, stdout=out,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            shippers.append(proc)
+        wait_ready(center, out_path)
+        shippers = [start_shipper(n, token, logs[n], api_port) for n, token in tokens.items()]
         time.sleep(5)  # the shippers' imports
         started_at = time.time()
 
@@ -242,6 +218,7 @@ def run_scenario(users: int, nodes: int, rate: float, minutes: float, every: flo
                     result.evaluations += meta["evaluations"].value
                     result.evaluation_s += meta["evaluation_seconds"].value
                     result.evaluated_rows += meta["evaluated_rows"].value
+                    result.rows_read += meta["rows_read"].value
                 elif "load_seconds" in meta:
                     result.loads += 1
                     result.load_s += meta["load_seconds"].value
@@ -249,14 +226,7 @@ def run_scenario(users: int, nodes: int, rate: float, minutes: float, every: flo
     finally:
         stop.set()
         receiver.stop()
-        for proc in shippers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in shippers:
-            proc.wait(timeout=60)
-        if center.poll() is None:
-            os.killpg(center.pid, signal.SIGINT)
-        center.wait(timeout=120)
+        stop_all(shippers, center)
     drop_databases(server, name, dagster_db)
     return result
 
@@ -295,7 +265,7 @@ def report(r: Result) -> None:
     mean = r.evaluation_s / r.evaluations if r.evaluations else float("nan")
     print(
         f"rule evaluation: {r.evaluations} evaluations, mean {mean * 1000:.1f} ms, "
-        f"{r.evaluated_rows:,} rows read; {r.evaluation_s:.1f} s against {r.load_s:.1f} s of "
+        f"{r.evaluated_rows:,} rows judged, {r.rows_read:,} read; {r.evaluation_s:.1f} s against {r.load_s:.1f} s of "
         f"{r.loads} loads: {share:.1%} of the run's work (target < 10%)"
     )
     print(

@@ -127,12 +127,12 @@ def tree_rss_mb(root: psutil.Process) -> float:
     return total
 
 
-def run_scenario(nodes: int, rate: float, minutes: float, burst: int, server: str) -> Result:
-    name, url = new_database(server, "xray_bench_fleet")
-    dagster_db = name + "_dagster"
-    work = OUT / f"fleet-{name}"
-    home = work / "center"
-    (home / "landed").mkdir(parents=True)
+def fleet_setup(server: str, prefix: str, nodes: int):
+    """A new database with `nodes` registered nodes, and a folder in bench/out with an empty
+    log per node and the center's state folder: (name, url, folder, tokens, logs)."""
+    name, url = new_database(server, prefix)
+    work = OUT / f"{prefix.removeprefix('xray_bench_')}-{name}"
+    (work / "center" / "landed").mkdir(parents=True)
     with connect(url) as conn:
         apply_migrations(conn)
         tokens = {f"node-{i:03d}": add_node(conn, f"node-{i:03d}") for i in range(nodes)}
@@ -140,13 +140,17 @@ def run_scenario(nodes: int, rate: float, minutes: float, burst: int, server: st
     for log in logs.values():
         log.parent.mkdir(parents=True)
         log.write_bytes(b"")
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("XRAY_", "DAGSTER_"))}
-    env = {
-        **base_env,
-        "XRAY_DATABASE_URL": url,
-        "XRAY_HOME": str(home),
-        "XRAY_DAGSTER_DATABASE": dagster_db,
-    }
+    return name, url, work, tokens, logs
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without the XRAY_ and DAGSTER_ variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("XRAY_", "DAGSTER_"))}
+
+
+def start_center(work: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int, Path]:
+    """`xray-pipeline up` with everything on, its output in work/up.out: (the process, the
+    API's port, the output file)."""
     ui_port, api_port = free_port(), free_port()
     out_path = work / "up.out"
     with out_path.open("w") as out:
@@ -155,32 +159,60 @@ def run_scenario(nodes: int, rate: float, minutes: float, burst: int, server: st
              "--api-port", str(api_port)],
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+    return center, api_port, out_path
+
+
+def wait_ready(center: subprocess.Popen, out_path: Path) -> None:
+    """Until `up` says ready (its first sensor tick)."""
+    deadline = time.monotonic() + 300
+    while "ready:" not in out_path.read_text():
+        if time.monotonic() > deadline or center.poll() is not None:
+            raise SystemExit(f"up did not become ready; see {out_path}")
+        time.sleep(1)
+
+
+def start_shipper(node: str, token: str, log: Path, api_port: int) -> subprocess.Popen:
+    """A real `xray-pipeline ship` of `log` as `node`, its output beside the log."""
+    env = {**clean_env(), "XRAY_HOME": str(log.parent), "XRAY_SHIP_TOKEN": token}
+    args = [sys.executable, "-m", "xray_pipeline.cli", "ship", "--node", node,
+            "--central", f"http://127.0.0.1:{api_port}", "--logfile", str(log)]  # fmt: skip
+    out = (log.parent / "ship.out").open("w")
+    return subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop_all(shippers: list[subprocess.Popen], center: subprocess.Popen) -> None:
+    """Stop the shippers, then the center (SIGINT, as Ctrl-C)."""
+    for proc in shippers:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in shippers:
+        proc.wait(timeout=60)
+    if center.poll() is None:
+        os.killpg(center.pid, signal.SIGINT)
+    center.wait(timeout=120)
+
+
+def run_scenario(nodes: int, rate: float, minutes: float, burst: int, server: str) -> Result:
+    name, url, work, tokens, logs = fleet_setup(server, "xray_bench_fleet", nodes)
+    dagster_db = name + "_dagster"
+    home = work / "center"
+    env = {
+        **clean_env(),
+        "XRAY_DATABASE_URL": url,
+        "XRAY_HOME": str(home),
+        "XRAY_DAGSTER_DATABASE": dagster_db,
+    }
+    center, api_port, out_path = start_center(work, env)
     shippers: list[subprocess.Popen] = []
     result = Result(nodes, rate)
     appended: list[tuple[float, str, int]] = []  # (time, node, size after the write)
     seen: dict[str, list[tuple[float, int]]] = {node: [] for node in tokens}
     stop = threading.Event()
     try:
-        deadline = time.monotonic() + 300
-        while "ready:" not in out_path.read_text():
-            if time.monotonic() > deadline or center.poll() is not None:
-                raise SystemExit(f"up did not become ready; see {out_path}")
-            time.sleep(1)
-        for node, token in tokens.items():
-            ship_env = {**base_env, "XRAY_HOME": str(logs[node].parent), "XRAY_SHIP_TOKEN": token}
-            args = [sys.executable, "-m", "xray_pipeline.cli", "ship", "--node", node,
-                    "--central", f"http://127.0.0.1:{api_port}", "--logfile", str(logs[node])]  # fmt: skip
-            out = (logs[node].parent / "ship.out").open("w")
-            shippers.append(
-                subprocess.Popen(
-                    args,
-                    env=ship_env,
-                    cwd=ROOT,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+        wait_ready(center, out_path)
+        shippers = [start_shipper(n, token, logs[n], api_port) for n, token in tokens.items()]
         time.sleep(5)  # the shippers' imports
         top = psutil.Process(center.pid)
         ship_procs = [psutil.Process(p.pid) for p in shippers]
@@ -265,14 +297,7 @@ def run_scenario(nodes: int, rate: float, minutes: float, burst: int, server: st
             (work / "burst.log").write_bytes(text * nodes)
     finally:
         stop.set()
-        for proc in shippers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in shippers:
-            proc.wait(timeout=60)
-        if center.poll() is None:
-            os.killpg(center.pid, signal.SIGINT)
-        center.wait(timeout=120)
+        stop_all(shippers, center)
 
     span = (ended_at - started_at) / 60
     result.half = started_at + (ended_at - started_at) / 2

@@ -39,7 +39,9 @@ def incidents_list(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     """The incidents, newest first."""
-    from xray_pipeline.core.incidents import INCIDENT_COLUMNS, IncidentFilter, list_query
+    from psycopg.rows import dict_row
+
+    from xray_pipeline.core.incidents import IncidentFilter, list_query
     from xray_pipeline.core.pg import session
 
     if rule is not None and rule not in ("ip_limit", "tagged", "rejected"):
@@ -47,10 +49,9 @@ def incidents_list(
         raise typer.Exit(2)
     filters = IncidentFilter(open=True if open_only else None, rule=rule, subject=user, node=node)
     page, count, params = list_query(filters, limit, 0)
-    with session(STATE.settings()) as conn:
-        rows = conn.execute(page, params).fetchall()
-        total = conn.execute(count, params).fetchone()[0]
-    items = [dict(zip(INCIDENT_COLUMNS, row, strict=True)) for row in rows]
+    with session(STATE.settings()) as conn, conn.cursor(row_factory=dict_row) as cur:
+        items = cur.execute(page, params).fetchall()
+        total = cur.execute(count, params).fetchone()["count"]
     if as_json:
         for item in items:
             console.print_json(json.dumps(item, default=_text))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 import psycopg
 from loguru import logger
+from psycopg.rows import dict_row
 
 from xray_pipeline.core.notify import OUTPUT_KEPT, SENDERS, AlertTargets, payload
 
@@ -58,7 +59,7 @@ SELECT d.change_id, d.target, d.attempts, c.change, c.at, i.id, i.rule, i.subjec
        i.acknowledged_at,
        (SELECT max(p.sent_at) FROM alert_deliveries p
         JOIN incident_changes pc ON pc.id = p.change_id
-        WHERE pc.incident_id = i.id AND p.target = d.target AND p.status = 'sent')
+        WHERE pc.incident_id = i.id AND p.target = d.target AND p.status = 'sent') AS last_sent
 FROM alert_deliveries d
 JOIN incident_changes c ON c.id = d.change_id
 JOIN incidents i ON i.id = c.incident_id
@@ -67,25 +68,6 @@ ORDER BY d.next_attempt_at, d.change_id
 LIMIT %(limit)s
 FOR UPDATE OF d SKIP LOCKED
 """
-_COLUMNS = (
-    "change_id",
-    "target",
-    "attempts",
-    "change",
-    "at",
-    "id",
-    "rule",
-    "subject",
-    "state",
-    "opened_at",
-    "last_seen",
-    "closed_at",
-    "peak",
-    "limit",
-    "evidence",
-    "acknowledged_at",
-    "last_sent",
-)
 
 
 def dispatch(conn: psycopg.Connection, targets: AlertTargets, now: dt.datetime) -> int:
@@ -119,10 +101,9 @@ def deliver(
     client = client or httpx.Client(timeout=targets.timeout_seconds)
     try:
         while seconds is None or time.monotonic() - clock < seconds:
-            with conn.transaction():
-                rows = conn.execute(_CLAIM, {"now": now, "limit": batch}).fetchall()
-                for values in rows:
-                    row = dict(zip(_COLUMNS, values, strict=True))
+            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                rows = cur.execute(_CLAIM, {"now": now, "limit": batch}).fetchall()
+                for row in rows:
                     last = sent.get((row["id"], row["target"]))
                     row["last_sent"] = max(filter(None, (row["last_sent"], last)), default=None)
                     if _deliver_one(conn, targets, client, row, now, result):

@@ -37,7 +37,11 @@ class RulesConfig:
     @classmethod
     def from_settings(cls, settings) -> "RulesConfig":
         """The rules of [rules]."""
-        rules = settings.rules
+        return cls.of(settings.rules)
+
+    @classmethod
+    def of(cls, rules) -> "RulesConfig":
+        """The rules of anything with [rules]' names (the section, or the Dagster resource)."""
         return cls(
             ip_limit=IpLimitRule(rules.ip_limit, rules.ip_window_minutes, rules.ip_count_by),
             tagged=TaggedRule(
@@ -100,8 +104,10 @@ def set_user_limit(conn: psycopg.Connection, email: str, limit: int | None) -> N
 
 @dataclass
 class Evaluation:
-    """One evaluation: the rows read, the time it took, what it recorded."""
+    """One evaluation: the rows judged (those of its range), the rows read (of the
+    candidates, with their windows), the time it took, what it recorded."""
 
+    judged: int = 0
     rows: int = 0
     seconds: float = 0.0
     recorded: Recorded = field(default_factory=Recorded)
@@ -155,12 +161,14 @@ def evaluate(
         rejected = _frame(conn, _REJECTED_ROWS, params)
         rows += rejected.height
         breaches += rejected_breaches(rejected, config.rejected, since=lo)
+    judged = conn.execute(_JUDGED, params).fetchone()[0]
     conn.commit()
     recorded = record(conn, breaches, now=hi, quiet_minutes=config.quiet_minutes)
-    return Evaluation(rows, round(time.perf_counter() - clock, 4), recorded)
+    return Evaluation(judged, rows, round(time.perf_counter() - clock, 4), recorded)
 
 
 _EMPTY = pl.DataFrame(schema=ROWS_SCHEMA)
+_JUDGED = "SELECT count(*) FROM logs WHERE ts >= %(lo)s AND ts <= %(hi)s"
 
 
 class Candidates:
@@ -264,6 +272,7 @@ def evaluate_range(
     while start < hi:
         end = min(start + step, hi)
         one = evaluate(conn, start, end - dt.timedelta(microseconds=1), config, candidates)
+        total.judged += one.judged
         total.rows += one.rows
         total.seconds += one.seconds
         for name in ("opened", "updated", "escalated", "closed"):

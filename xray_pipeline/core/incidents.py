@@ -115,20 +115,6 @@ def close_quiet(conn: psycopg.Connection, *, now: dt.datetime, quiet_minutes: in
 
 # --------------------------------------------------------------------------- reading them
 
-INCIDENT_COLUMNS = (
-    "id",
-    "rule",
-    "subject",
-    "state",
-    "opened_at",
-    "last_seen",
-    "closed_at",
-    "peak",
-    "limit",
-    "acknowledged_at",
-    "nodes",
-    "units",
-)
 _SELECT = """
 SELECT i.id, i.rule, i.subject, i.state, i.opened_at, i.last_seen, i.closed_at, i.peak,
        i."limit", i.acknowledged_at,

@@ -63,15 +63,18 @@ class AlertTargets:
 
     @classmethod
     def from_settings(cls, settings) -> "AlertTargets":
-        alerts, rules = settings.alerts, settings.rules
+        """The targets of [alerts] and [rules] on_open_command."""
+        return cls.of(settings.alerts, settings.rules)
+
+    @classmethod
+    def of(cls, alerts, rules) -> "AlertTargets":
+        """The targets of anything with the settings' names: the [alerts] and [rules]
+        sections, or the Dagster resource that holds both (secrets as SecretStr or text)."""
+        secret, token = _text(alerts.webhook_secret), _text(alerts.telegram_token)
         return cls(
             webhook_url=alerts.webhook_url,
-            webhook_secret=(
-                alerts.webhook_secret.get_secret_value().encode() if alerts.webhook_secret else None
-            ),
-            telegram_token=(
-                alerts.telegram_token.get_secret_value() if alerts.telegram_token else None
-            ),
+            webhook_secret=secret.encode() if secret else None,
+            telegram_token=token,
             telegram_chat_id=alerts.telegram_chat_id,
             telegram_api=alerts.telegram_api,
             command=rules.on_open_command,
@@ -119,6 +122,13 @@ def payload(row: dict) -> dict:
             "evidence": row["evidence"],
         },
     }
+
+
+def _text(secret) -> str | None:
+    """A secret's text, whether a pydantic SecretStr or already text."""
+    if secret is None:
+        return None
+    return secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
 
 
 class TargetError(RuntimeError):

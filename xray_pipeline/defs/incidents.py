@@ -52,8 +52,10 @@ def build_incidents_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
                     continue
                 one = evaluate_range(conn, lo, hi, config)
                 context.log.info(
-                    f"{key}: {one.rows} rows judged, {len(one.recorded.opened)} incidents opened"
+                    f"{key}: {one.judged} rows judged ({one.rows} read), "
+                    f"{len(one.recorded.opened)} incidents opened"
                 )
+                total.judged += one.judged
                 total.rows += one.rows
                 total.seconds += one.seconds
                 for name in ("opened", "updated", "escalated", "closed"):

@@ -33,7 +33,8 @@ def incidents_metadata(conn: psycopg.Connection, evaluation: Evaluation, evaluat
     return {
         "open_incidents": sum(by_rule.values()),
         "open_by_rule": dg.MetadataValue.json(by_rule),
-        "evaluated_rows": evaluation.rows,
+        "evaluated_rows": evaluation.judged,
+        "rows_read": evaluation.rows,
         "evaluations": evaluations,
         "evaluation_seconds": round(evaluation.seconds, 3),
         "opened": len(recorded.opened),

@@ -11,7 +11,6 @@ from xray_pipeline.core.landing import landed_files
 from xray_pipeline.core.notify import AlertTargets
 from xray_pipeline.core.pg import apply_migrations, connect, database_url
 from xray_pipeline.core.privacy import RowPolicy, open_geoip
-from xray_pipeline.core.rules import IpLimitRule, RejectedRule, TaggedRule
 from xray_pipeline.core.tail import expand_paths
 from xray_pipeline.settings import load_settings, normalize_url
 
@@ -133,27 +132,7 @@ class RulesResource(dg.ConfigurableResource):
     timeout_seconds: float = 10.0
 
     def config(self) -> RulesConfig:
-        return RulesConfig(
-            ip_limit=IpLimitRule(self.ip_limit, self.ip_window_minutes, self.ip_count_by),
-            tagged=TaggedRule(
-                tuple(self.watched_tags), self.tagged_limit, self.tagged_window_minutes
-            ),
-            rejected=RejectedRule(self.rejected_limit, self.rejected_window_minutes),
-            quiet_minutes=self.quiet_minutes,
-        )
+        return RulesConfig.of(self)
 
     def targets(self) -> AlertTargets:
-        return AlertTargets(
-            webhook_url=self.webhook_url,
-            webhook_secret=self.webhook_secret.encode() if self.webhook_secret else None,
-            telegram_token=self.telegram_token,
-            telegram_chat_id=self.telegram_chat_id,
-            telegram_api=self.telegram_api,
-            command=self.on_open_command,
-            command_dry_run=self.on_open_dry_run,
-            attempts=self.attempts,
-            backoff_seconds=self.backoff_seconds,
-            cooldown_minutes=self.cooldown_minutes,
-            max_age_minutes=self.max_age_minutes,
-            timeout_seconds=self.timeout_seconds,
-        )
+        return AlertTargets.of(self, self)

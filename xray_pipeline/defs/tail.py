@@ -191,6 +191,7 @@ class Judged:
 
     def add(self, conn: psycopg.Connection, evaluation: Evaluation) -> None:
         pending = self.pending
+        pending.judged += evaluation.judged
         pending.rows += evaluation.rows
         pending.seconds += evaluation.seconds
         for name in ("opened", "updated", "escalated", "closed"):

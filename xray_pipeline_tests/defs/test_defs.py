@@ -491,7 +491,8 @@ def test_one_run_loads_every_source_of_a_day(fresh_db_url: str, tmp_path: Path, 
         if e.asset_key == dg.AssetKey("incidents")
     ]
     assert judged.partition == "2025-01-01"
-    assert judged.metadata["evaluated_rows"].value == 3
+    assert judged.metadata["evaluated_rows"].value == 3  # the day's rows, all judged
+    assert judged.metadata["rows_read"].value == 0  # nobody could break a rule: none read
     assert judged.metadata["open_incidents"].value == 0
     with connect(fresh_db_url) as conn:
         assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 6

@@ -55,7 +55,9 @@ def test_load_runs_apply_the_policy_and_place_the_addresses(
     run = defs.resolve_job_def("load_logs_job").execute_in_process(
         run_config=request.run_config, partition_key=request.partition_key, instance=instance
     )
-    [loaded] = run.asset_materializations_for_node("logs")
+    [loaded] = [
+        m for m in run.asset_materializations_for_node("logs") if m.asset_key == dg.AssetKey("logs")
+    ]
     assert loaded.metadata["new_places"].value == 2  # the two sources (198.51.100.3: unknown)
     with connect(fresh_db_url) as conn:
         rows = conn.execute(
