@@ -1,9 +1,9 @@
 """Evaluate the rules over what loads added: the rows of [lo, hi] (a load's time range), with
 the rows of the same subjects from `window` before as context, then record the incidents.
 It reads only the subjects the new rows touch who could break a rule there (counted in the
-database, or by a long run's Candidates), never a scan of history. The windows that end up to `window` after hi are
-judged too: a node whose lines arrive late (a backlog after an outage) adds to windows that
-the other nodes' rows were judged in already."""
+database, or by a long run's Candidates), never a scan of history. The windows that end up
+to `window` after hi are judged too: a node whose lines arrive late (a backlog after an
+outage) adds to windows that the other nodes' rows were judged in already."""
 
 import datetime as dt
 import time
