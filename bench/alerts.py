@@ -292,6 +292,9 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between planted cases")
     parser.add_argument("--users", type=int, action="append")
     args = parser.parse_args()
+    subprocess.run(
+        [sys.executable, "-m", "xray_pipeline.cli", "db", "start"], cwd=ROOT, check=True
+    )  # the embedded server, when that is the configured one
     for users in args.users or [5_000, 100_000]:
         print(
             f"scenario: {args.nodes} nodes x {args.rate:g} lines/s, {users:,} users, "
