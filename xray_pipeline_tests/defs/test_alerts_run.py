@@ -12,8 +12,7 @@ import dagster as dg
 
 from xray_pipeline.core.pg import connect
 from xray_pipeline.core.receiver import Receiver
-from xray_pipeline.defs.tail import TAIL_JOB
-from xray_pipeline_tests.defs.test_tail_run import make_defs
+from xray_pipeline_tests.defs.test_tail_run import make_defs, run_tail
 
 SECRET = "a-webhook-secret-for-tests"
 
@@ -23,14 +22,6 @@ def line(user: str, ip: str, when: dt.datetime | None = None, tag: str = "out") 
     return (
         f"{stamp:%Y/%m/%d %H:%M:%S.%f} from {ip}:1 accepted tcp:a.example:443 [in >> {tag}] "
         f"email: {user}\n"
-    )
-
-
-def run_tail(defs: dg.Definitions, instance, minutes: float):
-    day = dt.datetime.now(dt.UTC).date().isoformat()
-    config = {"day": day, "minutes": minutes, "poll_seconds": 0.2}
-    return defs.resolve_job_def(TAIL_JOB).execute_in_process(
-        run_config={"ops": {"tail_logs": {"config": config}}}, instance=instance
     )
 
 
