@@ -117,6 +117,14 @@ class Evaluation:
         r = self.recorded
         return len(r.opened) + len(r.escalated) + len(r.closed)
 
+    def add(self, other: "Evaluation") -> None:
+        """Sum `other` into this one (the evaluations of a run, or of a day's steps)."""
+        self.judged += other.judged
+        self.rows += other.rows
+        self.seconds += other.seconds
+        for name in ("opened", "updated", "escalated", "closed"):
+            getattr(self.recorded, name).extend(getattr(other.recorded, name))
+
 
 def _params(conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime, config: RulesConfig):
     return {
@@ -271,12 +279,7 @@ def evaluate_range(
     start = lo
     while start < hi:
         end = min(start + step, hi)
-        one = evaluate(conn, start, end - dt.timedelta(microseconds=1), config, candidates)
-        total.judged += one.judged
-        total.rows += one.rows
-        total.seconds += one.seconds
-        for name in ("opened", "updated", "escalated", "closed"):
-            getattr(total.recorded, name).extend(getattr(one.recorded, name))
+        total.add(evaluate(conn, start, end - dt.timedelta(microseconds=1), config, candidates))
         start = end
     return total
 

@@ -55,11 +55,7 @@ def build_incidents_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
                     f"{key}: {one.judged} rows judged ({one.rows} read), "
                     f"{len(one.recorded.opened)} incidents opened"
                 )
-                total.judged += one.judged
-                total.rows += one.rows
-                total.seconds += one.seconds
-                for name in ("opened", "updated", "escalated", "closed"):
-                    getattr(total.recorded, name).extend(getattr(one.recorded, name))
+                total.add(one)
             metadata = incidents_metadata(conn, total)
         return dg.MaterializeResult(metadata={**metadata, "replaced": replaced})
 

@@ -143,7 +143,10 @@ def tail_logs(
                 time.sleep(max(0.0, config.poll_seconds - (time.time() - now)))
     finally:
         if conn is not None and not conn.closed:
-            judged.flush(conn)
+            try:
+                judged.flush(conn)
+            except psycopg.Error as exc:  # the database went away: the report is lost, no row
+                context.log.warning(f"the last evaluations were not reported: {exc}")
             conn.close()
         if loader is not None:
             loader.close()
@@ -190,12 +193,7 @@ class Judged:
         self.last = time.monotonic()
 
     def add(self, conn: psycopg.Connection, evaluation: Evaluation) -> None:
-        pending = self.pending
-        pending.judged += evaluation.judged
-        pending.rows += evaluation.rows
-        pending.seconds += evaluation.seconds
-        for name in ("opened", "updated", "escalated", "closed"):
-            getattr(pending.recorded, name).extend(getattr(evaluation.recorded, name))
+        self.pending.add(evaluation)
         self.count += 1
         if evaluation.changes or time.monotonic() - self.last >= INCIDENTS_REPORT_EVERY_S:
             self.flush(conn)
