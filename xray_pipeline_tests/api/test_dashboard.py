@@ -374,6 +374,8 @@ def test_incidents_panel_and_the_user_badge(open_page, base_url, data_url):
         assert len(rows) == 2
         assert any("IP limit" in r and sharer in r and "5 / 3" in r and "edge-a" in r for r in rows)
         assert any("rejected storm" in r and "203.0.113.9" in r for r in rows)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator("#incidents-panel").screenshot(path=SCREENSHOTS / "incidents.png")
         act(page, lambda: page.locator("#incidents-table tbody a", has_text=sharer).click())
         assert page.inner_text("#user-title") == sharer
         badge = page.locator("#u-incidents")
