@@ -292,6 +292,7 @@ const RULE_NAMES = { ip_limit: "IP limit", tagged: "tagged traffic", rejected: "
 function drawIncidents(page, open) {
   $("incidents-open").textContent = `(${number.format(open.total)} open)`;
   $("incidents-empty").hidden = page.items.length > 0;
+  $("incidents-table").hidden = page.items.length === 0;
   $("incidents-table").tBodies[0].replaceChildren(
     ...page.items.map((i) => {
       const row = el("tr", null, i.state === "open" ? "open" : "");
