@@ -292,12 +292,3 @@ def forget_day(conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime) -> in
             "DELETE FROM incidents WHERE opened_at >= %s AND opened_at < %s", (lo, hi)
         )
     return deleted.rowcount
-
-
-def open_incidents(conn: psycopg.Connection) -> dict[str, int]:
-    """The open incidents by rule."""
-    rows = conn.execute(
-        "SELECT rule, count(*) FROM incidents WHERE state = 'open' GROUP BY rule"
-    ).fetchall()
-    conn.commit()
-    return dict(rows)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import polars as pl
 
-from xray_pipeline.core.generate import TRUTH_FIELDS
-
 # over the default [rules]: more than 3 sources by prefix, more than 20 tagged connections,
 # each within 10 minutes
 SHARER_SOURCES = 6
@@ -154,10 +152,6 @@ def _seeder(user: int, at: dt.datetime, node: str) -> list[dict]:
 def write_cases(path: Path, cases: list[PlantedCase]) -> None:
     """The planted cases as JSON: what the rules must find, and nothing else."""
     path.write_text(json.dumps([asdict(c) for c in cases], indent=1) + "\n")
-
-
-def truth_columns(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.select(TRUTH_FIELDS)
 
 
 def plant_live(
