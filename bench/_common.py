@@ -63,7 +63,7 @@ def append_at_rate(
 ) -> None:
     """Append `rate` generated lines a second to `log` (ten writes a second, stamped now in
     UTC, as `up` reads them) for `seconds` or until `stop`; `on_write(size after the write)`."""
-    from xray_pipeline.core.generate import line_pool, stamped
+    from xray_pipeline.core.synthetic.live import line_pool, stamped
 
     pool = line_pool(size=pool_size, seed=seed, users=users, other_share=0.15)
     cursor, tick, carry = 0, 0, 0.0

@@ -43,8 +43,9 @@ from bench.fleet import (
     wait_ready,
 )
 from bench.freshness import pct
-from xray_pipeline.core.pg import connect, database_url
-from xray_pipeline.core.receiver import Receiver
+from xray_pipeline.core.alerts.receiver import Receiver
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.session import database_url
 from xray_pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,12 +28,14 @@ from psycopg import sql
 from bench._common import OUT, ensure_log
 from xray_pipeline.api.main import create_app
 from xray_pipeline.api.queries.users import CONNECTIONS, USER_ACTIVITY
-from xray_pipeline.core.geoip import GeoIP
-from xray_pipeline.core.pg import apply_migrations, connect, database_url, with_database
-from xray_pipeline.core.places import enrich_day
-from xray_pipeline.core.privacy import RowPolicy
-from xray_pipeline.core.quality import ROLLUPS, rebuild_rollup
-from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.migrations import apply_migrations
+from xray_pipeline.core.db.rollups import ROLLUPS, rebuild_rollup
+from xray_pipeline.core.db.session import database_url, with_database
+from xray_pipeline.core.privacy.geoip import GeoIP
+from xray_pipeline.core.privacy.places import enrich_day
+from xray_pipeline.core.privacy.policy import RowPolicy
+from xray_pipeline.core.synthetic.mmdb import write_synthetic_geoip
 from xray_pipeline.settings import load_settings
 
 DB = "xray_bench_api"

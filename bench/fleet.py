@@ -38,9 +38,11 @@ from psycopg import sql
 
 from bench._common import OUT, append_at_rate
 from bench.freshness import pct, server_cpu_seconds, tree_cpu_seconds
-from xray_pipeline.core.generate import line_pool, stamped
-from xray_pipeline.core.nodes import add_node
-from xray_pipeline.core.pg import apply_migrations, connect, database_url, with_database
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.migrations import apply_migrations
+from xray_pipeline.core.db.session import database_url, with_database
+from xray_pipeline.core.fleet.nodes import add_node
+from xray_pipeline.core.synthetic.live import line_pool, stamped
 from xray_pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,7 +36,8 @@ import psutil
 from psycopg import sql
 
 from bench._common import OUT, append_at_rate
-from xray_pipeline.core.pg import connect, database_url, with_database
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.session import database_url, with_database
 from xray_pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from xray_pipeline.core.generate import GeneratorConfig, build_frame, follow, render
+from xray_pipeline.core.synthetic.generate import GeneratorConfig, build_frame, render
+from xray_pipeline.core.synthetic.live import follow
 
 
 def render_each_tick(out: Path, rate: float, seconds: float) -> None:

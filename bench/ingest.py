@@ -23,8 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from psycopg import sql
 
 from bench._common import OUT, ensure_log
-from xray_pipeline.core.pg import apply_migrations, connect, database_url, with_database
-from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.migrations import apply_migrations
+from xray_pipeline.core.db.session import database_url, with_database
+from xray_pipeline.core.synthetic.mmdb import write_synthetic_geoip
 from xray_pipeline.settings import load_settings
 
 BENCH_DB = "xray_bench_ingest"

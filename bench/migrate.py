@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from psycopg import sql
 
-from xray_pipeline.core.pg import connect, database_url, with_database
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.session import database_url, with_database
 from xray_pipeline.settings import load_settings
 
 LEGACY = """

@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import OUT, ensure_log, peak_rss_mb, timed
 from xray_pipeline.core import parse as P
+from xray_pipeline.core.ingest.files import iter_chunks
 from xray_pipeline.core.parse import parse_chunk
 from xray_pipeline.core.schema import LINES_SCHEMA
-from xray_pipeline.core.tail import iter_chunks
 from xray_pipeline.settings import ParserSettings
 
 DEFAULT_BATCH_MB = ParserSettings().batch_size / (1024 * 1024)

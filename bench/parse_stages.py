@@ -28,7 +28,7 @@ import polars as pl
 
 from bench._common import OUT, ensure_log
 from xray_pipeline.core import parse as P
-from xray_pipeline.core.tail import iter_chunks
+from xray_pipeline.core.ingest.files import iter_chunks
 from xray_pipeline.settings import ParserSettings
 
 DEFAULT_BATCH_MB = ParserSettings().batch_size / (1024 * 1024)

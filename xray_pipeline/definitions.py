@@ -5,9 +5,9 @@ import warnings
 
 import dagster as dg
 
-from xray_pipeline.core.evaluate import RulesConfig
-from xray_pipeline.core.notify import AlertTargets
-from xray_pipeline.core.privacy import policy_from_settings
+from xray_pipeline.core.alerts.targets import AlertTargets
+from xray_pipeline.core.privacy.policy import policy_from_settings
+from xray_pipeline.core.rules.evaluate import RulesConfig
 from xray_pipeline.defs.assets import build_logs_asset
 from xray_pipeline.defs.checks import build_checks
 from xray_pipeline.defs.incidents import (

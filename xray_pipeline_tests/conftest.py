@@ -19,9 +19,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from xray_pipeline.core.embedded import EmbeddedServer
-from xray_pipeline.core.pg import apply_migrations, connect, with_database
-from xray_pipeline.core.synthetic_geoip import write_mmdb
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.embedded import EmbeddedServer
+from xray_pipeline.core.db.migrations import apply_migrations
+from xray_pipeline.core.db.session import with_database
+from xray_pipeline.core.synthetic.mmdb import write_mmdb
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEST_HOME = PROJECT_ROOT / ".xray" / "test"

@@ -112,7 +112,7 @@ def main() -> None:
     """Run the CLI; known errors become one line on stderr and a non-zero exit."""
     import psycopg
 
-    from xray_pipeline.core.pg import DatabaseError
+    from xray_pipeline.core.db.connect import DatabaseError
 
     verbose = STATE.verbose or os.environ.get("XRAY_VERBOSE")
     try:

@@ -14,7 +14,7 @@ db_app = typer.Typer(
 
 
 def _embedded_or_exit(settings: Settings):
-    from xray_pipeline.core.pg import embedded_server
+    from xray_pipeline.core.db.session import embedded_server
 
     if not settings.uses_embedded:
         err_console.print(
@@ -46,7 +46,8 @@ def db_stop() -> None:
 @db_app.command("status")
 def db_status() -> None:
     """Say whether the database answers; exit 1 when it does not."""
-    from xray_pipeline.core.pg import DatabaseError, connect, embedded_server, server_version
+    from xray_pipeline.core.db.connect import DatabaseError, connect
+    from xray_pipeline.core.db.session import embedded_server, server_version
 
     settings = STATE.settings()
     if settings.uses_embedded:
@@ -75,7 +76,7 @@ def db_url(
     ] = False,
 ) -> None:
     """Print a DSN to paste into psql or a BI tool (starts the embedded server if needed)."""
-    from xray_pipeline.core.pg import dagster_storage_url, database_url
+    from xray_pipeline.core.db.session import dagster_storage_url, database_url
 
     settings = STATE.settings()
     print(dagster_storage_url(settings) if dagster else database_url(settings))
@@ -84,7 +85,9 @@ def db_url(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the numbered sql/ files that are not applied yet."""
-    from xray_pipeline.core.pg import apply_migrations, connect, database_url
+    from xray_pipeline.core.db.connect import connect
+    from xray_pipeline.core.db.migrations import apply_migrations
+    from xray_pipeline.core.db.session import database_url
 
     settings = STATE.settings()
     with connect(database_url(settings), origin=settings.origin_of_database()) as conn:
@@ -100,7 +103,7 @@ def db_upgrade() -> None:
 @db_app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def db_psql(ctx: typer.Context) -> None:
     """Open psql on the database; extra arguments go to psql (e.g. -c 'select 1')."""
-    from xray_pipeline.core.pg import database_url, psql_executable
+    from xray_pipeline.core.db.session import database_url, psql_executable
 
     settings = STATE.settings()
     url = database_url(settings)

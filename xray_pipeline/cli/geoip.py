@@ -19,9 +19,9 @@ SAMPLE = 10_000  # today's distinct source addresses looked up for the resolved 
 def geoip_status() -> None:
     """Which databases are loaded, their type and build date, and what share of today's
     distinct source addresses (local day) each resolves."""
-    from xray_pipeline.core.geoip import GeoIP, GeoIPError
-    from xray_pipeline.core.pg import session
-    from xray_pipeline.core.privacy import HASH_PREFIX, parse_ip
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.privacy.geoip import GeoIP, GeoIPError
+    from xray_pipeline.core.privacy.policy import HASH_PREFIX, parse_ip
 
     settings = STATE.settings()
     try:

@@ -41,8 +41,8 @@ def incidents_list(
     """The incidents, newest first."""
     from psycopg.rows import dict_row
 
-    from xray_pipeline.core.incidents import IncidentFilter, list_query
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.rules.incidents import IncidentFilter, list_query
 
     if rule is not None and rule not in ("ip_limit", "tagged", "rejected"):
         err_console.print(f"error: --rule {rule!r}: use ip_limit, tagged or rejected")
@@ -72,8 +72,8 @@ def incidents_show(incident: Annotated[int, typer.Argument(help="the incident's 
     """One incident as JSON: its evidence, its changes and where each was sent."""
     from psycopg.rows import dict_row
 
-    from xray_pipeline.core.incidents import CHANGES_QUERY, ONE_QUERY
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.rules.incidents import CHANGES_QUERY, ONE_QUERY
 
     with session(STATE.settings()) as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(ONE_QUERY, {"id": incident}).fetchone()
@@ -92,7 +92,7 @@ def alerts_list(
     limit: Annotated[int, typer.Option(min=1)] = 50,
 ) -> None:
     """The notifications, newest first, with their last error."""
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
 
     with session(STATE.settings()) as conn:
         counts = conn.execute(
@@ -124,9 +124,9 @@ def alerts_retry(
     target: Annotated[str | None, typer.Option(help="webhook, telegram or command")] = None,
 ) -> None:
     """Send the dead letter again (after fixing the target), then send what is due now."""
-    from xray_pipeline.core.alerts import deliver, retry_dead
-    from xray_pipeline.core.notify import AlertTargets
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.alerts.outbox import deliver, retry_dead
+    from xray_pipeline.core.alerts.targets import AlertTargets
+    from xray_pipeline.core.db.session import session
 
     settings = STATE.settings()
     with session(settings) as conn:
@@ -140,9 +140,9 @@ def alerts_retry(
 def alerts_send() -> None:
     """Send what is due now (the pipeline does this by itself: incident_alerts_sensor and the
     tail run); says what each target answered."""
-    from xray_pipeline.core.alerts import deliver
-    from xray_pipeline.core.notify import AlertTargets
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.alerts.outbox import deliver
+    from xray_pipeline.core.alerts.targets import AlertTargets
+    from xray_pipeline.core.db.session import session
 
     settings = STATE.settings()
     targets = AlertTargets.from_settings(settings)
@@ -174,7 +174,7 @@ def alerts_receive(
     """Listen for webhooks and print each one, with whether its signature is right (checked
     with [alerts] webhook_secret): point [alerts] webhook_url at http://HOST:PORT/ to try the
     alerts out. Ctrl-C stops it."""
-    from xray_pipeline.core.receiver import Receiver
+    from xray_pipeline.core.alerts.receiver import Receiver
 
     settings = STATE.settings()
     secret = settings.alerts.webhook_secret

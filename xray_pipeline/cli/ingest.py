@@ -36,12 +36,13 @@ def ingest_cmd(
     The source files are never modified. Running it again loads nothing new; two runs at
     once on the same file are safe (the second leaves the file to the first).
     """
-    from xray_pipeline.core.ingest import ingest_files, spool_files
-    from xray_pipeline.core.ledger import LocalOffsets, remember_offsets
-    from xray_pipeline.core.pg import DatabaseUnavailable, session
-    from xray_pipeline.core.privacy import policy_from_settings
-    from xray_pipeline.core.spool import SpoolFull, spooled_ranges
-    from xray_pipeline.core.tail import expand_paths, unreadable_reason
+    from xray_pipeline.core.db.connect import DatabaseUnavailable
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.ingest.files import expand_paths, unreadable_reason
+    from xray_pipeline.core.ingest.ledger import LocalOffsets, remember_offsets
+    from xray_pipeline.core.ingest.offline import SpoolFull, spooled_ranges
+    from xray_pipeline.core.ingest.oneshot import ingest_files, spool_files
+    from xray_pipeline.core.privacy.policy import policy_from_settings
 
     settings = STATE.settings(
         **{"parser.logfile": logfile, "parser.node": node, "parser.batch_size": batch_size}
@@ -124,7 +125,7 @@ def ingest_cmd(
 
 def export_run_stats(stats, settings: Settings) -> str | None:
     """Append the run's statistics; what went wrong, naming the setting, or None."""
-    from xray_pipeline.core.stats import export_stats
+    from xray_pipeline.core.ingest.stats import export_stats
 
     try:
         export_stats(stats, settings.stats_output, settings.stats_format)
@@ -138,7 +139,7 @@ def export_run_stats(stats, settings: Settings) -> str | None:
 
 
 def _spooler(settings: Settings):
-    from xray_pipeline.core.spool import write_segment
+    from xray_pipeline.core.ingest.offline import write_segment
 
     limit = settings.parser.spool_max_mb * 1024 * 1024
 
@@ -159,7 +160,7 @@ def _spooler(settings: Settings):
 def _judge(conn, settings: Settings, loaded: list) -> None:
     """Judge the loaded rows against [rules] (the pipeline's loads do the same), and say
     what that opened."""
-    from xray_pipeline.core.evaluate import RulesConfig, evaluate_loaded
+    from xray_pipeline.core.rules.evaluate import RulesConfig, evaluate_loaded
 
     if not settings.rules.evaluate:
         return
@@ -171,8 +172,8 @@ def _judge(conn, settings: Settings, loaded: list) -> None:
 
 def _replay_waiting(conn, settings: Settings) -> tuple[int, int]:
     """Replay the waiting segments; (segments, lines) loaded."""
-    from xray_pipeline.core.privacy import policy_from_settings
-    from xray_pipeline.core.spool import replay
+    from xray_pipeline.core.ingest.offline import replay
+    from xray_pipeline.core.privacy.policy import policy_from_settings
 
     done = lines = 0
     loaded: list = []
@@ -195,7 +196,7 @@ def _replay_waiting(conn, settings: Settings) -> tuple[int, int]:
 
 def replay_cmd() -> None:
     """Load the segments spooled while PostgreSQL was down (exactly once; safe to repeat)."""
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
 
     settings = STATE.settings()
     with session(settings) as conn:
@@ -207,7 +208,7 @@ def replay_cmd() -> None:
 @spool_app.command("status")
 def spool_status() -> None:
     """List the segments waiting in the offline spool."""
-    from xray_pipeline.core.spool import describe, spool_size
+    from xray_pipeline.core.ingest.offline import describe, spool_size
 
     settings = STATE.settings()
     rows = describe(settings.spool_dir)

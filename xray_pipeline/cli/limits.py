@@ -16,8 +16,8 @@ EmailArg = Annotated[str, typer.Argument(help="the user's email, exactly as Xray
 
 def _set(email: str, limit: int | None):
     """Set or clear one user's limit; exit 2 naming why it cannot be. The settings used."""
-    from xray_pipeline.core.evaluate import LimitError, set_user_limit
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.rules.evaluate import LimitError, set_user_limit
 
     settings = STATE.settings()
     try:
@@ -49,8 +49,8 @@ def limits_clear(email: EmailArg) -> None:
 @limits_app.command("list")
 def limits_list() -> None:
     """The users with their own limit, and the default."""
-    from xray_pipeline.core.evaluate import user_limits
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.rules.evaluate import user_limits
 
     settings = STATE.settings()
     with session(settings) as conn:

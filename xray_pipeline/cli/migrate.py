@@ -28,8 +28,8 @@ def migrate_cmd(
 ) -> None:
     """Move a legacy `logs` table (the original tool's, plain or partitioned) to this schema,
     day by day, resumable, verified; the database stays usable meanwhile."""
-    from xray_pipeline.core.migrate import MigrationError, migrate, plan
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.ingest.legacy import MigrationError, migrate, plan
 
     settings = STATE.settings(**{"migration.drop_old": drop_old})
     with session(settings, upgrade=False) as conn:

@@ -19,8 +19,8 @@ NameArg = Annotated[str, typer.Argument(help="node name: letters, digits, '-', '
 @nodes_app.command("add")
 def nodes_add(name: NameArg) -> None:
     """Register a node and print its token, once (only a hash of it is kept)."""
-    from xray_pipeline.core.nodes import NodeError, add_node
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.fleet.nodes import NodeError, add_node
 
     settings = STATE.settings()
     try:
@@ -37,8 +37,8 @@ def nodes_add(name: NameArg) -> None:
 @nodes_app.command("remove")
 def nodes_remove(name: NameArg) -> None:
     """Unregister a node: its token stops working; the rows it shipped stay."""
-    from xray_pipeline.core.nodes import remove_node
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.fleet.nodes import remove_node
 
     with session(STATE.settings()) as conn:
         removed = remove_node(conn, name)
@@ -54,9 +54,9 @@ def nodes_list() -> None:
     lines and bytes loaded today, bytes landed and not loaded yet."""
     from rich.table import Table
 
-    from xray_pipeline.core.landing import last_contact, waiting_bytes
-    from xray_pipeline.core.nodes import list_nodes
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.fleet.landing import last_contact, waiting_bytes
+    from xray_pipeline.core.fleet.nodes import list_nodes
 
     settings = STATE.settings()
     with session(settings) as conn:

@@ -39,9 +39,9 @@ def parse_cmd(
 
     import polars as pl
 
+    from xray_pipeline.core.ingest.files import iter_chunks, open_log
     from xray_pipeline.core.parse import DetourTags, parse_chunk
     from xray_pipeline.core.schema import CANONICAL_FIELDS
-    from xray_pipeline.core.tail import iter_chunks, open_log
 
     settings = STATE.settings(**{"parser.timezone": timezone})
     fields = ["line_no", *CANONICAL_FIELDS]
@@ -128,9 +128,9 @@ def generate_cmd(
     """Write a synthetic, realistic access log (every shape of the spec, time-ordered)."""
     import datetime as dt
 
-    from xray_pipeline.core.generate import GeneratorConfig, node_path, write_log
-    from xray_pipeline.core.generate import follow as follow_log
-    from xray_pipeline.core.planted import plant, write_cases
+    from xray_pipeline.core.synthetic.generate import GeneratorConfig, node_path, write_log
+    from xray_pipeline.core.synthetic.live import follow as follow_log
+    from xray_pipeline.core.synthetic.planted import plant, write_cases
 
     try:
         first_day = dt.datetime.strptime(start, "%Y-%m-%d")

@@ -24,8 +24,8 @@ def forget_cmd(
     is kept so that a later load of the same bytes drops its lines again. Your Xray's own log
     files are not touched."""
     from xray_pipeline.cli.ingest import _replay_waiting
-    from xray_pipeline.core.forget import forget_user
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.privacy.forget import forget_user
 
     settings = STATE.settings()
     if not yes:
@@ -62,8 +62,8 @@ def export_cmd(
     """What the pipeline keeps about one user, as JSON (for an access request): their rows per
     day, sources with country and network, destinations, nodes, rollup rows and the rejects
     that name them."""
-    from xray_pipeline.core.forget import export_user
-    from xray_pipeline.core.pg import session
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.privacy.forget import export_user
 
     settings = STATE.settings()
     with session(settings) as conn:
@@ -103,9 +103,9 @@ def privacy_apply(
     from rich.table import Table
 
     from xray_pipeline.cli.console import progress_bar
-    from xray_pipeline.core.pg import session
-    from xray_pipeline.core.privacy import policy_from_settings
-    from xray_pipeline.core.reshape import apply_policy, days_before, signature
+    from xray_pipeline.core.db.session import session
+    from xray_pipeline.core.privacy.apply import apply_policy, days_before, signature
+    from xray_pipeline.core.privacy.policy import policy_from_settings
 
     try:
         cutoff = dt.date.fromisoformat(before)

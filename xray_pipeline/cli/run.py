@@ -11,7 +11,8 @@ from xray_pipeline.cli.ingest import export_run_stats
 from xray_pipeline.settings import Settings
 
 if TYPE_CHECKING:  # imported by the commands that run them: the CLI starts faster
-    from xray_pipeline.core.services import Running
+    from xray_pipeline.core.runtime.demo import Demo
+    from xray_pipeline.core.runtime.supervisor import Running
 
 HostOption = Annotated[str, typer.Option("--host", help="Dagster UI address")]
 PortOption = Annotated[int, typer.Option("--port", help="Dagster UI port")]
@@ -32,8 +33,8 @@ def serve_cmd(
     import uvicorn
 
     from xray_pipeline.api.main import create_app
-    from xray_pipeline.core.pg import api_database_url, database_url
-    from xray_pipeline.core.services import port_free
+    from xray_pipeline.core.db.session import api_database_url, database_url
+    from xray_pipeline.core.runtime.processes import port_free
 
     if not port_free(host, port):
         err_console.print(f"error: port {port} on {host} is in use; choose another with --port")
@@ -64,15 +65,15 @@ def _run_services(
     port: int,
     ready_timeout: float,
     api_port: int | None = None,
-    demo_rate: float | None = None,
-    demo_nodes: int = 0,
+    demo: "Demo | None" = None,
 ) -> None:
     """Dagster webserver + daemon, the API sidecar (and the demo generator and nodes) until
     Ctrl-C or SIGTERM; ready at the first sensor tick."""
-    from xray_pipeline.core import services
-    from xray_pipeline.core.signals import stop_on_signals
+    from xray_pipeline.core.runtime import supervisor as services
+    from xray_pipeline.core.runtime.processes import port_free
+    from xray_pipeline.core.runtime.signals import stop_on_signals
 
-    if demo_rate is None and (hint := settings.timezone_hint()):  # demo: its own clock
+    if demo is None and (hint := settings.timezone_hint()):  # demo: its own clock
         err_console.print(f"note: {hint}")
 
     def check_ports() -> None:
@@ -80,7 +81,7 @@ def _run_services(
             ("the Dagster UI", port, "--port"),
             ("the API", api_port, "--api-port"),
         ):
-            if number and not services.port_free(host, number):
+            if number and not port_free(host, number):
                 err_console.print(
                     f"error: port {number} on {host} is in use, so {what} could not listen "
                     f"there; choose another with {flag}"
@@ -96,13 +97,12 @@ def _run_services(
                 host=host,
                 port=port,
                 api_port=api_port,
-                demo_rate=demo_rate,
-                demo_nodes=demo_nodes,
+                demo=demo,
                 before_start=check_ports,
             ) as running,
         ):
             try:
-                _until_stopped(settings, running, host, port, api_port, demo_rate, ready_timeout)
+                _until_stopped(settings, running, host, port, api_port, ready_timeout)
             except KeyboardInterrupt:
                 console.print("stopping ...")
     except services.AlreadyRunning as exc:
@@ -119,20 +119,19 @@ def _until_stopped(
     host: str,
     port: int,
     api_port: int | None,
-    demo_rate: float | None,
     ready_timeout: float,
 ) -> None:
     """Say where everything is, wait for the first sensor tick, then for the end."""
-    from xray_pipeline.core import services
+    from xray_pipeline.core.runtime import supervisor as services
 
     proc, log_file = running.dagster, running.dagster_log
-    if running.demo_log is not None:
-        console.print(f"demo: appending {demo_rate:g} generated lines/s to {running.demo_log}")
-    for name, log in running.demo_nodes.items():
-        console.print(
-            f"demo: node {name} ships {log} to the sidecar ({demo_rate:g} lines/s; its log: "
-            f"{log.parent / 'ship.log'})"
-        )
+    if (demo := running.demo) is not None:
+        console.print(f"demo: appending {demo.rate:g} generated lines/s to {demo.log}")
+        for name, log in demo.node_logs.items():
+            console.print(
+                f"demo: node {name} ships {log} to the sidecar ({demo.rate:g} lines/s; its log: "
+                f"{log.parent / 'ship.log'})"
+            )
     console.print(f"Dagster UI: http://{host}:{port}  (logs: {log_file})")
     if running.api is not None:
         console.print(
@@ -223,16 +222,17 @@ def demo_cmd(
     if nodes and not api_port:
         err_console.print("note: demo nodes ship to the API sidecar, which --api-port 0 turns off")
         nodes = 0
-    log = settings.home / "demo" / "access.log"
+    from xray_pipeline.core.runtime.demo import Demo
+
+    demo = Demo.of(settings, settings.home / "demo" / "access.log", rate=rate, nodes=nodes)
     _run_services(
         settings,
-        [str(log)],
+        [str(demo.log)],
         host=host,
         port=port,
         ready_timeout=ready_timeout,
         api_port=api_port or None,
-        demo_rate=rate,
-        demo_nodes=nodes,
+        demo=demo,
     )
 
 
@@ -240,7 +240,7 @@ def _with_demo_geoip(settings: Settings) -> Settings:
     """`settings`, with the synthetic country and ASN databases when none is configured."""
     if settings.geoip.country_db or settings.geoip.asn_db:
         return settings
-    from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
+    from xray_pipeline.core.synthetic.mmdb import write_synthetic_geoip
 
     country, asn = write_synthetic_geoip(settings.home / "demo" / "geoip")
     console.print(f"synthetic country and ASN databases (made-up places): {country.parent}")
@@ -252,11 +252,12 @@ def _demo_once(settings: Settings, lines: int) -> None:
     import datetime as dt
     import zoneinfo
 
-    from xray_pipeline.core.generate import GeneratorConfig, write_log
-    from xray_pipeline.core.ingest import ingest_files
-    from xray_pipeline.core.pg import database_url, list_partitions, session
-    from xray_pipeline.core.privacy import policy_from_settings
-    from xray_pipeline.core.quality import row_totals
+    from xray_pipeline.core.db.partitions import list_partitions
+    from xray_pipeline.core.db.rollups import row_totals
+    from xray_pipeline.core.db.session import database_url, session
+    from xray_pipeline.core.ingest.oneshot import ingest_files
+    from xray_pipeline.core.privacy.policy import policy_from_settings
+    from xray_pipeline.core.synthetic.generate import GeneratorConfig, write_log
 
     log = settings.home / "demo" / "access.log"
     log.parent.mkdir(parents=True, exist_ok=True)

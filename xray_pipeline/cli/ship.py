@@ -118,9 +118,10 @@ def ship_cmd(
     if print_compose:
         console.print(COMPOSE_SNIPPET, end="")
         return
-    from xray_pipeline.core.nodes import check_name
-    from xray_pipeline.core.ship import Center, CenterRefused, Shipper, Spool, run_forever
-    from xray_pipeline.core.signals import stop_on_signals
+    from xray_pipeline.core.fleet.backlog import Backlog
+    from xray_pipeline.core.fleet.nodes import check_name
+    from xray_pipeline.core.fleet.shipper import Center, CenterRefused, Shipper, run_forever
+    from xray_pipeline.core.runtime.signals import stop_on_signals
 
     if not settings.logfiles:
         err_console.print(NO_LOGFILE)
@@ -131,7 +132,7 @@ def ship_cmd(
         raise SettingsError("no node name: pass --node NAME or set [ship] node")
     check_name(settings.ship.node)
     center = Center(settings.ship.central, settings.ship.node, _token(settings))
-    spool = Spool(settings.home / "ship-spool", settings.ship.spool_max_mb * 1024 * 1024)
+    spool = Backlog(settings.home / "ship-spool", settings.ship.spool_max_mb * 1024 * 1024)
     files = [Path(p) for p in settings.logfiles]
     shipper = Shipper(
         files,

@@ -1,0 +1,1 @@
+"""Pure logic (no Dagster, no FastAPI), in domain packages."""

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from xray_pipeline.core.ingest import RangeLoad
-from xray_pipeline.core.rebuild import rebuild_day
-from xray_pipeline.core.stats import RunStats
+from xray_pipeline.core.ingest.loader import RangeLoad
+from xray_pipeline.core.ingest.rebuild import rebuild_day
+from xray_pipeline.core.ingest.stats import RunStats
 from xray_pipeline.defs.judge import incidents_metadata, judge_load
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource, RulesResource
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from xray_pipeline.core.landing import silent_nodes
-from xray_pipeline.core.ledger import discontinuities
-from xray_pipeline.core.nodes import list_nodes
-from xray_pipeline.core.quality import newest_row, reconcile_day
+from xray_pipeline.core.db.rollups import newest_row, reconcile_day
+from xray_pipeline.core.fleet.landing import silent_nodes
+from xray_pipeline.core.fleet.nodes import list_nodes
+from xray_pipeline.core.ingest.ledger import discontinuities
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 
 

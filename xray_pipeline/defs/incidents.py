@@ -10,8 +10,8 @@ import zoneinfo
 
 import dagster as dg
 
-from xray_pipeline.core.alerts import deliver
-from xray_pipeline.core.evaluate import Evaluation, evaluate_range, forget_day
+from xray_pipeline.core.alerts.outbox import deliver
+from xray_pipeline.core.rules.evaluate import Evaluation, evaluate_range, forget_day
 from xray_pipeline.defs.assets import POOL
 from xray_pipeline.defs.judge import incidents_metadata
 from xray_pipeline.defs.resources import PostgresResource, RulesResource

@@ -3,8 +3,8 @@
 import dagster as dg
 import psycopg
 
-from xray_pipeline.core.evaluate import Candidates, Evaluation, evaluate_loaded
-from xray_pipeline.core.stats import RunStats
+from xray_pipeline.core.ingest.stats import RunStats
+from xray_pipeline.core.rules.evaluate import Candidates, Evaluation, evaluate_loaded
 from xray_pipeline.defs.resources import RulesResource
 
 

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from xray_pipeline.core.pg import DatabaseError
-from xray_pipeline.core.spool import oldest_age, replay, segments
+from xray_pipeline.core.db.connect import DatabaseError
+from xray_pipeline.core.ingest.offline import oldest_age, replay, segments
 from xray_pipeline.defs.judge import judge_load
 from xray_pipeline.defs.resources import OfflineSpoolResource, PostgresResource, RulesResource
 

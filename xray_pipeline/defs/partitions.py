@@ -5,7 +5,7 @@ import zoneinfo
 
 import dagster as dg
 
-from xray_pipeline.core.services import recorded_start_date
+from xray_pipeline.core.runtime.supervisor import recorded_start_date
 from xray_pipeline.settings import Settings
 
 

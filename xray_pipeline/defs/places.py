@@ -5,7 +5,7 @@ import datetime as dt
 
 import dagster as dg
 
-from xray_pipeline.core.places import enrich_day
+from xray_pipeline.core.privacy.places import enrich_day
 from xray_pipeline.defs.assets import POOL
 from xray_pipeline.defs.resources import PostgresResource
 

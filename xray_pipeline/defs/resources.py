@@ -5,13 +5,15 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from xray_pipeline.core.evaluate import RulesConfig
-from xray_pipeline.core.ingest import Loader
-from xray_pipeline.core.landing import landed_files
-from xray_pipeline.core.notify import AlertTargets
-from xray_pipeline.core.pg import apply_migrations, connect, database_url
-from xray_pipeline.core.privacy import RowPolicy, open_geoip
-from xray_pipeline.core.tail import expand_paths
+from xray_pipeline.core.alerts.targets import AlertTargets
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.migrations import apply_migrations
+from xray_pipeline.core.db.session import database_url
+from xray_pipeline.core.fleet.landing import landed_files
+from xray_pipeline.core.ingest.files import expand_paths
+from xray_pipeline.core.ingest.loader import Loader
+from xray_pipeline.core.privacy.policy import RowPolicy, open_geoip
+from xray_pipeline.core.rules.evaluate import RulesConfig
 from xray_pipeline.settings import load_settings, normalize_url
 
 

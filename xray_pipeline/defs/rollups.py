@@ -4,7 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from xray_pipeline.core.quality import COUNTED_ROWS, rebuild_rollup, rollup_totals
+from xray_pipeline.core.db.rollups import COUNTED_ROWS, rebuild_rollup, rollup_totals
 from xray_pipeline.defs.assets import POOL
 from xray_pipeline.defs.resources import PostgresResource
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from xray_pipeline.core.landing import prune_landed
-from xray_pipeline.core.ledger import loaded_bytes_by_path
-from xray_pipeline.core.quality import maintain
-from xray_pipeline.core.spool import prune_spool
+from xray_pipeline.core.db.maintenance import maintain
+from xray_pipeline.core.fleet.landing import prune_landed
+from xray_pipeline.core.ingest.ledger import loaded_bytes_by_path
+from xray_pipeline.core.ingest.offline import prune_spool
 from xray_pipeline.defs.resources import (
     LogSourcesResource,
     OfflineSpoolResource,
@@ -160,7 +160,7 @@ def build_migration_job(timezone: str, drop_old_default: bool):
     def migrate_legacy_logs(
         context: dg.OpExecutionContext, config: MigrationConfig, postgres: PostgresResource
     ) -> dict:
-        from xray_pipeline.core.migrate import migrate, plan
+        from xray_pipeline.core.ingest.legacy import migrate, plan
 
         with postgres.connect(upgrade=False) as conn:
             if config.dry_run:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from xray_pipeline.core.ledger import committed_ranges
-from xray_pipeline.core.pg import DatabaseError
-from xray_pipeline.core.plan import (
+from xray_pipeline.core.db.connect import DatabaseError
+from xray_pipeline.core.ingest.files import unreadable_reason, watched_states
+from xray_pipeline.core.ingest.ledger import committed_ranges
+from xray_pipeline.core.ingest.plan import (
     Piece,
     PlannedRange,
     batch_pieces,
@@ -21,7 +22,6 @@ from xray_pipeline.core.plan import (
     rewind_cursor,
     split_range,
 )
-from xray_pipeline.core.tail import unreadable_reason, watched_states
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 from xray_pipeline.defs.tail import DAY_TAG, STALE_AFTER_S, TAIL_JOB, heartbeat
 

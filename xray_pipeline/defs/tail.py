@@ -15,13 +15,13 @@ import dagster as dg
 import psycopg
 from loguru import logger
 
-from xray_pipeline.core.alerts import Sender
-from xray_pipeline.core.evaluate import Candidates, Evaluation
-from xray_pipeline.core.follow import follow_pieces
-from xray_pipeline.core.ingest import Loader, RangeLoad
-from xray_pipeline.core.ledger import last_ranges
-from xray_pipeline.core.pg import DatabaseError
-from xray_pipeline.core.tail import watched_states
+from xray_pipeline.core.alerts.outbox import Sender
+from xray_pipeline.core.db.connect import DatabaseError
+from xray_pipeline.core.ingest.files import watched_states
+from xray_pipeline.core.ingest.follow import follow_pieces
+from xray_pipeline.core.ingest.ledger import last_ranges
+from xray_pipeline.core.ingest.loader import Loader, RangeLoad
+from xray_pipeline.core.rules.evaluate import Candidates, Evaluation
 from xray_pipeline.defs.assets import load_metadata
 from xray_pipeline.defs.judge import incidents_metadata, judge_load
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource, RulesResource

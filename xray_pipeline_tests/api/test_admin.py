@@ -6,9 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from xray_pipeline.api.main import create_app
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.landing import land, landed_files
-from xray_pipeline.core.pg import connect
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.fleet.landing import land, landed_files
+from xray_pipeline.core.ingest.oneshot import ingest_files
 
 ADMIN = "admin-token-for-tests"
 LOG = (

@@ -9,10 +9,11 @@ from fastapi.testclient import TestClient
 
 from xray_pipeline.api.main import create_app
 from xray_pipeline.api.routers.logs import EXACT_COUNT_LIMIT, SEARCH_COUNT_LIMIT
-from xray_pipeline.core.generate import GeneratorConfig, write_log
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.pg import connect, ensure_partitions
-from xray_pipeline.core.quality import ROLLUPS, rebuild_rollup
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.partitions import ensure_partitions
+from xray_pipeline.core.db.rollups import ROLLUPS, rebuild_rollup
+from xray_pipeline.core.ingest.oneshot import ingest_files
+from xray_pipeline.core.synthetic.generate import GeneratorConfig, write_log
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +184,7 @@ def test_bearer_token(data_url):
 def test_the_api_role_can_read_but_not_write(data_url):
     import psycopg
 
-    from xray_pipeline.core.pg import with_database
+    from xray_pipeline.core.db.session import with_database
 
     params = psycopg.conninfo.conninfo_to_dict(data_url)
     role_url = with_database(data_url, params["dbname"]).replace("://postgres@", "://xray_api@")
@@ -433,7 +434,7 @@ def test_metrics_in_prometheus_text(client):
 
 
 def test_nodes_lists_each_registered_node_with_its_freshness(client, data_url: str):
-    from xray_pipeline.core.nodes import add_node
+    from xray_pipeline.core.fleet.nodes import add_node
 
     with connect(data_url) as conn:
         for name in ("edge-1", "idle"):

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from xray_pipeline.api.main import create_app
-from xray_pipeline.core.generate import GeneratorConfig, write_log
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.pg import connect
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.ingest.oneshot import ingest_files
+from xray_pipeline.core.synthetic.generate import GeneratorConfig, write_log
 
 pytestmark = [pytest.mark.slow]
 

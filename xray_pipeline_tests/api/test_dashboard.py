@@ -11,12 +11,12 @@ import pytest
 from conftest import live_api
 
 from xray_pipeline.api.routers.logs import SEARCH_COUNT_LIMIT
-from xray_pipeline.core.generate import GeneratorConfig, write_log
-from xray_pipeline.core.geoip import GeoIP
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.pg import connect
-from xray_pipeline.core.privacy import RowPolicy
-from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.ingest.oneshot import ingest_files
+from xray_pipeline.core.privacy.geoip import GeoIP
+from xray_pipeline.core.privacy.policy import RowPolicy
+from xray_pipeline.core.synthetic.generate import GeneratorConfig, write_log
+from xray_pipeline.core.synthetic.mmdb import write_synthetic_geoip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -317,8 +317,8 @@ def test_keyboard_and_phone_width(open_page, base_url):
 
 
 def test_nodes_panel_and_node_filter(open_page, fresh_db_url, tmp_path):
-    from xray_pipeline.core.landing import record_contact
-    from xray_pipeline.core.nodes import add_node
+    from xray_pipeline.core.fleet.landing import record_contact
+    from xray_pipeline.core.fleet.nodes import add_node
 
     start = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=1)
     with connect(fresh_db_url) as conn:
@@ -353,8 +353,8 @@ def test_nodes_panel_and_node_filter(open_page, fresh_db_url, tmp_path):
 
 
 def test_incidents_panel_and_the_user_badge(open_page, base_url, data_url):
-    from xray_pipeline.core.incidents import record
-    from xray_pipeline.core.rules import Breach
+    from xray_pipeline.core.rules.detect import Breach
+    from xray_pipeline.core.rules.incidents import record
 
     now = dt.datetime.now(dt.UTC)
     with connect(data_url) as conn:

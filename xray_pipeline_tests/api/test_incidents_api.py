@@ -7,11 +7,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from xray_pipeline.core.evaluate import RulesConfig, evaluate
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.landing import land, landed_files
-from xray_pipeline.core.pg import connect
-from xray_pipeline.core.rules import IpLimitRule, RejectedRule, TaggedRule
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.fleet.landing import land, landed_files
+from xray_pipeline.core.ingest.oneshot import ingest_files
+from xray_pipeline.core.rules.detect import IpLimitRule, RejectedRule, TaggedRule
+from xray_pipeline.core.rules.evaluate import RulesConfig, evaluate
 from xray_pipeline_tests.conftest import live_api
 
 ADMIN = "admin-token-for-tests"

@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from xray_pipeline.api.main import create_app
-from xray_pipeline.core.generate import GeneratorConfig, write_log
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.pg import connect
-from xray_pipeline.core.quality import ROLLUPS, rebuild_rollup
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.rollups import ROLLUPS, rebuild_rollup
+from xray_pipeline.core.ingest.oneshot import ingest_files
+from xray_pipeline.core.synthetic.generate import GeneratorConfig, write_log
 
 NODES = {"edge-1": 1_500, "edge-2": 700}
 WINDOW = {"from": "2025-11-17T00:00:00Z", "to": "2025-11-19T00:00:00Z"}

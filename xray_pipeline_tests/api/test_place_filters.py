@@ -9,13 +9,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from xray_pipeline.api.main import create_app
-from xray_pipeline.core.generate import GeneratorConfig, write_log
-from xray_pipeline.core.geoip import GeoIP
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.pg import connect
-from xray_pipeline.core.privacy import RowPolicy, parse_ip
-from xray_pipeline.core.quality import ROLLUPS, rebuild_rollup
-from xray_pipeline.core.synthetic_geoip import write_synthetic_geoip
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.rollups import ROLLUPS, rebuild_rollup
+from xray_pipeline.core.ingest.oneshot import ingest_files
+from xray_pipeline.core.privacy.geoip import GeoIP
+from xray_pipeline.core.privacy.policy import RowPolicy, parse_ip
+from xray_pipeline.core.synthetic.generate import GeneratorConfig, write_log
+from xray_pipeline.core.synthetic.mmdb import write_synthetic_geoip
 
 WINDOW = {"from": "2025-11-17T00:00:00Z", "to": "2025-11-19T00:00:00Z"}
 PLACED = (

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from conftest import live_api
 
-from xray_pipeline.core.landing import landed_sources
-from xray_pipeline.core.nodes import add_node
-from xray_pipeline.core.pg import connect
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.fleet.landing import landed_sources
+from xray_pipeline.core.fleet.nodes import add_node
 
 LINE = b"2025/01/01 00:00:00 from 192.0.2.1:1 accepted tcp:a.example:443 email: u\n"
 

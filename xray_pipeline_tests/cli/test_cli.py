@@ -11,9 +11,10 @@ import psycopg
 import pytest
 from conftest import run_cli, write_mmdb
 
-from xray_pipeline.core.embedded import EmbeddedServer
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.pg import connect, with_database
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.embedded import EmbeddedServer
+from xray_pipeline.core.db.session import with_database
+from xray_pipeline.core.ingest.oneshot import ingest_files
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ local webhook that fails, then recovers."""
 import json
 from pathlib import Path
 
-from xray_pipeline.core.receiver import Receiver
+from xray_pipeline.core.alerts.receiver import Receiver
 from xray_pipeline_tests.conftest import run_cli
 
 SHARER = "".join(

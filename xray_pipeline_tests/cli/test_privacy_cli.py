@@ -5,7 +5,7 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from xray_pipeline.core.pg import connect
+from xray_pipeline.core.db.connect import connect
 
 LOG = (
     "2024/05/01 10:00:00 from 192.0.2.66:1 accepted tcp:a.example:443 [in >> out] "

@@ -12,8 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from xray_pipeline.core.pg import connect, with_database
-from xray_pipeline.core.planted import email_of
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.session import with_database
+from xray_pipeline.core.synthetic.planted import email_of
 
 pytestmark = [pytest.mark.slow]
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_ROOT, TEST_HOME, live_api
 
-from xray_pipeline.core.embedded import EmbeddedServer
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.landing import landed_files, landed_sources
-from xray_pipeline.core.nodes import add_node
-from xray_pipeline.core.pg import connect
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.embedded import EmbeddedServer
+from xray_pipeline.core.fleet.landing import landed_files, landed_sources
+from xray_pipeline.core.fleet.nodes import add_node
+from xray_pipeline.core.ingest.oneshot import ingest_files
 
 pytestmark = [pytest.mark.slow]
 NODES = 3

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from xray_pipeline.core.pg import connect
-from xray_pipeline.core.receiver import Receiver
+from xray_pipeline.core.alerts.receiver import Receiver
+from xray_pipeline.core.db.connect import connect
 from xray_pipeline_tests.defs.test_tail_run import make_defs, run_tail
 
 SECRET = "a-webhook-secret-for-tests"
@@ -140,7 +140,7 @@ def test_the_incidents_backfill_re_evaluates_a_day_under_changed_rules(
     log.write_text("".join(lines))
     defs = make_defs(fresh_db_url, log)
     with connect(fresh_db_url) as conn:
-        from xray_pipeline.core.ingest import ingest_files
+        from xray_pipeline.core.ingest.oneshot import ingest_files
 
         ingest_files(conn, [log], timezone="UTC", batch_size=1 << 20)
     incidents = defs.resolve_assets_def("incidents")

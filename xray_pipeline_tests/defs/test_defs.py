@@ -7,8 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from xray_pipeline.core.pg import connect
-from xray_pipeline.core.plan import MAX_HOLE_ATTEMPTS
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.ingest.plan import MAX_HOLE_ATTEMPTS
 from xray_pipeline.definitions import build_definitions
 from xray_pipeline.defs.sensors import RUN_MAX_RUNTIME_S
 from xray_pipeline.settings import load_settings
@@ -451,7 +451,7 @@ def test_dg_check_defs_needs_no_running_database():
 
 
 def test_partitions_start_at_the_first_day_of_the_logs_recorded_once(tmp_path: Path):
-    from xray_pipeline.core.services import record_start_date
+    from xray_pipeline.core.runtime.supervisor import record_start_date
 
     path = tmp_path / "access.log"
     path.write_text(line(2, 0) + line(3, 0))

@@ -8,10 +8,10 @@ import dagster as dg
 import pytest
 from conftest import write_geo_databases
 
-from xray_pipeline.core.geoip import GeoIPError
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.pg import connect
-from xray_pipeline.core.privacy import PrivacyError
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.ingest.oneshot import ingest_files
+from xray_pipeline.core.privacy.geoip import GeoIPError
+from xray_pipeline.core.privacy.policy import PrivacyError
 from xray_pipeline.definitions import build_definitions
 from xray_pipeline.settings import load_settings
 

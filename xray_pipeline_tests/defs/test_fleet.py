@@ -7,11 +7,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.landing import land, landed_files, record_contact
-from xray_pipeline.core.nodes import add_node
-from xray_pipeline.core.pg import connect
-from xray_pipeline.core.quality import rebuild_rollup
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.db.rollups import rebuild_rollup
+from xray_pipeline.core.fleet.landing import land, landed_files, record_contact
+from xray_pipeline.core.fleet.nodes import add_node
+from xray_pipeline.core.ingest.oneshot import ingest_files
 from xray_pipeline.definitions import build_definitions
 from xray_pipeline.settings import load_settings
 

@@ -4,9 +4,9 @@ rows of their age; `days`, its former name, still works."""
 import time
 from pathlib import Path
 
-from xray_pipeline.core import spool
+from xray_pipeline.core.ingest import offline as spool
+from xray_pipeline.core.ingest.offline import segments, write_segment
 from xray_pipeline.core.parse import parse_chunk
-from xray_pipeline.core.spool import segments, write_segment
 from xray_pipeline.definitions import build_definitions
 from xray_pipeline.settings import load_settings
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from xray_pipeline.core.generate import GeneratorConfig, write_log
-from xray_pipeline.core.ingest import ingest_files
-from xray_pipeline.core.pg import connect
+from xray_pipeline.core.db.connect import connect
+from xray_pipeline.core.ingest.oneshot import ingest_files
+from xray_pipeline.core.synthetic.generate import GeneratorConfig, write_log
 from xray_pipeline.definitions import build_definitions
 from xray_pipeline.settings import load_settings
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from xray_pipeline.core.pg import connect
+from xray_pipeline.core.db.connect import connect
 from xray_pipeline.definitions import build_definitions
 from xray_pipeline.defs.tail import DAY_TAG, HEARTBEAT_TAG, STALE_AFTER_S, TAIL_JOB
 from xray_pipeline.settings import load_settings
@@ -215,7 +215,7 @@ def test_rollups_of_the_current_day_refresh_at_most_every_quarter_hour(tmp_path:
 def test_a_tail_run_follows_nodes_that_land_their_first_range_after_it_started(
     fresh_db_url: str, tmp_path: Path, instance
 ):
-    from xray_pipeline.core.landing import land
+    from xray_pipeline.core.fleet.landing import land
 
     home = tmp_path / "home"
     landed = home / "landed"

@@ -59,7 +59,7 @@ def _with_connection(url: str, work):
     summary="What is kept about one user (an access request), as `xray-pipeline export`",
 )
 async def export(email: Email, request: Request, tz: TimezoneDep) -> dict[str, Any]:
-    from xray_pipeline.core.forget import export_user
+    from xray_pipeline.core.privacy.forget import export_user
 
     return await run_in_threadpool(
         _with_connection,
@@ -80,7 +80,7 @@ async def forget(
         str, Query(max_length=320, description="the email again: an erasure cannot be undone")
     ],
 ) -> dict[str, Any]:
-    from xray_pipeline.core.forget import forget_user
+    from xray_pipeline.core.privacy.forget import forget_user
 
     if confirm != email:
         raise HTTPException(
@@ -100,7 +100,7 @@ async def forget(
 def _incident_change(work, incident_id: int):
     """Run an acknowledgement or a close; 404 when the incident does not exist, 409 when it
     cannot take the change."""
-    from xray_pipeline.core.incidents import IncidentError
+    from xray_pipeline.core.rules.incidents import IncidentError
 
     def run(conn):
         try:
@@ -118,7 +118,7 @@ def _incident_change(work, incident_id: int):
     responses={404: {"description": "no such incident"}},
 )
 async def acknowledge_incident(incident_id: IncidentId, request: Request) -> dict[str, Any]:
-    from xray_pipeline.core.incidents import acknowledge
+    from xray_pipeline.core.rules.incidents import acknowledge
 
     at = await run_in_threadpool(
         _with_connection,
@@ -137,7 +137,7 @@ async def acknowledge_incident(incident_id: IncidentId, request: Request) -> dic
     },
 )
 async def close_incident(incident_id: IncidentId, request: Request) -> dict[str, Any]:
-    from xray_pipeline.core.incidents import close
+    from xray_pipeline.core.rules.incidents import close
 
     at = await run_in_threadpool(
         _with_connection,
@@ -153,7 +153,7 @@ class LimitBody(BaseModel):
 
 @router.get("/limits", summary="The users with their own IP limit, as `limits list`")
 async def get_limits(request: Request) -> dict[str, int]:
-    from xray_pipeline.core.evaluate import user_limits
+    from xray_pipeline.core.rules.evaluate import user_limits
 
     return await run_in_threadpool(
         _with_connection, request.app.state.admin_database_url, user_limits
@@ -161,7 +161,7 @@ async def get_limits(request: Request) -> dict[str, int]:
 
 
 def _set_limit(email: str, limit: int | None):
-    from xray_pipeline.core.evaluate import LimitError, set_user_limit
+    from xray_pipeline.core.rules.evaluate import LimitError, set_user_limit
 
     def run(conn):
         try:

@@ -9,12 +9,7 @@ from psycopg.rows import dict_row
 
 from xray_pipeline.api.deps import API_RESPONSES, PoolDep, clean, require_token, utc
 from xray_pipeline.api.schemas import Incident, IncidentDetail, IncidentPage
-from xray_pipeline.core.incidents import (
-    CHANGES_QUERY,
-    ONE_QUERY,
-    IncidentFilter,
-    list_query,
-)
+from xray_pipeline.core.rules.incidents import CHANGES_QUERY, ONE_QUERY, IncidentFilter, list_query
 
 router = APIRouter(
     prefix="/api/incidents",

@@ -7,8 +7,8 @@ from psycopg.rows import dict_row
 
 from xray_pipeline.api.deps import API_RESPONSES, PoolDep, TimezoneDep, require_token
 from xray_pipeline.api.schemas import NodeStatus
-from xray_pipeline.core.landing import last_contact, waiting_bytes
-from xray_pipeline.core.pg import load_query
+from xray_pipeline.core.db.migrations import load_query
+from xray_pipeline.core.fleet.landing import last_contact, waiting_bytes
 
 router = APIRouter(
     prefix="/api/nodes",

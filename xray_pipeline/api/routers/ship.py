@@ -15,14 +15,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from xray_pipeline.api.deps import PoolDep
-from xray_pipeline.core.landing import (
+from xray_pipeline.core.fleet.landing import (
     LandingError,
     inflate,
     land,
     landed_sources,
     record_contact,
 )
-from xray_pipeline.core.nodes import NAME, token_hash
+from xray_pipeline.core.fleet.nodes import NAME, token_hash
 
 _bearer = HTTPBearer(auto_error=False)
 

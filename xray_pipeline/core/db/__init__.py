@@ -1,0 +1,2 @@
+"""PostgreSQL: connections and their errors, the embedded server, schema migrations and partitions,
+rollups and maintenance."""

@@ -1,0 +1,347 @@
+"""Erasure and access requests about one user: `forget` removes what the pipeline keeps of them
+(log rows, rejects, rollups, landed lines, the user itself, addresses and destinations no one
+else has), `export` reports what it keeps. A forgotten email's SHA-256 stays in
+`forgotten_users`, so that a later load of the same bytes drops its lines again."""
+
+import dataclasses
+import datetime as dt
+import hashlib
+import mmap
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from xray_pipeline.core.parse import ParsedChunk
+
+# the rollups with a user dimension (the others are totals without a person in them)
+USER_ROLLUPS = (
+    "daily_traffic",
+    "daily_user_ips",
+    "daily_user_destinations",
+    "daily_user_activity",
+    "daily_node_users",
+)
+USERLESS_ROLLUPS = ("hourly_traffic", "daily_totals", "daily_places")
+# an erased landed line: its bytes overwritten with spaces (its offsets, and every other
+# line's, stay); a later read counts such a line as erased, not as a blank-line reject
+ERASED_MIN = 8
+
+
+def email_key(email: str) -> str:
+    return hashlib.sha256(email.encode()).hexdigest()
+
+
+def drop_forgotten(conn: psycopg.Connection, parsed: ParsedChunk) -> tuple[ParsedChunk, int]:
+    """The chunk without the lines of forgotten users and without erased landed lines, and
+    how many lines that dropped (the ledger's `erased`)."""
+    forgotten = {r[0] for r in conn.execute("SELECT email_sha256 FROM forgotten_users")}
+    access, rejects = parsed.access, parsed.rejects
+    if forgotten:
+        emails = access["email"].drop_nulls().unique().to_list()
+        gone = [e for e in emails if email_key(e) in forgotten]
+        if gone:
+            access = access.filter(~pl.col("email").is_in(gone) | pl.col("email").is_null())
+        # a malformed line that names a forgotten user (an error-log line, say)
+        named = pl.col("raw").str.extract(r"email: (\S+)\s*$")
+        names = rejects.select(named.unique().drop_nulls()).to_series().to_list()
+        gone = [e for e in names if email_key(e) in forgotten]
+        if gone:
+            rejects = rejects.filter(~named.is_in(gone) | named.is_null())
+    erased_lines = (pl.col("reason") == "empty") & (
+        pl.col("raw").str.len_bytes() >= ERASED_MIN
+    ) & (pl.col("raw").str.strip_chars(" ") == "")  # fmt: skip
+    rejects = rejects.filter(~erased_lines)
+    dropped = (parsed.access.height - access.height) + (parsed.rejects.height - rejects.height)
+    if not dropped:
+        return parsed, 0
+    return dataclasses.replace(parsed, access=access, rejects=rejects), dropped
+
+
+@dataclass
+class ForgetReport:
+    """What `forget_user` erased, table by table."""
+
+    email: str
+    found: bool = False
+    erased: dict[str, int] = field(default_factory=dict)
+    landed_lines: int = 0
+    landed_files: int = 0
+    days: list[dt.date] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "email": self.email,
+            "found": self.found,
+            "erased": self.erased,
+            "landed_lines": self.landed_lines,
+            "landed_files": self.landed_files,
+            "days": [d.isoformat() for d in self.days],
+        }
+
+
+def _email_pattern(email: str) -> str:
+    """A POSIX regex matching `email: EMAIL` as a whole word in a raw line."""
+    return r"email: " + re.escape(email) + r"($|[^[:alnum:]@._+-])"
+
+
+_ERASE_LOGS = """
+WITH gone AS (DELETE FROM {table} WHERE {cond} RETURNING ingest_id),
+counted AS (SELECT ingest_id, count(*) AS n FROM gone GROUP BY 1),
+ledger AS (
+    UPDATE ingest_ledger l SET erased = l.erased + c.n FROM counted c WHERE l.id = c.ingest_id
+)
+SELECT coalesce(sum(n), 0)::bigint FROM counted
+"""
+
+
+def _erase_rows(table: str, condition: str) -> sql.Composed:
+    """Delete the rows of `table` matching `condition`, add them to their ledger rows'
+    `erased`, and return how many."""
+    return sql.SQL(_ERASE_LOGS).format(table=sql.Identifier(table), cond=sql.SQL(condition))
+
+
+def forget_user(
+    conn: psycopg.Connection, email: str, *, timezone: str, landing_dir: Path | None = None
+) -> ForgetReport:
+    """Erase `email` everywhere the pipeline keeps it, one transaction per table, and record
+    it as forgotten (first, so that a load running meanwhile drops its lines too)."""
+    from xray_pipeline.core.db.rollups import rebuild_rollup
+
+    report = ForgetReport(email)
+    conn.execute(
+        "INSERT INTO forgotten_users (email_sha256) VALUES (%s) ON CONFLICT DO NOTHING",
+        (email_key(email),),
+    )
+    conn.commit()
+    row = conn.execute("SELECT id FROM users WHERE email = %s", (email,)).fetchone()
+    uid = row[0] if row else None
+    report.found = uid is not None
+    sources: list[str] = []
+    endpoints: list[int] = []
+    if uid is not None:
+        report.days = sorted(
+            {
+                r[0]
+                for r in conn.execute("SELECT day FROM daily_user_ips WHERE user_id = %s", (uid,))
+            }
+            | {
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT (ts AT TIME ZONE %s)::date FROM logs WHERE user_id = %s",
+                    (timezone, uid),
+                )
+            }
+        )
+        sources = [
+            r[0]
+            for r in conn.execute(
+                "SELECT source FROM daily_user_ips WHERE user_id = %(u)s UNION "
+                "SELECT DISTINCT coalesce(host(src_ip), src_host) FROM logs WHERE user_id = %(u)s",
+                {"u": uid},
+            )
+            if r[0]
+        ]
+        endpoints = [
+            r[0]
+            for r in conn.execute(
+                "SELECT endpoint_id FROM daily_user_destinations WHERE user_id = %(u)s UNION "
+                "SELECT DISTINCT endpoint_id FROM logs WHERE user_id = %(u)s",
+                {"u": uid},
+            )
+            if r[0] is not None
+        ]
+        conn.commit()
+        with conn.transaction():
+            report.erased["logs"] = conn.execute(
+                sql.SQL(_ERASE_LOGS).format(
+                    table=sql.Identifier("logs"), cond=sql.SQL("user_id = %s")
+                ),
+                (uid,),
+            ).fetchone()[0]
+    with conn.transaction():
+        report.erased["rejects"] = conn.execute(
+            _erase_rows("rejects", "raw ~ %s"), (_email_pattern(email),)
+        ).fetchone()[0]
+    if uid is not None:
+        for table in USER_ROLLUPS:
+            with conn.transaction():
+                report.erased[table] = conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE user_id = %s").format(sql.Identifier(table)),
+                    (uid,),
+                ).rowcount
+        # the totals without a person are recounted for the days whose rows are still kept
+        kept = {
+            r[0]
+            for r in conn.execute(
+                "SELECT day FROM unnest(%s::date[]) AS day, xray_day_bounds(day, %s) b "
+                "WHERE EXISTS (SELECT 1 FROM logs WHERE ts >= b.lo AND ts < b.hi)",
+                (report.days, timezone),
+            )
+        }
+        for day in sorted(kept):
+            for table in USERLESS_ROLLUPS:
+                rebuild_rollup(conn, table, day, timezone)
+        with conn.transaction():  # their incidents hold the email and their addresses
+            report.erased["incidents"] = conn.execute(
+                "DELETE FROM incidents WHERE subject = %s", (email,)
+            ).rowcount
+        with conn.transaction():
+            report.erased["users"] = conn.execute(
+                "DELETE FROM users WHERE id = %s", (uid,)
+            ).rowcount
+        report.erased["ip_places"] = _erase_unshared_places(conn, sources, report.days, timezone)
+        report.erased["endpoints"] = _erase_unshared_endpoints(conn, endpoints)
+    conn.commit()
+    if landing_dir is not None and landing_dir.is_dir():
+        report.landed_files, report.landed_lines = erase_landed_lines(landing_dir, email)
+    return report
+
+
+def _erase_unshared_places(
+    conn: psycopg.Connection, sources: list[str], days: list[dt.date], timezone: str
+) -> int:
+    """The places of the user's sources that no other row uses any more (the rollups of every
+    day, the rows of the user's days)."""
+    if not sources:
+        return 0
+    with conn.transaction():
+        return conn.execute(
+            """
+            DELETE FROM ip_places p WHERE p.address = ANY(%(s)s)
+            AND NOT EXISTS (SELECT 1 FROM daily_user_ips d WHERE d.source = p.address)
+            AND NOT EXISTS (
+                SELECT 1 FROM logs l, unnest(%(days)s::date[]) AS day,
+                    xray_day_bounds(day, %(tz)s) b
+                WHERE l.ts >= b.lo AND l.ts < b.hi
+                  AND coalesce(host(l.src_ip), l.src_host) = p.address)
+            """,
+            {"s": sources, "days": days, "tz": timezone},
+        ).rowcount
+
+
+def _erase_unshared_endpoints(conn: psycopg.Connection, endpoints: list[int]) -> int:
+    """The user's destinations that no other row or rollup uses any more."""
+    if not endpoints:
+        return 0
+    with conn.transaction():
+        return conn.execute(
+            """
+            DELETE FROM endpoints e WHERE e.id = ANY(%s)
+            AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.endpoint_id = e.id)
+            AND NOT EXISTS (SELECT 1 FROM daily_user_destinations d WHERE d.endpoint_id = e.id)
+            """,
+            (endpoints,),
+        ).rowcount
+
+
+def erase_landed_lines(landing_dir: Path, email: str) -> tuple[int, int]:
+    """Overwrite with spaces, in place, every landed line of `email` (its offsets and every
+    other line's stay, so the ledger stays true); (files changed, lines erased)."""
+    needle = f"email: {email}\n".encode()
+    files = lines = 0
+    for path in sorted(landing_dir.glob("*/*.log")):
+        if path.stat().st_size == 0:
+            continue
+        changed = 0
+        with path.open("r+b") as fh, mmap.mmap(fh.fileno(), 0) as data:
+            at = data.find(needle)
+            while at != -1:
+                end = at + len(needle) - 1  # the newline stays
+                start = data.rfind(b"\n", 0, at) + 1
+                data[start:end] = b" " * (end - start)
+                changed += 1
+                at = data.find(needle, end)
+            if changed:
+                data.flush()
+        if changed:
+            files += 1
+            lines += changed
+    return files, lines
+
+
+def export_user(conn: psycopg.Connection, email: str, *, timezone: str) -> dict:
+    """What the pipeline keeps about `email`: its rows by day, its sources with their places,
+    its destinations, nodes, rollup rows and rejects mentioning it (an access request)."""
+    report: dict = {
+        "email": email,
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(),
+        "forgotten": conn.execute(
+            "SELECT forgotten_at FROM forgotten_users WHERE email_sha256 = %s",
+            (email_key(email),),
+        ).fetchone()
+        is not None,
+    }
+    row = conn.execute("SELECT id FROM users WHERE email = %s", (email,)).fetchone()
+    report["rejects"] = conn.execute(
+        "SELECT count(*) FROM rejects WHERE raw ~ %s", (_email_pattern(email),)
+    ).fetchone()[0]
+    if row is None:
+        report["found"] = False
+        return report
+    uid = row[0]
+    report["found"] = True
+    query = conn.execute(
+        """
+        SELECT (ts AT TIME ZONE %(tz)s)::date AS day, count(*) AS rows,
+               min(ts) AS first_seen, max(ts) AS last_seen
+        FROM logs WHERE user_id = %(u)s GROUP BY 1 ORDER BY 1
+        """,
+        {"tz": timezone, "u": uid},
+    )
+    report["log_rows_by_day"] = [
+        {"day": d.isoformat(), "rows": n, "first_seen": f.isoformat(), "last_seen": la.isoformat()}
+        for d, n, f, la in query
+    ]
+    rolled = [
+        r[0]
+        for r in conn.execute("SELECT DISTINCT day FROM daily_user_ips WHERE user_id = %s", (uid,))
+    ]
+    report["sources"] = [
+        {"source": s, "country": c, "asn": a, "as_org": o, "connections": int(n),
+         "first_seen": f.isoformat(), "last_seen": la.isoformat()}
+        for s, c, a, o, n, f, la in conn.execute(
+            """
+            SELECT x.source, p.country, p.asn, an.org, sum(x.n), min(x.f), max(x.l) FROM (
+                SELECT source, connections AS n, first_seen AS f, last_seen AS l
+                FROM daily_user_ips WHERE user_id = %(u)s
+                UNION ALL
+                SELECT coalesce(host(src_ip), src_host, ''), count(*), min(ts), max(ts)
+                FROM logs l WHERE user_id = %(u)s
+                AND NOT (l.ts AT TIME ZONE %(tz)s)::date = ANY(%(rolled)s)
+                GROUP BY 1
+            ) x LEFT JOIN ip_places p ON p.address = x.source
+            LEFT JOIN asns an ON an.asn = p.asn
+            GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC
+            """,
+            {"u": uid, "tz": timezone, "rolled": rolled},
+        )
+    ]  # fmt: skip
+    report["destinations"] = [
+        {"host": h, "port": p, "connections": int(n)}
+        for h, p, n in conn.execute(
+            "SELECT e.host, e.port, count(*) FROM logs l JOIN endpoints e ON e.id = l.endpoint_id "
+            "WHERE l.user_id = %s GROUP BY 1, 2 ORDER BY 3 DESC, 1",
+            (uid,),
+        )
+    ]
+    report["nodes"] = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT coalesce(s.node, '') FROM logs l JOIN sources s "
+            "ON s.id = l.source_id WHERE l.user_id = %s ORDER BY 1",
+            (uid,),
+        )
+    ]
+    report["rollup_rows"] = {
+        table: conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE user_id = %s").format(sql.Identifier(table)),
+            (uid,),
+        ).fetchone()[0]
+        for table in USER_ROLLUPS
+    }
+    conn.commit()
+    return report
