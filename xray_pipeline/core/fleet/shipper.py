@@ -6,29 +6,34 @@ landed bytes end, and goes on from there, so a restarted or reinstalled node nei
 nor skips. What it reads while the center cannot take it goes to a bounded local spool of raw
 ranges (read ahead, so that a rotation or a truncation during the outage loses nothing), which
 is sent first, in order, once the center answers; when the spool is full, reading pauses. No
-Dagster, no PostgreSQL, no Polars: a loop over file facts (core/tail.py, core/plan.py) and
-HTTP.
+Dagster, no PostgreSQL, no Polars: a loop over file facts (ingest/files.py, ingest/plan.py) and
+HTTP, on the standard library alone (it runs on the node's own python3; a test keeps it so).
 """
 
+from __future__ import annotations
+
 import gzip
+import http.client
 import json
+import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-
-import httpx
-from loguru import logger
 
 from xray_pipeline.core.fleet.backlog import Backlog
 from xray_pipeline.core.ingest.files import iter_chunks, open_log, watched_states
 from xray_pipeline.core.ingest.plan import ordered_states, plan_reads
 
 try:
+    from importlib.metadata import PackageNotFoundError, version
+
     USER_AGENT = f"xray-pipeline-ship/{version('xray-pipeline')}"
-except PackageNotFoundError:  # a source tree that is not installed
+except (ImportError, PackageNotFoundError):  # a source tree that is not installed
     USER_AGENT = "xray-pipeline-ship"
+
+log = logging.getLogger("xray_pipeline.ship")
 
 
 class CenterUnavailable(Exception):
@@ -46,32 +51,63 @@ class CenterRefused(Exception):
 
 
 class Center:
-    """The center's landing API, as node `node` with its token."""
+    """The center's landing API, as node `node` with its token, over one kept-alive HTTP(S)
+    connection (standard library only: the shipper runs on the node's own python3)."""
 
     def __init__(self, url: str, node: str, token: str, *, timeout: float = 30.0) -> None:
+        parts = urllib.parse.urlsplit(url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the center's URL must be http(s)://HOST[:PORT], not {url!r}")
         self.node = node
-        self.client = httpx.Client(
-            base_url=url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT},
-            timeout=timeout,
-        )
+        self.url = url.rstrip("/")
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._prefix = f"{parts.path}/api/ship/{urllib.parse.quote(node, safe='')}"
+        self._headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}
+        self._timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
 
-    def _call(self, method: str, path: str, **kwargs) -> dict | list:
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = kind(self._host, self.port, timeout=self._timeout)
+        return self._conn
+
+    def _request(self, method: str, target: str, body: bytes | None, headers: dict) -> tuple:
+        # a kept-alive connection the center closed meanwhile fails at once: one new try
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            try:
+                conn = self._connection()
+                conn.request(method, target, body=body, headers={**self._headers, **headers})
+                response = conn.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                stale = isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError))
+                if attempt == 1 and reused and stale:
+                    continue
+                raise CenterUnavailable(f"{type(exc).__name__}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def _call(
+        self, method: str, path: str, *, params: dict | None = None, body: bytes | None = None,
+        headers: dict | None = None,
+    ) -> dict | list:  # fmt: skip
+        target = self._prefix + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        status, raw = self._request(method, target, body, headers or {})
+        if status >= 500 or status == 429:
+            raise CenterUnavailable(f"the center answered {status}")
         try:
-            response = self.client.request(method, f"/api/ship/{self.node}{path}", **kwargs)
-        except httpx.HTTPError as exc:
-            raise CenterUnavailable(f"{type(exc).__name__}: {exc}") from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise CenterUnavailable(f"the center answered {response.status_code}")
-        try:
-            body = response.json()
+            answer = json.loads(raw)
         except ValueError:
-            body = {"detail": response.text[:200]}
-        if response.status_code >= 400:
-            detail = body.get("detail") if isinstance(body, dict) else body
-            expected = body.get("expected") if isinstance(body, dict) else None
-            raise CenterRefused(response.status_code, str(detail), expected)
-        return body
+            answer = {"detail": raw[:200].decode(errors="replace")}
+        if status >= 400:
+            detail = answer.get("detail") if isinstance(answer, dict) else answer
+            expected = answer.get("expected") if isinstance(answer, dict) else None
+            raise CenterRefused(status, str(detail), expected)
+        return answer
 
     def landed(self) -> dict[str, int]:
         """Where each of the node's sources ends at the center."""
@@ -79,17 +115,19 @@ class Center:
 
     def send(self, identity: str, path: str, start: int, data: bytes) -> int:
         """Land bytes [start, start + len(data)) of a source; returns the acknowledged end."""
-        body = self._call(
+        answer = self._call(
             "POST",
             "/ranges",
             params={"identity": identity, "start": start, "path": path},
-            content=gzip.compress(data, compresslevel=1),  # cheap: the node is busy proxying
+            body=gzip.compress(data, compresslevel=1),  # cheap: the node is busy proxying
             headers={"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"},
         )
-        return int(body["end"])
+        return int(answer["end"])
 
     def close(self) -> None:
-        self.client.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 @dataclass
@@ -155,7 +193,7 @@ class Shipper:
     def _reachable(self) -> bool:
         return time.monotonic() >= self.retry_at
 
-    def _unavailable(self, exc: CenterUnavailable, stats: "ShipStats") -> None:
+    def _unavailable(self, exc: CenterUnavailable, stats: ShipStats) -> None:
         if self.down_since is None:
             self.down_since = time.monotonic()
         stats.notes.append(f"center unavailable: {exc}")
@@ -176,7 +214,7 @@ class Shipper:
             read[entry.identity] = max(read.get(entry.identity, 0), entry.end)
         self.read = read
 
-    def step(self) -> "ShipStats":
+    def step(self) -> ShipStats:
         """One look at the files: drain the spool, then ship (or spool) what is new."""
         stats = ShipStats()
         online = self._reachable()
@@ -224,7 +262,7 @@ class Shipper:
         stats.waiting_bytes = self.spool.size()
         return stats
 
-    def _send(self, identity: str, path: str, start: int, data: bytes, stats: "ShipStats") -> bool:
+    def _send(self, identity: str, path: str, start: int, data: bytes, stats: ShipStats) -> bool:
         """Send one range; False when the center cannot take it now (keep it for later)."""
         try:
             end = self.center.send(identity, path, start, data)
@@ -248,7 +286,7 @@ class Shipper:
         stats.sent_ranges += 1
         return True
 
-    def _drain(self, stats: "ShipStats") -> bool:
+    def _drain(self, stats: ShipStats) -> bool:
         """Send the spool's ranges in order; False when the center stopped taking them."""
         for entry in self.spool.entries():
             if not self._send(entry.identity, entry.path, entry.start, entry.data(), stats):
@@ -262,7 +300,6 @@ def run_forever(
 ) -> None:
     """Step every `interval` until `should_stop()`, saying when the center goes away (once per
     outage) and when it is back."""
-    log = logger.bind(node=shipper.center.node)
     was_down = was_paused = False
     while not should_stop():
         began = time.monotonic()
@@ -274,21 +311,24 @@ def run_forever(
         if down and not was_down:
             reason = next((n for n in stats.notes if n.startswith("center unavailable")), "")
             log.warning(
-                "the center is unavailable ({}); reading on into the spool, retrying with backoff",
-                reason.removeprefix("center unavailable: "),
+                "the center is unavailable (%s); reading on into the spool, retrying with backoff",
+                reason[len("center unavailable: ") :],
             )
         if shipper.paused and not was_paused:
-            log.warning("the spool is full ({} bytes): reading paused", stats.waiting_bytes)
+            log.warning("the spool is full (%d bytes): reading paused", stats.waiting_bytes)
         was_paused = shipper.paused
         if not down and was_down:
             log.info("the center answers again; the spool is drained")
         was_down = down
         if stats.sent_ranges:
-            log.debug("sent {} ranges, {} bytes", stats.sent_ranges, stats.sent_bytes)
+            log.debug("sent %d ranges, %d bytes", stats.sent_ranges, stats.sent_bytes)
         _sleep(max(0.0, interval - (time.monotonic() - began)), should_stop)
 
 
 def _sleep(seconds: float, should_stop: Callable[[], bool]) -> None:
     deadline = time.monotonic() + seconds
-    while not should_stop() and (left := deadline - time.monotonic()) > 0:
+    while not should_stop():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
         time.sleep(min(0.2, left))

@@ -2,6 +2,7 @@
 of every file lands once and in order, through rotations and truncations during an outage."""
 
 import itertools
+import logging
 import socket
 import threading
 import time
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from conftest import live_api
-from loguru import logger
 
 from xray_pipeline.core.db.connect import connect
 from xray_pipeline.core.fleet.backlog import Backlog
@@ -172,7 +172,7 @@ class Misbehaving(BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize("mode", ["500", "hang"])
 def test_a_center_that_fails_or_hangs_gets_backoff_and_a_bounded_spool(
-    node, tmp_path: Path, mode: str
+    node, tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture
 ):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
     server.mode = mode
@@ -189,14 +189,13 @@ def test_a_center_that_fails_or_hangs_gets_backoff_and_a_bounded_spool(
         interval=0.05,
         max_backoff=0.4,
     )
-    messages: list[str] = []
-    sink = logger.add(lambda m: messages.append(str(m)), level="INFO")
     stop = time.monotonic() + 3
     try:
-        run_forever(shipper, interval=0.05, should_stop=lambda: time.monotonic() > stop)
+        with caplog.at_level(logging.INFO, logger="xray_pipeline.ship"):
+            run_forever(shipper, interval=0.05, should_stop=lambda: time.monotonic() > stop)
     finally:
-        logger.remove(sink)
         server.shutdown()
+    messages = [r.getMessage() for r in caplog.records]
     down = [m for m in messages if "the center is unavailable" in m]
     assert len(down) == 1  # said once per outage, with the reason
     assert ("answered 500" if mode == "500" else "Timeout") in down[0]
@@ -207,8 +206,7 @@ def test_a_center_that_fails_or_hangs_gets_backoff_and_a_bounded_spool(
     assert all(a.end == b.start for a, b in itertools.pairwise(spooled))
     # the center is back: what was spooled, then the rest of the file, lands; nothing dropped
     shipper.center = Center(f"http://127.0.0.1:{free_port()}", "n1", node["token"])
-    port = int(shipper.center.client.base_url.port)
-    with live_api(node["url"], port=port, landing_dir=node["root"]):
+    with live_api(node["url"], port=shipper.center.port, landing_dir=node["root"]):
         deadline = time.monotonic() + 20
         while landed(node["root"]) != [log.read_bytes()]:
             assert time.monotonic() < deadline, "the spool did not drain"
