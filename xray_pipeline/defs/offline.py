@@ -95,3 +95,13 @@ def build_offline_buffer_sensor(job) -> dg.SensorDefinition:
         return dg.RunRequest(run_key=f"replay-{waiting[-1].path.name}")
 
     return offline_buffer_sensor
+
+
+def build_replay_job():
+    """replay_offline_buffer_job: the offline_buffer asset, in process."""
+    return dg.define_asset_job(
+        name="replay_offline_buffer_job",
+        selection=dg.AssetSelection.assets("offline_buffer"),
+        executor_def=dg.in_process_executor,
+        description="Replay the segments of the offline spool.",
+    )

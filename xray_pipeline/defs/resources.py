@@ -1,5 +1,8 @@
-"""Dagster resources: the PostgreSQL database, the configured log files, the rules."""
+"""Dagster resources: the PostgreSQL database, the configured log files, the offline spool,
+the rules; and `build_resources`, which makes them from the settings (their defaults are the
+settings' own)."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +17,17 @@ from xray_pipeline.core.ingest.files import expand_paths
 from xray_pipeline.core.ingest.loader import Loader
 from xray_pipeline.core.privacy.policy import RowPolicy, open_geoip
 from xray_pipeline.core.rules.evaluate import RulesConfig
-from xray_pipeline.settings import load_settings, normalize_url
+from xray_pipeline.settings import Settings, load_settings, normalize_url
+from xray_pipeline.settings.sections import (
+    AlertsSettings,
+    DagsterSettings,
+    ParserSettings,
+    PrivacySettings,
+    RulesSettings,
+)
+
+_PARSER, _DAGSTER, _PRIVACY = ParserSettings(), DagsterSettings(), PrivacySettings()
+_RULES, _ALERTS = RulesSettings(), AlertsSettings()
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -22,15 +35,15 @@ class PostgresResource(dg.ConfigurableResource):
     else the embedded server (started when needed)."""
 
     url: str | None = None
-    timezone: str = "UTC"
-    batch_size: int = 4 * 1024 * 1024
-    load_workers: int = 2
+    timezone: str = _PARSER.timezone
+    batch_size: int = _PARSER.batch_size
+    load_workers: int = _DAGSTER.load_workers
     country_db: str | None = None
     asn_db: str | None = None
-    source_ip: str = "full"
-    ipv4_prefix: int = 24
-    ipv6_prefix: int = 48
-    destination: str = "full"
+    source_ip: str = _PRIVACY.source_ip
+    ipv4_prefix: int = _PRIVACY.ipv4_prefix
+    ipv6_prefix: int = _PRIVACY.ipv6_prefix
+    destination: str = _PRIVACY.destination
     privacy_secret: str | None = None
 
     def policy(self) -> RowPolicy:
@@ -76,7 +89,7 @@ class LogSourcesResource(dg.ConfigurableResource):
 
     paths: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
     node: str | None = None
-    max_run_bytes: int = 64 * 1024 * 1024
+    max_run_bytes: int = _DAGSTER.max_run_bytes
     landing_dir: str | None = None
 
     def entries(self) -> list[tuple[Path, str | None]]:
@@ -110,31 +123,107 @@ class RulesResource(dg.ConfigurableResource):
     """The abuse rules ([rules]) and where their incidents are sent ([alerts]); secrets come
     as environment variables, so the UI shows their names only."""
 
-    evaluate: bool = True
-    ip_limit: int = 3
-    ip_window_minutes: int = 10
-    ip_count_by: str = "prefix"
-    watched_tags: list[str] = ["TORRENT"]  # noqa: RUF012 (pydantic copies defaults)
-    tagged_limit: int = 20
-    tagged_window_minutes: int = 10
-    rejected_limit: int = 100
-    rejected_window_minutes: int = 5
-    quiet_minutes: int = 30
+    evaluate: bool = _RULES.evaluate
+    ip_limit: int = _RULES.ip_limit
+    ip_window_minutes: int = _RULES.ip_window_minutes
+    ip_count_by: str = _RULES.ip_count_by
+    watched_tags: list[str] = list(_RULES.watched_tags)  # noqa: RUF012 (pydantic copies defaults)
+    tagged_limit: int = _RULES.tagged_limit
+    tagged_window_minutes: int = _RULES.tagged_window_minutes
+    rejected_limit: int = _RULES.rejected_limit
+    rejected_window_minutes: int = _RULES.rejected_window_minutes
+    quiet_minutes: int = _RULES.quiet_minutes
     on_open_command: str | None = None
-    on_open_dry_run: bool = True
+    on_open_dry_run: bool = _RULES.on_open_dry_run
     webhook_url: str | None = None
     webhook_secret: str | None = None
     telegram_token: str | None = None
     telegram_chat_id: str | None = None
-    telegram_api: str = "https://api.telegram.org"
-    attempts: int = 5
-    backoff_seconds: float = 10.0
-    cooldown_minutes: int = 10
-    max_age_minutes: int = 60
-    timeout_seconds: float = 10.0
+    telegram_api: str = _ALERTS.telegram_api
+    attempts: int = _ALERTS.attempts
+    backoff_seconds: float = _ALERTS.backoff_seconds
+    cooldown_minutes: int = _ALERTS.cooldown_minutes
+    max_age_minutes: int = _ALERTS.max_age_minutes
+    timeout_seconds: float = _ALERTS.timeout_seconds
 
     def config(self) -> RulesConfig:
         return RulesConfig.of(self)
 
     def targets(self) -> AlertTargets:
         return AlertTargets.of(self, self)
+
+
+# ----------------------------------------------------------------------- from the settings
+
+# secret settings, and the variable `up` passes each one in
+SECRETS = {
+    "privacy.secret": "XRAY_PRIVACY_SECRET",
+    "alerts.webhook_secret": "XRAY_ALERTS_WEBHOOK_SECRET",
+    "alerts.telegram_token": "XRAY_TELEGRAM_BOT_TOKEN",
+}
+
+
+def _from_environment(settings: Settings, name: str) -> dg.EnvVar | None:
+    origin = settings.origin(name)
+    return (
+        dg.EnvVar(origin.removeprefix("environment "))
+        if origin.startswith("environment ")
+        else None
+    )
+
+
+def _secret(settings: Settings, name: str) -> str | dg.EnvVar | None:
+    """A secret setting (`section.key`), passed as the variable it comes from so that the UI
+    never shows it."""
+    if (variable := _from_environment(settings, name)) is not None:
+        return variable
+    section, key = name.split(".")
+    secret = getattr(getattr(settings, section), key)
+    if secret and os.environ.get(SECRETS[name]) == secret.get_secret_value():
+        return dg.EnvVar(SECRETS[name])  # `up` passes a config file's secret this way
+    return secret.get_secret_value() if secret else None
+
+
+def _rules(settings: Settings) -> RulesResource:
+    """[rules] and [alerts], field by field (a wrong one stops here, named)."""
+    RulesConfig.from_settings(settings)
+    AlertTargets.from_settings(settings)
+    values = {}
+    for name in RulesResource.model_fields:
+        section = "rules" if name in RulesSettings.model_fields else "alerts"
+        if f"{section}.{name}" in SECRETS:
+            values[name] = _secret(settings, f"{section}.{name}")
+        else:
+            value = getattr(getattr(settings, section), name)
+            values[name] = list(value) if isinstance(value, tuple) else value
+    return RulesResource(**values)
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The resources of the code location, from `settings`; the database URL from the
+    environment is passed as a dg.EnvVar, so that the UI shows the variable, never the
+    password in it."""
+    privacy = settings.privacy
+    return {
+        "postgres": PostgresResource(
+            url=_from_environment(settings, "postgresql.url") or settings.external_url(),
+            timezone=settings.timezone,
+            batch_size=settings.batch_size,
+            load_workers=settings.dagster.load_workers,
+            country_db=settings.geoip.country_db,
+            asn_db=settings.geoip.asn_db,
+            source_ip=privacy.source_ip,
+            ipv4_prefix=privacy.ipv4_prefix,
+            ipv6_prefix=privacy.ipv6_prefix,
+            destination=privacy.destination,
+            privacy_secret=_secret(settings, "privacy.secret"),
+        ),
+        "rules": _rules(settings),
+        "offline_spool": OfflineSpoolResource(path=str(settings.spool_dir)),
+        "log_sources": LogSourcesResource(
+            paths=list(settings.logfiles),
+            node=settings.node,
+            max_run_bytes=settings.dagster.max_run_bytes,
+            landing_dir=str(settings.landing_dir),
+        ),
+    }

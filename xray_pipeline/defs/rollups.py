@@ -116,3 +116,14 @@ def _rollup(
         )
 
     return rollup
+
+
+def build_rollups_sensor(rollups: list[dg.AssetsDefinition]) -> dg.SensorDefinition:
+    """rollups_automation_sensor: the rollups' automation conditions, every 30 s."""
+    return dg.AutomationConditionSensorDefinition(
+        "rollups_automation_sensor",
+        target=dg.AssetSelection.assets(*rollups),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description="Refreshes a day of the rollups after that day of `logs` changed.",
+    )

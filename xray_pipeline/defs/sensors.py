@@ -22,9 +22,14 @@ from xray_pipeline.core.ingest.plan import (
     rewind_cursor,
     split_range,
 )
+from xray_pipeline.core.ingest.tailing import TailRun, decide_tail
 from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource
 from xray_pipeline.defs.tail import DAY_TAG, STALE_AFTER_S, TAIL_JOB, heartbeat
 
+NO_FILES = (
+    "no log file configured (set [parser] logfile in config.ini or XRAY_PARSER_LOGFILE) and no "
+    "node has shipped any (xray-pipeline nodes add)"
+)
 # a sensor run still going after this is marked failed by run monitoring (dagster.yaml)
 RUN_MAX_RUNTIME_S = 10 * 60
 _ACTIVE = [
@@ -111,6 +116,16 @@ def batch_key(pieces: list[Piece]) -> str:
     )
 
 
+def _report(context: dg.SensorEvaluationContext, files: list[Path], notes: list[str]) -> dict:
+    """Log the planner's notes and the files that cannot be read; returns the latter."""
+    unreadable = {p: r for p in files if (r := unreadable_reason(p))}
+    for note in notes:
+        context.log.warning(note)
+    for why in unreadable.values():
+        context.log.error(why)
+    return unreadable
+
+
 def _skip_reason(files: list[Path], unreadable: dict[Path, str], in_flight: bool) -> str:
     reason = "no new complete lines" + ("; runs in flight" if in_flight else "")
     if missing := [str(p) for p in files if p not in unreadable and not p.exists()]:
@@ -145,23 +160,15 @@ class Tailing:
     poll_seconds: float
 
 
-def _live_tails(context: dg.SensorEvaluationContext, now: float) -> set[str]:
-    """The days that a tail run follows. A started one whose heartbeat stopped lost its
-    process (killed with its machine or by the OOM killer): it is failed, so that another
-    can start."""
-    days = set()
-    instance = context.instance
+def _tail_runs(instance: dg.DagsterInstance) -> list[TailRun]:
+    """The active tail runs, with their last sign of life."""
+    runs = []
     for record in instance.get_run_records(dg.RunsFilter(job_name=TAIL_JOB, statuses=_ACTIVE)):
         run = record.dagster_run
-        if run.status == dg.DagsterRunStatus.STARTED:
-            last = heartbeat(run) or record.start_time or record.create_timestamp.timestamp()
-            if now - last > STALE_AFTER_S:
-                message = f"no heartbeat for {now - last:.0f} s: its process is gone"
-                context.log.warning(f"tail run {run.run_id} of {run.tags.get(DAY_TAG)}: {message}")
-                instance.report_run_failed(run, message)
-                continue
-        days.add(run.tags.get(DAY_TAG, ""))
-    return days
+        beat = heartbeat(run) or record.start_time or record.create_timestamp.timestamp()
+        started = run.status == dg.DagsterRunStatus.STARTED
+        runs.append(TailRun(run.run_id, run.tags.get(DAY_TAG, ""), started, beat))
+    return runs
 
 
 def _tail_failed_lately(context: dg.SensorEvaluationContext, day: str, now: float) -> bool:
@@ -240,15 +247,20 @@ def _run_requests(
     busy = _busy_partitions(context.instance, job)
     if tailing.minutes:
         now = time.time()
-        tailed = _live_tails(context, now)
-        if (
-            today not in tailed
-            and any(p.partition == today for p in pieces)
-            and not _tail_failed_lately(context, today, now)
-        ):
+        decision = decide_tail(
+            _tail_runs(context.instance),
+            today=today,
+            today_has_bytes=any(p.partition == today for p in pieces),
+            failed_lately=lambda: _tail_failed_lately(context, today, now),
+            now=now,
+            stale_after=STALE_AFTER_S,
+        )
+        for run, why in decision.dead:
+            context.log.warning(f"tail run {run.run_id} of {run.day}: {why}")
+            context.instance.report_run_failed(context.instance.get_run_by_id(run.run_id), why)
+        if decision.start:
             requests.append(_tail_request(today, tailing, now))
-            tailed.add(today)
-        busy |= tailed  # a tail run loads them
+        busy |= decision.followed  # a tail run loads them
     batches, deferred = batch_pieces(pieces, busy, log_sources.max_run_bytes)
     for batch in batches:
         requests.append(_run_request(batch, batch_key(batch), node_of))
@@ -283,10 +295,7 @@ def build_access_log_sensor(
     ) -> dg.SensorResult | dg.SkipReason:
         files = log_sources.files()
         if not files:
-            return dg.SkipReason(
-                "no log file configured (set [parser] logfile in config.ini or "
-                "XRAY_PARSER_LOGFILE) and no node has shipped any (xray-pipeline nodes add)"
-            )
+            return dg.SkipReason(NO_FILES)
         states = watched_states(files, with_complete_end=True)
         try:
             with postgres.connect(timeout=3) as conn:
@@ -295,18 +304,14 @@ def build_access_log_sensor(
             return dg.SkipReason(f"database unreachable: {exc}")
         before = json.loads(context.cursor) if context.cursor else {}
         planned, cursor, notes = plan_requests(files, states, loaded, before, now=time.time())
-        unreadable = {p: r for p in files if (r := unreadable_reason(p))}
-        for note in notes:
-            context.log.warning(note)
-        for why in unreadable.values():
-            context.log.error(why)
+        unreadable = _report(context, files, notes)
         requests, deferred, requested = _run_requests(
             context, planned, cursor, log_sources, partitions_def, job.name, tailing
         )
-        cursor = rewind_cursor(cursor, before, deferred, requested)
+        cursor = json.dumps(rewind_cursor(cursor, before, deferred, requested))
         if not requests:
             skip = _skip_reason(files, unreadable, in_flight=bool(planned))
-            return dg.SensorResult(skip_reason=skip, cursor=json.dumps(cursor))
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+            return dg.SensorResult(skip_reason=skip, cursor=cursor)
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     return access_log_sensor

@@ -14,6 +14,8 @@ import httpx
 import psycopg
 from psycopg.types.json import Jsonb
 
+from xray_pipeline.settings.sections import AlertsSettings, RulesSettings
+
 SCHEMA_VERSION = 1
 SIGNATURE_HEADER = "X-Xray-Signature"
 TARGETS = ("webhook", "telegram", "command")
@@ -27,6 +29,9 @@ class AlertsError(ValueError):
     """A wrong [alerts] or [rules] setting: the message names it and the fix."""
 
 
+_ALERTS = AlertsSettings()  # the defaults' one home: [alerts]
+
+
 @dataclass(frozen=True)
 class AlertTargets:
     """Where the changes go, and how hard to try."""
@@ -35,14 +40,14 @@ class AlertTargets:
     webhook_secret: bytes | None = None
     telegram_token: str | None = None
     telegram_chat_id: str | None = None
-    telegram_api: str = "https://api.telegram.org"
+    telegram_api: str = _ALERTS.telegram_api
     command: str | None = None
-    command_dry_run: bool = True
-    attempts: int = 5
-    backoff_seconds: float = 10.0
-    cooldown_minutes: int = 10
-    max_age_minutes: int = 60
-    timeout_seconds: float = 10.0
+    command_dry_run: bool = RulesSettings().on_open_dry_run
+    attempts: int = _ALERTS.attempts
+    backoff_seconds: float = _ALERTS.backoff_seconds
+    cooldown_minutes: int = _ALERTS.cooldown_minutes
+    max_age_minutes: int = _ALERTS.max_age_minutes
+    timeout_seconds: float = _ALERTS.timeout_seconds
 
     def __post_init__(self) -> None:
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from xray_pipeline.core.privacy.policy import HASH_PREFIX, parse_ip
+from xray_pipeline.settings.sections import RulesSettings
 
 # the columns the rules read
+DEFAULTS = RulesSettings()  # the defaults' one home: [rules]
+
 ROWS_SCHEMA = {
     "ts": pl.Datetime("us", "UTC"),
     "user": pl.String,
@@ -33,9 +36,9 @@ COUNT_BY = ("address", "prefix", "asn")
 
 @dataclass(frozen=True)
 class IpLimitRule:
-    limit: int = 3
-    window_minutes: int = 10
-    count_by: str = "prefix"
+    limit: int = DEFAULTS.ip_limit
+    window_minutes: int = DEFAULTS.ip_window_minutes
+    count_by: str = DEFAULTS.ip_count_by
 
     def __post_init__(self) -> None:
         if self.count_by not in COUNT_BY:
@@ -44,15 +47,15 @@ class IpLimitRule:
 
 @dataclass(frozen=True)
 class TaggedRule:
-    tags: tuple[str, ...] = ("TORRENT",)
-    limit: int = 20
-    window_minutes: int = 10
+    tags: tuple[str, ...] = DEFAULTS.watched_tags
+    limit: int = DEFAULTS.tagged_limit
+    window_minutes: int = DEFAULTS.tagged_window_minutes
 
 
 @dataclass(frozen=True)
 class RejectedRule:
-    limit: int = 100
-    window_minutes: int = 5
+    limit: int = DEFAULTS.rejected_limit
+    window_minutes: int = DEFAULTS.rejected_window_minutes
 
 
 @dataclass

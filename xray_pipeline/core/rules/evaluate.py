@@ -14,6 +14,7 @@ import psycopg
 
 from xray_pipeline.core.db.migrations import load_query
 from xray_pipeline.core.rules.detect import (
+    DEFAULTS,
     ROWS_SCHEMA,
     IpLimitRule,
     RejectedRule,
@@ -32,7 +33,7 @@ class RulesConfig:
     ip_limit: IpLimitRule | None = field(default_factory=IpLimitRule)
     tagged: TaggedRule | None = field(default_factory=TaggedRule)
     rejected: RejectedRule | None = field(default_factory=RejectedRule)
-    quiet_minutes: int = 30
+    quiet_minutes: int = DEFAULTS.quiet_minutes
 
     @classmethod
     def from_settings(cls, settings) -> "RulesConfig":
