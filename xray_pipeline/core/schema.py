@@ -2,7 +2,7 @@
 
 import polars as pl
 
-# The 13 keys of a parsed line, in the order of ../shared/xray-log-format.md "Parsed fields".
+# The 13 keys of a parsed line, in the order of docs/log-format.md "Parsed fields".
 CANONICAL_FIELDS: tuple[str, ...] = (
     "ts",
     "src_network",

@@ -1,6 +1,6 @@
 """Raw bytes of an access log -> typed Polars frames (access, dns, rejects); vectorized.
 
-The grammar is ../shared/xray-log-format.md. Every input line lands in exactly one of the three
+The grammar is docs/log-format.md. Every input line lands in exactly one of the three
 frames. One one-pass regex for the shapes Xray and V2Ray write to a file (accepted and rejected
 lines, dnsLog lines, error-log lines in the same stream) runs first (`fast`); the lines it does
 not take go through the tolerant grammar (`tolerant`), which covers every shape of the spec,

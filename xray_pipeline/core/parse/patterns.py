@@ -1,4 +1,4 @@
-"""The regexes of the access-log grammar (../shared/xray-log-format.md): the fast path's
+"""The regexes of the access-log grammar (docs/log-format.md): the fast path's
 one-pass capture and the tolerant path's steps."""
 
 TS = r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}(?:\.\d{1,9})?"

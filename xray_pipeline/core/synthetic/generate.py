@@ -2,7 +2,7 @@
 
 Lines are built column-wise (NumPy draws, Polars string expressions), so millions of lines take
 seconds. The default mix is mostly the modern Xray shape plus a share of every other shape of
-../shared/xray-log-format.md; users and destinations follow Zipf-like popularity.
+docs/log-format.md; users and destinations follow Zipf-like popularity.
 """
 
 import datetime as dt
