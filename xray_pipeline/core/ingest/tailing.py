@@ -37,9 +37,9 @@ def decide_tail(
 ) -> TailDecision:
     """A started run whose heartbeat is older than `stale_after` lost its process (killed
     with its machine, or by the OOM killer): it is dead, and no longer follows its day. A tail
-    run of today starts when today has new bytes, none follows it, and none failed lately
-    (`failed_lately`, asked only then: meanwhile the day goes to ordinary runs, no restart
-    loop)."""
+    run of today starts when today has new bytes, none follows it, and none failed lately: not
+    one found dead now, nor one `failed_lately` says of (asked only then). Meanwhile the day
+    goes to ordinary runs: no restart loop."""
     followed: set[str] = set()
     dead: list[tuple[TailRun, str]] = []
     for run in runs:
@@ -48,7 +48,8 @@ def decide_tail(
             dead.append((run, f"no heartbeat for {silent:.0f} s: its process is gone"))
         else:
             followed.add(run.day)
-    start = today not in followed and today_has_bytes and not failed_lately()
+    died = any(run.day == today for run, _ in dead)
+    start = today not in followed and today_has_bytes and not died and not failed_lately()
     if start:
         followed.add(today)
     return TailDecision(frozenset(followed), tuple(dead), start)

@@ -29,12 +29,12 @@ def test_a_live_tail_run_is_kept_and_none_is_started():
     assert not asked  # no query for failures while one follows the day
 
 
-def test_a_silent_started_run_is_dead_and_replaced_at_once():
+def test_a_silent_started_run_is_dead_and_its_day_goes_to_ordinary_runs_for_now():
     run = TailRun("r1", TODAY, True, NOW - 61)
     decision, _ = decide([run])
     assert [r for r, _ in decision.dead] == [run]
     assert "no heartbeat for 61 s" in decision.dead[0][1]
-    assert decision.start and decision.followed == {TODAY}
+    assert not decision.start and decision.followed == set()
 
 
 def test_a_queued_run_is_not_judged_by_its_heartbeat():
