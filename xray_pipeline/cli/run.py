@@ -126,7 +126,8 @@ def _until_stopped(
 
     proc, log_file = running.dagster, running.dagster_log
     if (demo := running.demo) is not None:
-        console.print(f"demo: appending {demo.rate:g} generated lines/s to {demo.log}")
+        writer = "a local V2Ray writes a line per connection" if demo.v2ray else "appending"
+        console.print(f"demo: {writer}, {demo.rate:g} lines/s, to {demo.log}")
         for name, log in demo.node_logs.items():
             console.print(
                 f"demo: node {name} ships {log} to the sidecar ({demo.rate:g} lines/s; its log: "
@@ -210,11 +211,28 @@ def demo_cmd(
             "shipping to the sidecar (0: none; needs the API)",
         ),
     ] = 2,
+    v2ray: Annotated[
+        bool,
+        typer.Option(
+            "--v2ray",
+            help="the demo log written by a real local V2Ray (Debian's `v2ray`) serving --rate "
+            "real connections a second, instead of the generator",
+        ),
+    ] = False,
 ) -> None:
     """The main job on the embedded database: a generator appends realistic lines to a demo
     log and Dagster's access_log_sensor loads them, day by day, until Ctrl-C; demo nodes of a
     fleet ship theirs to this center. Without [geoip] databases configured, the demo writes
     synthetic ones that place its generated addresses (the dashboard says they are made up)."""
+    if v2ray and once:
+        err_console.print("error: --v2ray drives the live demo; --once loads generated lines")
+        raise typer.Exit(2)
+    if v2ray:
+        from xray_pipeline.core.synthetic.v2ray import INSTALL_HINT, v2ray_executable
+
+        if v2ray_executable() is None:
+            err_console.print(f"error: --v2ray: {INSTALL_HINT}")
+            raise typer.Exit(2)
     settings = _with_demo_geoip(STATE.settings())
     if once:
         _demo_once(settings, lines)
@@ -224,7 +242,8 @@ def demo_cmd(
         nodes = 0
     from xray_pipeline.core.runtime.demo import Demo
 
-    demo = Demo.of(settings, settings.home / "demo" / "access.log", rate=rate, nodes=nodes)
+    log = settings.home / "demo" / ("v2ray-access.log" if v2ray else "access.log")
+    demo = Demo.of(settings, log, rate=rate, nodes=nodes, v2ray=v2ray)
     _run_services(
         settings,
         [str(demo.log)],

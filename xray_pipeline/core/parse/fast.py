@@ -6,6 +6,7 @@ import polars as pl
 
 from xray_pipeline.core.parse.patterns import (
     DNS_FAST_REST,
+    EMAIL_FOR_TOLERANT,
     FAST_CAPTURE,
     LEVEL_LINE,
     PORTLESS_SOURCES,
@@ -18,15 +19,24 @@ from xray_pipeline.core.parse.values import as_port
 
 def _fast_ok() -> pl.Expr:
     """What FAST_CAPTURE's loose classes leave out, checked on short strings: on an access
-    line a source port unless the source is a portless one, and a rejection reason that does
-    not end in whitespace (the tolerant path strips it); on a dnsLog line the domain the
+    line a source port unless the source is a portless one, a rejection reason that does not
+    end in whitespace (the tolerant path strips it), an email that ends in no whitespace but
+    spaces (trimmed here) and holds no glued record; on a dnsLog line the domain the
     tolerant path requires. (Its timestamp is TS's own shape, ASCII digits: the tolerant path
     finds only that one, and checking it in the capture costs less than after it.)"""
     portless = struct_field("f", "src_ip").is_in(PORTLESS_SOURCES) | struct_field(
         "f", "src_network"
     ).eq("unix")
-    access_ok = (struct_field("f", "src_port").is_not_null() | portless) & (
-        struct_field("f", "reason").is_null() | ~struct_field("f", "reason").str.contains(r"\s$")
+    access_ok = (
+        (struct_field("f", "src_port").is_not_null() | portless)
+        & (
+            struct_field("f", "reason").is_null()
+            | ~struct_field("f", "reason").str.contains(r"\s$")
+        )
+        & (
+            struct_field("f", "email").is_null()
+            | ~struct_field("f", "email").str.contains(EMAIL_FOR_TOLERANT)
+        )
     )
     # a dnsLog line has no source (access_ok is null), an access line no domain
     return (struct_field("d", "domain").is_not_null() | access_ok).fill_null(False)
@@ -49,6 +59,7 @@ def _fast_steps() -> Steps:
     lines the capture did not take."""
     taken = pl.col("taken")
     reason = struct_field("f", "reason")
+    email = struct_field("f", "email")
     is_dns = struct_field("f", "server").is_not_null()
     level_ts = pl.col("level_ts")
     return (
@@ -105,9 +116,13 @@ def _fast_steps() -> Steps:
             ).alias("dest_port"),
             struct_field("f", "dest_url").alias("dest_url"),
             struct_field("f", "detour").alias("detour"),
-            pl.coalesce(struct_field("f", "email"), reason.str.extract(REJECTED_EMAIL, 1)).alias(
-                "email"
-            ),
+            pl.coalesce(
+                # only V2Ray 4.21-4.33's `email:x ` ends in a space: trimmed where it does
+                pl.when(email.str.ends_with(" "))
+                .then(email.str.strip_chars_end())
+                .otherwise(email),
+                reason.str.extract(REJECTED_EMAIL, 1),
+            ).alias("email"),
             pl.coalesce(reason, struct_field("d", "error")).alias("reason"),
             pl.when(level_ts.is_not_null()).then(pl.lit("error_log")).alias("other_reason"),
             struct_field("f", "server").alias("server"),

@@ -31,8 +31,10 @@ FAST_CAPTURE = (
     r"(?:\[(?P<dest6>[^\s\]]+)\]|(?P<dest_host>[^\s:\[\]]+)):(?P<dest_port>[0-9]+)"
     # an HTTP inbound's URL (`//host:port` for CONNECT, `http://host/path`); URL reads it
     r"|(?P<dest_url>(?:https?:)?//[^\s/?#:@\[\]]+(?::[0-9]+)?(?:[/?#]\S*)?))"
-    # ` [detour]`, ` email: x` (V2Ray: `email:x`), both or neither; trailing spaces allowed
-    r"(?: +(?:\[(?P<detour>[^\]]*)\] *)?(?:email: ?(?P<email>\S+) *)?)?"
+    # ` [detour]`, ` email: x` (V2Ray: `email:x`), both or neither. The email runs to the end
+    # of the line, trailing spaces trimmed after; _fast_ok() leaves the rare email that ends in
+    # other whitespace or holds a glued record to the tolerant path (EMAIL_TO_END)
+    r"(?: +(?:\[(?P<detour>[^\]]*)\] *)?(?:email: ?(?P<email>\S.*))?)?"
     r"|rejected +(?P<reason>\S.*)))$"
 )
 
@@ -88,13 +90,22 @@ ACCEPTED_REST = (
 )
 
 
+# The email runs to the end of the line, trailing whitespace trimmed (it may hold spaces: V2Ray
+# takes any string), and stops before a glued record (whitespace, then a timestamp): the lazy
+# group ends at the first place where what follows is that, or only whitespace.
+EMAIL_TO_END = rf"(?P<email>\S.*?)(?:\s+{TS}.*)?\s*$"
+# what _fast_ok() leaves to EMAIL_TO_END: trailing whitespace other than spaces (the fast path
+# trims those), or a glued record
+EMAIL_FOR_TOLERANT = rf"[^\S ]$|\s{TS}"
+
+
 AFTER_DEST = (
     r"^\s*(?:\[(?:(?P<inbound_tag>[^\]]*?) (?:->|>>|==>) )?(?P<outbound_tag>[^\]]*)\])?"
-    r"\s*(?:email:\s*(?P<email>\S+))?"
+    r"\s*(?:email:\s*" + EMAIL_TO_END + ")?"
 )
 
 
-REJECTED_EMAIL = r"(?:^|\s)email:\s*(\S+)$"
+REJECTED_EMAIL = r"(?:^|\s)email:\s*" + EMAIL_TO_END
 
 
 URL = (

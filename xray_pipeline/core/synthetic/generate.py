@@ -123,8 +123,14 @@ def render(frame: pl.DataFrame) -> pl.DataFrame:
     no_fraction = s.is_in(["xray_1_5", "v2ray_old", "xray_1_8", "out_only"])
     ts_text = pl.when(no_fraction).then(ts0).otherwise(ts6)
     email = pl.concat_str([pl.col("user") + 1, pl.lit("."), pl.lit("user"), pl.col("user")])
+    # Marzban's `id.name`, Remnawave's numeric id, and free words with a space (V2Ray and 3x-ui
+    # take any string): planted.email_of says the same
     email = (
-        pl.when(pl.col("user") % 5 == 0).then((pl.col("user") + 1).cast(pl.String)).otherwise(email)
+        pl.when(pl.col("user") % 5 == 0)
+        .then((pl.col("user") + 1).cast(pl.String))
+        .when(pl.col("user") % 23 == 7)
+        .then(pl.concat_str([pl.lit("Guest "), pl.col("user") + 1]))
+        .otherwise(email)
     )
     domain = pl.concat_str(
         [

@@ -42,7 +42,9 @@ class PlantedCase:
 
 def email_of(user: int) -> str:
     """The email the generator gives user number `user` (see generate.render)."""
-    return str(user + 1) if user % 5 == 0 else f"{user + 1}.user{user}"
+    if user % 5 == 0:
+        return str(user + 1)
+    return f"Guest {user + 1}" if user % 23 == 7 else f"{user + 1}.user{user}"
 
 
 def _v4(number: int) -> str:

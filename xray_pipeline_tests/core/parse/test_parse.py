@@ -154,6 +154,63 @@ MORE_SHAPES = [
         "2024/09/09 09:09:09 localhost got answer: truncated.example.org -> [192.0.2",
         {"kind": "dns", "dest_host": "truncated.example.org"},
     ),
+    # what a real V2Ray 4.34 wrote (tests/cli/test_v2ray.py makes these): the email runs to the
+    # end of the line, spaces included, trailing whitespace trimmed
+    (
+        "2026/12/07 15:35:42 127.0.0.1:40586 accepted tcp:127.0.0.1:43001 [direct] email: Carol Smith",
+        {"email": "Carol Smith", "outbound_tag": "direct", "inbound_tag": N, "dest_port": 43001},
+    ),
+    (
+        "2026/12/07 15:35:42 127.0.0.1:40586 accepted tcp:127.0.0.1:43001 [direct] email: Carol  Smith \t ",
+        {"email": "Carol  Smith"},
+    ),
+    (
+        "2025/01/05 07:08:09 192.0.2.50:1 accepted tcp:a.example:443 email:Guest 7 ",
+        {"email": "Guest 7"},
+    ),
+    (
+        "2026/12/07 15:35:43 tcp:127.0.0.1:40590 accepted tcp:127.0.0.1:43001 [direct] email: bob+vpn@example.org",
+        {"src_network": "tcp", "src_port": 40590, "email": "bob+vpn@example.org"},
+    ),
+    (
+        "2026/12/07 15:35:43 127.0.0.1:40598 rejected  v2ray.com/core/proxy/vmess/encoding: failed to drain "
+        "connection DrainSize = 900 24 0 > v2ray.com/core/proxy/vmess/encoding: invalid user > "
+        "v2ray.com/core/proxy/vmess: Not Found",
+        {
+            "status": "rejected",
+            "email": N,
+            "reason": "v2ray.com/core/proxy/vmess/encoding: failed to drain "
+            "connection DrainSize = 900 24 0 > v2ray.com/core/proxy/vmess/encoding: invalid user > "
+            "v2ray.com/core/proxy/vmess: Not Found",
+        },
+    ),
+    (
+        "2026/12/07 15:35:43 tcp:127.0.0.1:60164 rejected  v2ray.com/core/proxy/socks: unknown Socks version: 71",
+        {
+            "status": "rejected",
+            "src_network": "tcp",
+            "reason": "v2ray.com/core/proxy/socks: unknown Socks version: 71",
+        },
+    ),
+    (
+        "2025/01/05 07:08:09 from 192.0.2.5:1 rejected  bad request email: Dan Brown",
+        {"email": "Dan Brown"},
+    ),
+    (
+        "2026/12/07 15:36:28 127.0.0.1:52930 accepted http://127.0.0.1:43893/page?q=4 [direct]",
+        {"dest_host": "127.0.0.1", "dest_port": 43893, "outbound_tag": "direct"},
+    ),
+    (
+        "2026/12/07 15:36:28 127.0.0.1:52946 accepted //127.0.0.1:43893 [direct]",
+        {"dest_host": "127.0.0.1", "dest_port": 43893, "outbound_tag": "direct"},
+    ),
+    # two records glued on one line: the second does not leak into the first's email
+    (
+        "2025/01/05 07:08:09 from 192.0.2.50:0 accepted udp:198.51.100.53:53 [grpc-in >> v4-out] "
+        "email: Frank Lee      2025/01/05 07:08:09 from 192.0.2.50:0 accepted tcp:video.example.com:443 "
+        "[grpc-in >> v4-out] email: frank",
+        {"email": "Frank Lee", "dest_host": "198.51.100.53"},
+    ),
     ("Xray 25.3.6 (Xray, Penetrates Everything.) Custom (go1.24.1 linux/arm64)", {"kind": "other"}),
     (" 2024-12-02 03:04:05 ERROR: remote recv: Connection reset by peer", {"kind": "other"}),
     ("2025/06/30 22:41:09 connection accepted by server", {"kind": "other", "ts": N}),
@@ -438,7 +495,7 @@ EDGE_LINES = [
     ("2025/01/01 00:00:00 from ..:5 accepted tcp:a.b:1", True),
     ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:[]:1", False),
     ("2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:a:1:2", False),
-    ("2025/01/01 00:00:00 from udp:1.2.3.4:5 accepted tcp:a.b:1 [t] email: e f", False),
+    ("2025/01/01 00:00:00 from udp:1.2.3.4:5 accepted tcp:a.b:1 [t] email: e f", True),
     ("2025/01/01 00:00:00 from tcp:1.2.3.4:5 accepted tcp:a.b:1 [t] email: é@ü", True),
     (" 2025/01/01 00:00:00 from 1.2.3.4:5 accepted tcp:a.b:1", False),
     ("2025/01/01 00:00:00  from 1.2.3.4:5 accepted tcp:a.b:1", False),
@@ -456,7 +513,14 @@ EDGE_LINES = [
     ("2025/01/01 00:00:00 1.1.1.1 got answer: a.b. -> [1.2.3.4] 1ms", False),
     ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 email:  x", False),
     ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 email:", False),
-    ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 email: x y", False),
+    ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 email: x y", True),
+    ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 [direct] email: Carol Smith ", True),
+    ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 [direct] email: Carol Smith \t ", True),
+    ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 [direct] email: Carol Smith\t", False),
+    (
+        "2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 email: x  2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53 email: x",
+        False,
+    ),
     ("2025/01/01 00:00:00 1.2.3.4:5 accepted udp:a.b:53\t[out]", False),
     ("2025/01/01 00:00:00 from DNS accepted udp:8.8.8.8:53 [dns-in >> direct]", True),
     ("2025/01/01 00:00:00 from DoH accepted tcp:1.1.1.1:443", True),
@@ -568,7 +632,12 @@ tag_text = (
     .map(str.strip)
     .filter(lambda t: t and "  " not in t)
 )
-emails = st.text(alphabet=string.ascii_letters + string.digits + ".@_-", min_size=1, max_size=30)
+# an email may hold spaces (V2Ray takes any string; `Carol Smith`), never at its ends
+emails = st.lists(
+    st.text(alphabet=string.ascii_letters + string.digits + ".@_-+", min_size=1, max_size=20),
+    min_size=1,
+    max_size=3,
+).map(" ".join)
 timestamps = st.datetimes(
     min_value=__import__("datetime").datetime(2000, 1, 1),
     max_value=__import__("datetime").datetime(2035, 1, 1),
