@@ -6,7 +6,16 @@ into an empty database, and its peak RSS; (b) the time of a plain `COPY` of the 
 the load); (c) the same ingest with country and ASN enrichment on ([geoip] country_db and
 asn_db: the synthetic databases, which place every generated address, so every distinct
 address is looked up and stored). Prints each, the ratios of the rates and lines/s.
+
+With --rules, a first import of each of --rules-lines (default 1,000,000 and 10,000,000
+generated lines over three days, the default 200 users, with planted sharers and seeders so
+that incidents open) as a
+new user runs it: `ingest` with the rules at their defaults, then the same with the rules off
+(the rules' share is the difference), each with its wall time and peak RSS, and a plain COPY
+of the same rows; with --against REV the same ingests of that git revision (a worktree, this
+environment), in the same run.
 Usage: uv run python bench/ingest.py [--lines N] [--database-url URL]
+       uv run python bench/ingest.py --rules [--rules-lines N ...] [--against REV]
 """
 
 import argparse
@@ -47,7 +56,15 @@ def main() -> None:
         help="ingests without and with enrichment, interleaved; their medians are compared",
     )
     parser.add_argument("--database-url", help="server to use (default: the configured one)")
+    parser.add_argument("--rules", action="store_true", help="first imports with the rules on")
+    parser.add_argument(
+        "--rules-lines", type=int, action="append", help="lines of a --rules import (repeat)"
+    )
+    parser.add_argument("--against", help="with --rules: also import with this git revision")
     args = parser.parse_args()
+    if args.rules:
+        rules_imports(args)
+        return
 
     settings = load_settings(None, {"postgresql.url": args.database_url})
     server = database_url(settings)
@@ -149,16 +166,21 @@ def _fresh_database(server: str, name: str) -> str:
     return url
 
 
-def _ingest(url: str, log: Path, extra_env: dict[str, str]) -> tuple[float, float]:
-    """`xray-pipeline ingest` of `log` into `url`: (wall seconds, peak RSS in MB)."""
+def _ingest(
+    url: str, log: Path, extra_env: dict[str, str], *, tree: Path | None = None
+) -> tuple[float, float]:
+    """`xray-pipeline ingest` of `log` into `url` (the code of `tree`, default this one):
+    (wall seconds, peak RSS in MB)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
     env.update(XRAY_DATABASE_URL=url, XRAY_STATS_OUTPUT=str(OUT / "ingest-stats.jsonl"))
     env.update(extra_env)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-m", "xray_pipeline.cli", "--log-level", "WARNING", "ingest",
          "--logfile", str(log)],
-        env=env,
+        env=env, cwd=tree,
     )  # fmt: skip
     # this child's own peak RSS (RUSAGE_CHILDREN would give the largest of every child)
     _, status, usage = os.wait4(child.pid, 0)
@@ -166,6 +188,85 @@ def _ingest(url: str, log: Path, extra_env: dict[str, str]) -> tuple[float, floa
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"ingest failed with exit code {os.waitstatus_to_exitcode(status)}")
     return elapsed, usage.ru_maxrss / 1024
+
+
+def _plain_copy_seconds(url: str) -> tuple[float, int]:
+    """A plain COPY of `url`'s logs rows into a copy of `logs` (same partitions and indexes):
+    (seconds, rows)."""
+    with connect(url) as conn:
+        rows = conn.execute("SELECT count(*) FROM logs").fetchone()[0]
+        buffer = io.BytesIO()
+        with conn.cursor().copy("COPY (SELECT * FROM logs) TO STDOUT (FORMAT csv)") as copy:
+            for block in copy:
+                buffer.write(block)
+        conn.execute("CREATE TABLE logs_copy (LIKE logs INCLUDING ALL) PARTITION BY RANGE (ts)")
+        bounds = conn.execute(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'logs'::regclass"
+        ).fetchall()
+        for name, bound in bounds:
+            conn.execute(
+                sql.SQL("CREATE TABLE {} PARTITION OF logs_copy " + bound).format(
+                    sql.Identifier(name + "_copy")
+                )
+            )
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor().copy("COPY logs_copy FROM STDIN (FORMAT csv)") as copy:
+            copy.write(buffer.getbuffer())
+        conn.commit()
+        return time.perf_counter() - started, rows
+
+
+def _worktree(rev: str) -> Path:
+    """A checkout of `rev` beside the benchmark's output (made once)."""
+    path = OUT / f"worktree-{rev}"
+    if not path.exists():
+        root = Path(__file__).resolve().parents[1]
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=root,
+                       check=True, capture_output=True)  # fmt: skip
+    return path
+
+
+def rules_imports(args) -> None:
+    settings = load_settings(None, {"postgresql.url": args.database_url})
+    server = database_url(settings)
+    trees = {"this tree": None} | ({args.against: _worktree(args.against)} if args.against else {})
+    for lines in args.rules_lines or [1_000_000, 10_000_000]:
+        log = OUT / f"rules-{lines}-200.log"
+        marker = log.with_suffix(".done")
+        if not marker.exists():
+            subprocess.run(
+                [sys.executable, "-m", "xray_pipeline.cli", "generate", "--lines", str(lines),
+                 "--days", "3", "--sharers", "20", "--out", str(log)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            marker.touch()
+        print(f"input: {lines:,} lines over 3 days, 200 users, 20 sharers and 20 seeders "
+              f"planted, {log.stat().st_size / 1e6:,.0f} MB")  # fmt: skip
+        for label, tree in trees.items():
+            on_url = _fresh_database(server, BENCH_DB)
+            on, on_rss = _ingest(on_url, log, {}, tree=tree)
+            with connect(on_url) as conn:
+                incidents = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]
+            copy_s, rows = _plain_copy_seconds(on_url)
+            off, off_rss = _ingest(_fresh_database(server, BENCH_DB), log,
+                                   {"XRAY_RULES_EVALUATE": "false"}, tree=tree)  # fmt: skip
+            share = max(0.0, on - off) / on
+            print(
+                f"  {label}: rules on {on:.1f} s, peak RSS {on_rss:,.0f} MB, {incidents} "
+                f"incidents; rules off {off:.1f} s, {off_rss:,.0f} MB; the rules' share "
+                f"{100 * share:.1f}%; plain COPY of the {rows:,} rows {copy_s:.1f} s: end to "
+                f"end with the rules {100 * copy_s / on:.0f}% of the COPY's rate"
+            )
+            if tree is None:
+                met = on_rss < 500 and share < 0.10 and copy_s / on >= 0.7
+                print(f"  targets (peak RSS < 500 MB, rules < 10%, >= 70% of COPY): "
+                      f"{'met' if met else 'NOT met'}")  # fmt: skip
+    with connect(server, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+        )
 
 
 if __name__ == "__main__":

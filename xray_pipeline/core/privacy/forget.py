@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from xray_pipeline.core.parse import ParsedChunk
+from xray_pipeline.core.parse.patterns import REJECTED_EMAIL
 
 # the rollups with a user dimension (the others are totals without a person in them)
 USER_ROLLUPS = (
@@ -46,7 +47,7 @@ def drop_forgotten(conn: psycopg.Connection, parsed: ParsedChunk) -> tuple[Parse
         if gone:
             access = access.filter(~pl.col("email").is_in(gone) | pl.col("email").is_null())
         # a malformed line that names a forgotten user (an error-log line, say)
-        named = pl.col("raw").str.extract(r"email: (\S+)\s*$")
+        named = pl.col("raw").str.extract(REJECTED_EMAIL, 1)
         names = rejects.select(named.unique().drop_nulls()).to_series().to_list()
         gone = [e for e in names if email_key(e) in forgotten]
         if gone:
@@ -84,8 +85,11 @@ class ForgetReport:
 
 
 def _email_pattern(email: str) -> str:
-    """A POSIX regex matching `email: EMAIL` as a whole word in a raw line."""
-    return r"email: " + re.escape(email) + r"($|[^[:alnum:]@._+-])"
+    """A POSIX regex matching `email: EMAIL` in a raw line: the email runs to the end of the
+    line (trailing whitespace aside) or to a glued record, as the parser reads it, so that
+    `Carol` never matches `Carol Smith`'s lines."""
+    glued = r"[[:space:]]+[0-9]{4}/[0-9]{2}/[0-9]{2} "
+    return r"email: ?" + re.escape(email) + rf"[[:space:]]*($|{glued})"
 
 
 _ERASE_LOGS = """

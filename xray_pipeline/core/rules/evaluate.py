@@ -177,6 +177,12 @@ def evaluate(
 
 
 _EMPTY = pl.DataFrame(schema=ROWS_SCHEMA)
+# a load of more rows than this (an import, a backlog) is judged in steps of about as many rows,
+# so that memory follows a step's rows, not the load's (the rows read are the candidates' with
+# their windows: a few hundred MB of frames at most); a step is never shorter than STEP, the
+# step of a backfill of the incidents (episodes apart by more than quiet_minutes stay apart)
+ROWS_AT_ONCE = 250_000
+STEP = dt.timedelta(minutes=15)
 _JUDGED = "SELECT count(*) FROM logs WHERE ts >= %(lo)s AND ts <= %(hi)s"
 
 
@@ -255,14 +261,31 @@ def evaluate_loaded(
     loaded: list,
     config: RulesConfig,
     candidates: Candidates | None = None,
+    rows_at_once: int = ROWS_AT_ONCE,
 ) -> Evaluation | None:
     """The rules over the rows that loads added (`loaded`: their LoadResult or RunStats, with
-    oldest_ts and newest_ts); None when they added no access row."""
+    oldest_ts, newest_ts and access_rows); None when they added no access row. More than
+    `rows_at_once` rows are judged in steps of about as many."""
     times = [(x.oldest_ts, x.newest_ts) for x in loaded if x.oldest_ts is not None]
     if not times:
         return None
     lo, hi = min(t[0] for t in times), max(t[1] for t in times)
-    return evaluate(conn, lo, hi, config, candidates)
+    rows = sum(getattr(x, "access_rows", 0) for x in loaded)
+    steps = -(-rows // rows_at_once)
+    if hi - lo <= STEP or steps <= 1:
+        return evaluate(conn, lo, hi, config, candidates)
+    # an import or a backlog: judged in steps of about ROWS_AT_ONCE rows (of at least STEP),
+    # so that what is read at once follows a step's rows, never the whole import's; each
+    # step's candidates counted in the database (a long run's Candidates would take in a
+    # step's every source in Python)
+    step = max(STEP, (hi - lo) / steps)
+    total = Evaluation()
+    start = lo
+    while start <= hi:
+        end = min(start + step, hi + dt.timedelta(microseconds=1))
+        total.add(evaluate(conn, start, end - dt.timedelta(microseconds=1), config))
+        start = end
+    return total
 
 
 def evaluate_range(
@@ -270,13 +293,15 @@ def evaluate_range(
     lo: dt.datetime,
     hi: dt.datetime,
     config: RulesConfig,
-    step: dt.timedelta = dt.timedelta(minutes=15),
+    step: dt.timedelta | None = None,
+    candidates: Candidates | None = None,
 ) -> Evaluation:
-    """The rules over [lo, hi) in steps, as the loads of a live pipeline would have judged
-    them: each step closes the incidents gone quiet before it, so a day's separate episodes
-    stay separate incidents."""
+    """The rules over [lo, hi) in steps of `step` (STEP), as the loads of a live pipeline
+    would have judged them: each step closes the incidents gone quiet before it, so a day's
+    separate episodes stay separate incidents; a long run passes its `candidates`."""
+    step = step or STEP
     total = Evaluation()
-    candidates = Candidates(config)
+    candidates = candidates or Candidates(config)
     start = lo
     while start < hi:
         end = min(start + step, hi)

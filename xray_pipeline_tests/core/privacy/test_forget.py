@@ -29,18 +29,18 @@ def line(day: int, second: int, user: str, source: str, host: str) -> str:
 
 LOG = "".join(
     [
-        line(1, 0, "victim@example.org", "192.0.2.66", "only-victim.example"),
+        line(1, 0, "Victim Smith", "192.0.2.66", "only-victim.example"),
         line(1, 1, "bob", "192.0.2.7", "shared.example"),
-        line(1, 2, "victim@example.org", "192.0.2.7", "shared.example"),
-        line(2, 3, "victim@example.org", "2001:db8::66", "only-victim.example"),
+        line(1, 2, "Victim Smith", "192.0.2.7", "shared.example"),
+        line(2, 3, "Victim Smith", "2001:db8::66", "only-victim.example"),
         line(2, 4, "bob", "203.0.113.9", "bob.example"),
         # an error-log line in the access log: a reject that names the user
         "2024/05/02 10:00:05.000001 [Info] [42] app/dispatcher: taking detour for "
-        "email: victim@example.org\n",
+        "email: Victim Smith\n",
         "not a record at all\n",
     ]
 )
-PRIVATE = ["victim@example.org", "192.0.2.66", "2001:db8::66", "only-victim.example"]
+PRIVATE = ["Victim Smith", "192.0.2.66", "2001:db8::66", "only-victim.example"]
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_forget_leaves_no_trace_and_keeps_everyone_else(conn, loaded: Path):
     bob_before = conn.execute(
         "SELECT count(*) FROM logs l JOIN users u ON u.id = l.user_id WHERE u.email = 'bob'"
     ).fetchone()[0]
-    report = forget_user(conn, "victim@example.org", timezone="UTC", landing_dir=loaded)
+    report = forget_user(conn, "Victim Smith", timezone="UTC", landing_dir=loaded)
     assert report.found and report.erased["logs"] == 3 and report.erased["rejects"] == 1
     assert report.erased["users"] == 1 and report.landed_lines == 4
     assert report.days == list(DAYS)
@@ -88,7 +88,7 @@ def test_forget_leaves_no_trace_and_keeps_everyone_else(conn, loaded: Path):
 
 
 def test_a_later_load_of_the_same_bytes_does_not_bring_the_user_back(conn, loaded: Path):
-    forget_user(conn, "victim@example.org", timezone="UTC", landing_dir=loaded)
+    forget_user(conn, "Victim Smith", timezone="UTC", landing_dir=loaded)
     for day in DAYS:  # a backfill re-reads the day from the landed bytes
         rebuild_day(conn, day, timezone="UTC", batch_size=1 << 20)
         assert reconcile_day(conn, day, "UTC").ok
@@ -97,7 +97,7 @@ def test_a_later_load_of_the_same_bytes_does_not_bring_the_user_back(conn, loade
     again = loaded.parent / "again.log"  # another file (another first line): a new source
     again.write_text(line(2, 9, "carol", "198.51.100.1", "c.example") + LOG)
     ingest_files(conn, [again], timezone="UTC", batch_size=1 << 20)
-    assert text_traces(conn, ["victim@example.org"]) == []
+    assert text_traces(conn, ["Victim Smith"]) == []
     [(erased,)] = conn.execute(
         "SELECT erased FROM ingest_ledger l JOIN sources s ON s.id = l.source_id WHERE s.path = %s",
         (str(again),),
@@ -107,7 +107,7 @@ def test_a_later_load_of_the_same_bytes_does_not_bring_the_user_back(conn, loade
 
 
 def test_export_reports_what_is_kept(conn, loaded: Path):
-    report = export_user(conn, "victim@example.org", timezone="UTC")
+    report = export_user(conn, "Victim Smith", timezone="UTC")
     assert report["found"] and not report["forgotten"]
     assert [d["rows"] for d in report["log_rows_by_day"]] == [2, 1]
     sources = {s["source"]: s for s in report["sources"]}
@@ -117,8 +117,8 @@ def test_export_reports_what_is_kept(conn, loaded: Path):
     assert {d["host"] for d in report["destinations"]} == {"only-victim.example", "shared.example"}
     assert report["nodes"] == ["n1"] and report["rejects"] == 1
     assert report["rollup_rows"]["daily_user_ips"] == 3
-    forget_user(conn, "victim@example.org", timezone="UTC", landing_dir=loaded)
-    after = export_user(conn, "victim@example.org", timezone="UTC")
+    forget_user(conn, "Victim Smith", timezone="UTC", landing_dir=loaded)
+    after = export_user(conn, "Victim Smith", timezone="UTC")
     assert after == {**after, "found": False, "forgotten": True, "rejects": 0}
 
 

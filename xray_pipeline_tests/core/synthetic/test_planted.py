@@ -9,7 +9,7 @@ import polars as pl
 
 from xray_pipeline.core.ingest.oneshot import ingest_files
 from xray_pipeline.core.privacy.policy import RowPolicy, open_geoip
-from xray_pipeline.core.rules.evaluate import RulesConfig, evaluate_range
+from xray_pipeline.core.rules.evaluate import RulesConfig, evaluate_loaded, evaluate_range
 from xray_pipeline.core.synthetic.generate import GeneratorConfig, node_path, write_log
 from xray_pipeline.core.synthetic.mmdb import write_synthetic_geoip
 from xray_pipeline.core.synthetic.planted import SHARER_SOURCES, plant, write_cases
@@ -72,3 +72,17 @@ def test_planted_cases_are_found_with_their_evidence_and_no_one_else(conn, tmp_p
         else:
             assert [u["unit"] for u in evidence] == ["TORRENT"]
             assert peak == case.connections
+
+
+def test_an_import_judged_in_steps_finds_what_one_evaluation_finds(conn, tmp_path: Path):
+    """A first import is judged in steps of about `rows_at_once` rows (what is read at once
+    follows a step, not the import): the same cases are found, and no one else."""
+    cfg = GeneratorConfig(lines=20_000, days=2, start=START, users=200)
+    planted, cases = plant(sharers=3, users=cfg.users, start=START, days=2, nodes=["n1"])
+    out = tmp_path / "access.log"
+    write_log(cfg, out, planted=planted)
+    stats = ingest_files(conn, [out], timezone="UTC", batch_size=1 << 20)
+    stepped = evaluate_loaded(conn, [stats], RulesConfig(), rows_at_once=2_000)
+    assert stepped.judged == stats.access_rows  # every row judged once, over 10 steps or so
+    found = {r for r in conn.execute("SELECT rule, subject FROM incidents")}
+    assert found == {(c.rule, c.user) for c in cases}
