@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from xray_pipeline.core.db.partitions import partition_rows
 from xray_pipeline.core.ingest.loader import RangeLoad
 from xray_pipeline.core.ingest.rebuild import rebuild_day
 from xray_pipeline.core.ingest.stats import RunStats
@@ -113,20 +114,31 @@ def _logs(
                     metadata=incidents_metadata(conn, evaluation),
                 )
             )
-    return dg.MaterializeResult(metadata=load_metadata(loaded, spans, nodes))
+        day = dt.date.fromisoformat(context.partition_key)
+        rows = partition_rows(conn, day, postgres.timezone)
+    return dg.MaterializeResult(metadata=load_metadata(loaded, spans, nodes, rows))
+
+
+# what the `node` metadata calls a local file of no node ([parser] node unset)
+LOCAL = "local"
 
 
 def load_metadata(
-    loaded: list[RunStats], spans: list[tuple[str, int, int]], nodes: list[str | None]
+    loaded: list[RunStats],
+    spans: list[tuple[str, int, int]],
+    nodes: list[str | None],
+    partition_rows: int,
 ) -> dict:
     """The metadata of a load of byte ranges (`spans`: identity, start, end), the same for a
-    sensor run and each load of a tail run."""
+    sensor run and each load of a tail run: the partition's rows as the UI's row count, the
+    load's own as `rows`."""
     newest = max((s.newest_ts for s in loaded if s.newest_ts is not None), default=None)
     lag = None if newest is None else (dt.datetime.now(dt.UTC) - newest).total_seconds()
     seconds = sum(s.duration_s for s in loaded)
     lines = sum(s.lines for s in loaded)
     return {
-        "dagster/row_count": sum(s.access_rows for s in loaded),
+        "dagster/row_count": partition_rows,
+        "rows": sum(s.access_rows for s in loaded),
         "lines": lines,
         "bytes": sum(s.bytes for s in loaded),
         "dns_rows": sum(s.dns_rows for s in loaded),
@@ -136,7 +148,7 @@ def load_metadata(
         "lag_seconds": dg.MetadataValue.float(lag) if lag is not None else None,
         "sources": len({identity for identity, _, _ in spans}),
         "source": ", ".join(dict.fromkeys(s.source for s in loaded)),
-        "node": ", ".join(dict.fromkeys(node or "" for node in nodes)),
+        "node": ", ".join(dict.fromkeys(node or LOCAL for node in nodes)),
         "range": ", ".join(f"{start}-{end}" for _, start, end in spans),
         "chunks_already_loaded": sum(s.chunks_already_loaded for s in loaded),
         "new_users": sum(s.new_users for s in loaded),

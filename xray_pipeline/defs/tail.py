@@ -17,6 +17,7 @@ from loguru import logger
 
 from xray_pipeline.core.alerts.outbox import Sender
 from xray_pipeline.core.db.connect import DatabaseError
+from xray_pipeline.core.db.partitions import partition_rows
 from xray_pipeline.core.ingest.files import watched_states
 from xray_pipeline.core.ingest.follow import follow_pieces
 from xray_pipeline.core.ingest.ledger import last_ranges
@@ -42,6 +43,8 @@ OUTAGE_BACKOFF_S = 5.0
 # the evaluations of the rules are reported (a materialization of `incidents`) at once when
 # they changed an incident, else summed up over this long
 INCIDENTS_REPORT_EVERY_S = 60
+# the day's rows (the materializations' row count) are counted again this often
+RECOUNT_EVERY_S = 600
 
 
 class TailConfig(dg.Config):
@@ -95,6 +98,7 @@ def tail_logs(
     loads = lines = 0
     down_since: float | None = None
     alive = Heartbeat(context)
+    day_rows = DayRows(day, postgres.timezone)
     judged = Judged(context, config.day)
     unjudged: list = []  # the loads whose rows the rules have not judged yet
     candidates = Candidates(rules.config())
@@ -109,7 +113,7 @@ def tail_logs(
                     conn = postgres.connect(upgrade=loads == 0 and down_since is None)
                 if loader is None:
                     loader = postgres.loader(context.run_id)
-                report = _load_new(conn, loader, day, log_sources, alive)
+                report = _load_new(conn, loader, day, log_sources, alive, day_rows)
             except (DatabaseError, psycopg.OperationalError) as exc:
                 if down_since is None:
                     down_since = now
@@ -232,12 +236,32 @@ class Heartbeat:
         return self.wanted
 
 
+class DayRows:
+    """The rows of the day's partition, for each load's metadata: counted at the first load
+    and every RECOUNT_EVERY_S (other runs may load the day too), in between the count plus
+    what this run loaded (a count of a busy day each second would cost more than the load)."""
+
+    def __init__(self, day: dt.date, timezone: str) -> None:
+        self.day, self.timezone = day, timezone
+        self.rows = 0
+        self.counted = -RECOUNT_EVERY_S
+
+    def __call__(self, conn: psycopg.Connection, loaded_rows: int) -> int:
+        if time.monotonic() - self.counted >= RECOUNT_EVERY_S:
+            self.rows = partition_rows(conn, self.day, self.timezone)
+            self.counted = time.monotonic()
+        else:
+            self.rows += loaded_rows
+        return self.rows
+
+
 def _load_new(
     conn: psycopg.Connection,
     loader: Loader,
     day: dt.date,
     log_sources: LogSourcesResource,
     alive: Heartbeat,
+    day_rows: DayRows,
 ) -> tuple[dict, int, list] | None:
     """Load the day's new lines of every source, `loader.workers` sources at a time while
     the run is `alive` (a backlog can take minutes): (metadata, lines, the loads' stats), or
@@ -271,7 +295,8 @@ def _load_new(
         )
     spans = [(p.request.identity, p.request.start, p.request.end) for p in pieces]
     nodes = [node_of.get(p.watched) or log_sources.node for p in pieces]
-    return load_metadata(stats, spans, nodes), sum(s.lines for s in stats), stats
+    rows = day_rows(conn, sum(s.access_rows for s in stats))
+    return load_metadata(stats, spans, nodes, rows), sum(s.lines for s in stats), stats
 
 
 # a load at least this large means more is arriving than a poll a second keeps up with

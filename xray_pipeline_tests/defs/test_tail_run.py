@@ -97,6 +97,9 @@ def test_a_tail_run_loads_each_new_line_once_and_reports_each_load(
     assert sum(m.metadata["evaluations"].value for m in judged) == len(loads)
     assert judged[-1].metadata["open_incidents"].value == 0
     assert sum(m.metadata["lines"].value for m in loads) == written
+    # each load's row count is the day partition's rows so far; its own rows are `rows`
+    assert loads[-1].metadata["dagster/row_count"].value == written
+    assert sum(m.metadata["rows"].value for m in loads) == written
     assert all(m.metadata["lag_seconds"].value < 30 for m in loads)
     with connect(fresh_db_url) as conn:
         days = conn.execute(

@@ -3,6 +3,7 @@
 import datetime as dt
 
 import psycopg
+from psycopg import sql
 
 
 def partition_name(day: dt.date) -> str:
@@ -37,3 +38,32 @@ def list_partitions(conn: psycopg.Connection) -> list[tuple[str, str]]:
         """
     ).fetchall()
     return [(r[0], r[1]) for r in rows]
+
+
+def partition_rows(conn: psycopg.Connection, day: dt.date, timezone: str) -> int:
+    """The rows of `logs` on the local `day` (an index-only count of the day's partition)."""
+    row = conn.execute(
+        "SELECT count(*) FROM logs, xray_day_bounds(%s, %s) b WHERE ts >= b.lo AND ts < b.hi",
+        (day, timezone),
+    ).fetchone()
+    conn.commit()
+    return row[0]
+
+
+def analyze_between(conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime) -> list[str]:
+    """ANALYZE the `logs` partitions of the days from `lo` to `hi` (a day either side: the
+    partitions are local days): after a bulk load their statistics are stale, and the plans
+    of the queries that read them by time go wrong. Returns the partitions analyzed."""
+    first, last = lo.date() - dt.timedelta(days=1), hi.date() + dt.timedelta(days=1)
+    names = []
+    for name, _ in list_partitions(conn):
+        try:
+            day = dt.datetime.strptime(name, "logs_%Y_%m_%d").date()
+        except ValueError:
+            continue
+        if first <= day <= last:
+            names.append(name)
+    if names:
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(map(sql.Identifier, names))))
+        conn.commit()
+    return names

@@ -13,6 +13,7 @@ import polars as pl
 import psycopg
 
 from xray_pipeline.core.db.migrations import load_query
+from xray_pipeline.core.db.partitions import analyze_between
 from xray_pipeline.core.rules.detect import (
     DEFAULTS,
     ROWS_SCHEMA,
@@ -279,6 +280,7 @@ def evaluate_loaded(
     # step's candidates counted in the database (a long run's Candidates would take in a
     # step's every source in Python)
     step = max(STEP, (hi - lo) / steps)
+    analyze_between(conn, lo, hi)  # a bulk load's fresh rows: the plans need their statistics
     total = Evaluation()
     start = lo
     while start <= hi:
