@@ -131,7 +131,10 @@ def ship_cmd(
     if not settings.ship.node:
         raise SettingsError("no node name: pass --node NAME or set [ship] node")
     check_name(settings.ship.node)
-    center = Center(settings.ship.central, settings.ship.node, _token(settings))
+    try:
+        center = Center(settings.ship.central, settings.ship.node, _token(settings))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     spool = Backlog(settings.home / "ship-spool", settings.ship.spool_max_mb * 1024 * 1024)
     files = [Path(p) for p in settings.logfiles]
     shipper = Shipper(

@@ -57,9 +57,10 @@ class Center:
     def __init__(self, url: str, node: str, token: str, *, timeout: float = 30.0) -> None:
         parts = urllib.parse.urlsplit(url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"the center's URL must be http(s)://HOST[:PORT], not {url!r}")
+            raise ValueError(
+                f"[ship] central {url!r} is not a center's address: give http(s)://HOST[:PORT]"
+            )
         self.node = node
-        self.url = url.rstrip("/")
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self._https = parts.scheme == "https"
         self._host = parts.hostname

@@ -231,3 +231,9 @@ def test_the_shipper_loads_neither_dagster_nor_polars_nor_a_database_driver():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("url", ["ftp://center.example", "center.example:8000", "http://"])
+def test_a_center_address_that_is_not_http_names_the_setting(url: str):
+    with pytest.raises(ValueError, match=r"\[ship\] central .* give http\(s\)://HOST\[:PORT\]"):
+        Center(url, "n1", "token")
