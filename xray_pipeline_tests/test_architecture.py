@@ -132,3 +132,9 @@ def test_the_code_map_names_every_core_package():
         assert f"core/{init.parent.name}/" in text, (
             f"docs/architecture.md: core/{init.parent.name}/"
         )
+
+
+def test_no_router_of_the_api_imports_another():
+    routers = {n for n in MODULES if n.startswith("xray_pipeline.api.routers.")}
+    for name in routers:
+        assert not imports_of(name) & routers, f"{name} imports a router: share via api/queries"

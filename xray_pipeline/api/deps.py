@@ -4,7 +4,7 @@ import datetime as dt
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
@@ -94,3 +94,8 @@ def utc(name: str, value: dt.datetime | None) -> dt.datetime | None:
         return value.astimezone(dt.UTC)
     except (OverflowError, ValueError) as exc:
         raise bad_param(name, "out of range") from exc
+
+
+# path parameters shared by the routers (the admin routes act on the same incidents and users)
+IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the incident's id")]
+Email = Annotated[str, Path(max_length=320, description="the user's email as Xray prints it")]

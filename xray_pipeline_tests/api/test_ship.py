@@ -2,6 +2,10 @@
 in order; every other request is refused with its status and lands nothing."""
 
 import gzip
+import math
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -89,3 +93,33 @@ def test_refused_requests_say_why_and_land_nothing(center, node, who, body, head
     assert response.status_code == status, response.text
     assert response.json()["detail"]
     assert not root.exists() or not any(p.stat().st_size for p in root.rglob("*.log"))
+
+
+def test_metrics_say_per_node_what_an_operator_alerts_on(center):
+    """Per registered node: lag, seconds since its last call, bytes waiting, today's lines
+    and bytes, its shipper's version; the exposition passes `promtool check metrics`."""
+    url, tokens, _ = center
+    gz = {"Content-Encoding": "gzip", "User-Agent": "xray-pipeline-ship/9.9"}
+    assert post(url, "n1", tokens["n1"], 0, gzip.compress(LINE * 3), **gz).status_code == 200
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    series = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("xray_node_")
+    }
+    assert 0 <= series['xray_node_contact_age_seconds{node="n1"}'] < 60
+    assert math.isnan(series['xray_node_contact_age_seconds{node="n2"}'])  # never called
+    assert series['xray_node_waiting_bytes{node="n1"}'] == 3 * len(LINE)  # landed, not loaded
+    assert math.isnan(series['xray_node_lag_seconds{node="n1"}'])  # nothing loaded yet
+    assert series['xray_node_shipper_info{node="n1",version="xray-pipeline-ship/9.9"}'] == 1
+    assert series['xray_node_loaded_today{node="n2",unit="lines"}'] == 0
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        message = "promtool (Debian's prometheus package) is missing: apt-get install prometheus"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

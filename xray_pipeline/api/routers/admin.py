@@ -11,9 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from xray_pipeline.api.deps import TimezoneDep, check_bearer, clean
-from xray_pipeline.api.routers.incidents import IncidentId
-from xray_pipeline.api.routers.users import Email
+from xray_pipeline.api.deps import Email, IncidentId, TimezoneDep, check_bearer, clean
 
 _bearer = HTTPBearer(auto_error=False)  # its own scheme: the admin token
 

@@ -4,10 +4,10 @@ its changes and where each was sent."""
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from psycopg.rows import dict_row
 
-from xray_pipeline.api.deps import API_RESPONSES, PoolDep, clean, require_token, utc
+from xray_pipeline.api.deps import API_RESPONSES, IncidentId, PoolDep, clean, require_token, utc
 from xray_pipeline.api.schemas import Incident, IncidentDetail, IncidentPage
 from xray_pipeline.core.rules.incidents import CHANGES_QUERY, ONE_QUERY, IncidentFilter, list_query
 
@@ -18,7 +18,6 @@ router = APIRouter(
     responses=API_RESPONSES,
 )
 RULES = ("ip_limit", "tagged", "rejected")
-IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the incident's id")]
 
 
 @router.get("", response_model=IncidentPage, summary="Incidents, newest first, filtered")

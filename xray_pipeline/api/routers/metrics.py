@@ -1,5 +1,7 @@
-"""GET /metrics: Prometheus text format (requests, latencies, pool, ingest lag)."""
+"""GET /metrics: Prometheus text format (requests, latencies, pool, ingest lag, incidents,
+notifications, and per registered node what an operator alerts on)."""
 
+import datetime as dt
 import time
 
 from fastapi import APIRouter, Request, Response
@@ -8,12 +10,14 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Info,
     Summary,
     generate_latest,
 )
 from psycopg.rows import dict_row
 
-from xray_pipeline.api.deps import PoolDep
+from xray_pipeline.api.deps import PoolDep, TimezoneDep
+from xray_pipeline.api.queries.nodes import node_status
 from xray_pipeline.api.queries.stats import newest
 
 router = APIRouter(tags=["health"])
@@ -63,6 +67,57 @@ class RequestMetrics:
             registry=self.registry,
         )
 
+        # per registered node (the cardinality of the nodes table)
+        self.node_lag = Gauge(
+            "xray_node_lag_seconds",
+            "Age of the node's newest loaded line (NaN: none loaded yet).",
+            ("node",),
+            registry=self.registry,
+        )
+        self.node_silence = Gauge(
+            "xray_node_contact_age_seconds",
+            "Seconds since the node's shipper last called the center (NaN: never).",
+            ("node",),
+            registry=self.registry,
+        )
+        self.node_waiting = Gauge(
+            "xray_node_waiting_bytes",
+            "Bytes the node landed that are not loaded yet.",
+            ("node",),
+            registry=self.registry,
+        )
+        self.node_today = Gauge(
+            "xray_node_loaded_today",
+            "Lines and bytes of the node loaded today (local day), by unit.",
+            ("node", "unit"),
+            registry=self.registry,
+        )
+        self.node_shipper = Info(
+            "xray_node_shipper",
+            "The version of the node's shipper, as it last said.",
+            ("node",),
+            registry=self.registry,
+        )
+
+    def set_nodes(self, nodes: list) -> None:
+        """The per-node series of `nodes` (NodeStatus), those of nodes gone removed."""
+        for metric in (self.node_lag, self.node_silence, self.node_waiting, self.node_today,
+                       self.node_shipper):  # fmt: skip
+            metric.clear()
+        now = dt.datetime.now(dt.UTC)
+        nan = float("nan")
+        for node in nodes:
+            name = node.name
+            self.node_lag.labels(name).set(nan if node.lag_seconds is None else node.lag_seconds)
+            contact = node.last_contact
+            self.node_silence.labels(name).set(
+                nan if contact is None else (now - contact).total_seconds()
+            )
+            self.node_waiting.labels(name).set(node.bytes_waiting)
+            self.node_today.labels(name, "lines").set(node.lines_today)
+            self.node_today.labels(name, "bytes").set(node.bytes_today)
+            self.node_shipper.labels(name).info({"version": node.shipper_version or "unknown"})
+
     async def middleware(self, request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
@@ -78,7 +133,7 @@ class RequestMetrics:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
     summary="Prometheus metrics",
 )
-async def metrics(request: Request, pool: PoolDep) -> Response:
+async def metrics(request: Request, pool: PoolDep, timezone: TimezoneDep) -> Response:
     m: RequestMetrics = request.app.state.metrics
     stats = pool.get_stats()
     for key in ("pool_size", "pool_available", "requests_waiting"):
@@ -95,6 +150,7 @@ async def metrics(request: Request, pool: PoolDep) -> Response:
             m.notifications.clear()
             for row in await cur.fetchall():
                 m.notifications.labels(row["target"], row["status"]).set(row["n"])
+        m.set_nodes(await node_status(pool, timezone, request.app.state.landing_dir))
     except Exception:  # the database is down: the lag is unknown, the rest still reports
         lag = None
     m.lag.set(float(lag) if lag is not None else float("nan"))

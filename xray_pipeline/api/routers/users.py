@@ -4,13 +4,14 @@ that operators use to find shared accounts."""
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
 
 from xray_pipeline.api.deps import (
     API_RESPONSES,
     AsnQuery,
     CountryQuery,
+    Email,
     PoolDep,
     TimezoneDep,
     bad_param,
@@ -27,8 +28,6 @@ router = APIRouter(
     dependencies=[Depends(require_token)],
     responses={**API_RESPONSES, 404: {"description": "no such user"}},
 )
-
-Email = Annotated[str, Path(max_length=320, description="the user's email as Xray prints it")]
 
 
 def _window(from_: dt.datetime | None, to: dt.datetime | None, days: int):
