@@ -78,6 +78,27 @@ def stored(conn: psycopg.Connection) -> collections.Counter:
     return counted
 
 
+def assert_stored_once(db_url: str, lines: int) -> None:
+    """`lines` rows, each line once (by its place in its file), no reject."""
+    with connect(db_url) as conn:
+        count, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT (source_id, byte_offset)) FROM logs"
+        ).fetchone()
+        assert count == distinct == lines
+        assert conn.execute("SELECT count(*) FROM rejects").fetchone()[0] == 0
+
+
+def start_service(args: list[str], env: dict, out: Path) -> subprocess.Popen:
+    """`xray-pipeline ARGS` (up or demo) on a free UI port, without the API, in a process group
+    of its own, its output in `out`."""
+    cmd = [sys.executable, "-m", "xray_pipeline.cli", *args, "--port", str(free_port()),
+           "--api-port", "0", "--ready-timeout", "240"]  # fmt: skip
+    return subprocess.Popen(
+        cmd, env=env, cwd=PROJECT_ROOT, stdout=out.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
 def ingest(log: Path, db_url: str, home: Path) -> subprocess.CompletedProcess:
     result = run_cli(
         "ingest", "--logfile", str(log),
@@ -162,12 +183,8 @@ def test_a_copytruncate_while_v2ray_writes_loses_and_doubles_nothing(
     # the lines written between the copy and the truncation are lost to both files (that
     # is copytruncate's, not ours): every line that is in a file is stored once
     assert lines <= len(made)
+    assert_stored_once(fresh_db_url, lines)
     with connect(fresh_db_url) as conn:
-        count, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT (source_id, byte_offset)) FROM logs"
-        ).fetchone()
-        assert count == distinct == lines
-        assert conn.execute("SELECT count(*) FROM rejects").fetchone()[0] == 0
         assert conn.execute("SELECT count(DISTINCT source_id) FROM logs").fetchone()[0] == 2
 
 
@@ -175,13 +192,8 @@ def test_a_copytruncate_while_v2ray_writes_loses_and_doubles_nothing(
 def test_up_with_v2ray_writing_for_a_minute_serves_every_line_once_and_fresh(
     lab: V2RayLab, fresh_db_url: str, service_env: dict, tmp_path: Path
 ):
-    cmd = [sys.executable, "-m", "xray_pipeline.cli", "up", "--logfile", str(lab.access_log),
-           "--port", str(free_port()), "--api-port", "0", "--ready-timeout", "240"]  # fmt: skip
     out = tmp_path / "up.out"
-    proc = subprocess.Popen(
-        cmd, env=service_env, cwd=PROJECT_ROOT, stdout=out.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    proc = start_service(["up", "--logfile", str(lab.access_log)], service_env, out)
     stop = threading.Event()
     made: list[Expected] = []
     try:
@@ -207,12 +219,7 @@ def test_up_with_v2ray_writing_for_a_minute_serves_every_line_once_and_fresh(
     delays.sort()
     p95 = delays[int(len(delays) * 0.95)]
     assert p95 < 8, f"append to queryable p95 {p95:.1f} s (target: under 8 s)"
-    with connect(fresh_db_url) as conn:
-        count, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT (source_id, byte_offset)) FROM logs"
-        ).fetchone()
-        assert count == distinct == total
-        assert conn.execute("SELECT count(*) FROM rejects").fetchone()[0] == 0
+    assert_stored_once(fresh_db_url, total)
 
 
 @pytest.mark.timeout(400)
@@ -221,13 +228,8 @@ def test_demo_v2ray_loads_what_a_real_v2ray_writes(
 ):
     """`demo --v2ray`: the demo log written by a local V2Ray serving real connections."""
     lab.stop()  # the fixture proved V2Ray is here; the demo runs its own
-    cmd = [sys.executable, "-m", "xray_pipeline.cli", "demo", "--v2ray", "--nodes", "0",
-           "--port", str(free_port()), "--api-port", "0", "--ready-timeout", "240"]  # fmt: skip
     out = tmp_path / "demo.out"
-    proc = subprocess.Popen(
-        cmd, env=service_env, cwd=PROJECT_ROOT, stdout=out.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    proc = start_service(["demo", "--v2ray", "--nodes", "0"], service_env, out)
     log = Path(service_env["XRAY_HOME"]) / "demo" / "v2ray-access.log"
     try:
         wait_for(lambda: "ready:" in out.read_text(), 300, "the first tick")
