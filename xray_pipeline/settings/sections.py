@@ -99,7 +99,9 @@ class DagsterSettings(Section):
     sensor_interval: PositiveInt = setting(5, "seconds between sensor ticks")
     max_run_bytes: Bytes = setting(64 * 1024 * 1024, "largest byte range one sensor run loads")
     load_workers: PositiveInt = setting(
-        2, "sources a run loads at once (each with two PostgreSQL connections)"
+        2,
+        "batches a run prepares at once while the one before commits (one PostgreSQL "
+        "connection each, and one that commits)",
     )
     tail_minutes: NonNegativeInt = setting(
         60,

@@ -1,18 +1,16 @@
-"""Load one parsed chunk in one transaction: dims upsert, COPY into daily partitions, ledger."""
+"""The rows a load writes: parsed frames turned into rows of `logs` (reference ids resolved,
+sources and destinations as the row policy keeps them), `dns_queries` and `rejects`, as CSV for
+COPY; and what a load did (`LoadResult`). The transaction itself is batch.py's."""
 
 import datetime as dt
 import io
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
 import psycopg
 from psycopg import sql
 
-from xray_pipeline.core.db.partitions import ensure_partitions
-from xray_pipeline.core.ingest.references import SourceRef, upsert_endpoints, upsert_names
-from xray_pipeline.core.parse import ParsedChunk
-from xray_pipeline.core.privacy.forget import drop_forgotten
+from xray_pipeline.core.ingest.references import upsert_endpoints, upsert_names
 from xray_pipeline.core.privacy.places import chunk_addresses, store_places
 from xray_pipeline.core.privacy.policy import DEFAULT_POLICY, RowPolicy
 
@@ -76,14 +74,14 @@ class LoadResult:
         return self.end_offset - self.start_offset
 
 
-def chunk_days(parsed: ParsedChunk) -> list[dt.date]:
-    """The local days (in the parse's zone) of the chunk's access rows."""
-    if parsed.access.is_empty():
+def chunk_days(access: pl.DataFrame) -> list[dt.date]:
+    """The local days (in the parse's zone) of access rows."""
+    if access.is_empty():
         return []
-    return sorted(parsed.access.select(pl.col("ts").dt.date().unique()).to_series().to_list())
+    return sorted(access.select(pl.col("ts").dt.date().unique()).to_series().to_list())
 
 
-def _csv(frame: pl.DataFrame, columns: tuple[str, ...]) -> bytes:
+def csv_of(frame: pl.DataFrame, columns: tuple[str, ...]) -> bytes:
     if frame.is_empty():
         return b""
     buffer = io.BytesIO()
@@ -93,14 +91,8 @@ def _csv(frame: pl.DataFrame, columns: tuple[str, ...]) -> bytes:
     return buffer.getvalue()
 
 
-def copy_prepared(conn: psycopg.Connection, prepared: "PreparedChunk") -> None:
-    """COPY a prepared chunk's rows into logs, dns_queries and rejects (caller's transaction)."""
-    _copy_bytes(conn, "logs", LOGS_COLUMNS, prepared.logs_csv)
-    _copy_bytes(conn, "dns_queries", DNS_COLUMNS, prepared.dns_csv)
-    _copy_bytes(conn, "rejects", REJECT_COLUMNS, prepared.rejects_csv)
-
-
-def _copy_bytes(conn: psycopg.Connection, table: str, columns: tuple[str, ...], data: bytes):
+def copy_csv(conn: psycopg.Connection, table: str, columns: tuple[str, ...], data: bytes) -> None:
+    """COPY `data` (CSV of `columns`) into `table`, in the caller's transaction."""
     if not data:
         return
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
@@ -127,12 +119,13 @@ def _pg_array(col: pl.Expr) -> pl.Expr:
 def build_log_rows(
     conn: psycopg.Connection,
     access: pl.DataFrame,
-    source_id: int,
-    ingest_id: int,
+    source_id: int | None,
+    ingest_id: int | None,
     policy: RowPolicy = DEFAULT_POLICY,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """Access rows -> rows of `logs` with reference ids (dims upserted set-wise), sources and
-    destinations kept as `policy` says, their places stored in ip_places."""
+    destinations kept as `policy` says, their places stored in ip_places. `source_id` and
+    `ingest_id`: the rows' own, or None where `access` has them as columns (a batch)."""
     access = policy.destinations(access)
     sources = policy.sources(access["src_ip"].drop_nulls().unique().to_list())
     new_places = store_places(conn, policy.geoip, chunk_addresses(sources, access))
@@ -181,8 +174,7 @@ def build_log_rows(
         .join(endpoints.lazy(), on=["dest_host", "dest_port"], how="left", nulls_equal=True)
         .join(sources.lazy().drop("address"), on="src_ip", how="left")
         .with_columns(
-            pl.lit(source_id).alias("source_id"),
-            pl.lit(ingest_id).alias("ingest_id"),
+            *_ids(source_id, ingest_id),
             pl.col("ts").dt.convert_time_zone("UTC"),
             pl.col("stored_ip").alias("src_ip"),
             pl.col("stored_host").alias("src_host"),
@@ -200,47 +192,15 @@ def build_log_rows(
     return rows, counts
 
 
-@dataclass
-class PreparedChunk:
-    """A parsed chunk turned into COPY-ready CSV for its three tables, ids resolved."""
-
-    parsed: ParsedChunk
-    ingest_id: int
-    logs_csv: bytes
-    dns_csv: bytes
-    rejects_csv: bytes
-    counts: dict[str, int]
-    days: list[dt.date]
-    erased: int = 0
+def _ids(source_id: int | None, ingest_id: int | None) -> list[pl.Expr]:
+    named = {"source_id": source_id, "ingest_id": ingest_id}
+    return [pl.lit(v, pl.Int64).alias(k) for k, v in named.items() if v is not None]
 
 
-def prepare_chunk(
-    conn: psycopg.Connection,
-    parsed: ParsedChunk,
-    source: SourceRef,
-    *,
-    timezone: str,
-    ingest_id: int | None = None,
-    policy: RowPolicy = DEFAULT_POLICY,
-) -> PreparedChunk:
-    """Everything a load needs before its transaction: partitions, reference ids, CSV.
-
-    It runs on its own autocommitted connection, so that it can overlap the COPY of the
-    previous chunk. What it writes is idempotent and harmless on its own: reference values
-    (users, tags, endpoints, protocols), the day's partition, an ingest id from the sequence.
-    """
-    parsed, erased = drop_forgotten(conn, parsed)
-    days = chunk_days(parsed)
-    if days:
-        ensure_partitions(conn, days, timezone)
-    if ingest_id is None:
-        ingest_id = conn.execute(
-            "SELECT nextval(pg_get_serial_sequence('ingest_ledger', 'id'))"
-        ).fetchone()[0]
-    logs, counts = build_log_rows(conn, parsed.access, source.id, ingest_id, policy)
-    dns = parsed.dns.with_columns(
-        pl.lit(source.id).alias("source_id"),
-        pl.lit(ingest_id).alias("ingest_id"),
+def dns_rows(dns: pl.DataFrame, source_id: int | None, ingest_id: int | None) -> pl.DataFrame:
+    """The dnsLog frame as rows of `dns_queries`."""
+    return dns.with_columns(
+        *_ids(source_id, ingest_id),
         pl.col("ts").dt.convert_time_zone("UTC"),
         pl.col("dns_status").alias("status"),
         _pg_array(pl.col("answers")).alias("answers"),
@@ -249,106 +209,12 @@ def prepare_chunk(
             pl.lit(" microseconds"),
         ).alias("elapsed"),
     )
-    rejects = parsed.rejects.with_columns(
-        pl.lit(source.id).alias("source_id"),
-        pl.lit(ingest_id).alias("ingest_id"),
-        pl.col("ts").dt.convert_time_zone("UTC"),
-    )
-    return PreparedChunk(
-        parsed=parsed,
-        ingest_id=ingest_id,
-        logs_csv=_csv(logs, LOGS_COLUMNS),
-        dns_csv=_csv(dns, DNS_COLUMNS),
-        rejects_csv=_csv(rejects, REJECT_COLUMNS),
-        counts=counts,
-        days=days,
-        erased=erased,
-    )
 
 
-def commit_chunk(
-    conn: psycopg.Connection,
-    prepared: PreparedChunk,
-    source: SourceRef,
-    *,
-    run_id: str | None,
-    status: str = "loaded",
-    before_commit: Callable[[], None] | None = None,
-) -> LoadResult:
-    """The ledger row and the three COPYs in one transaction: all of the chunk or nothing.
-
-    A range the ledger already holds (or one overlapping it) is not loaded again: the result
-    says `already_loaded`. `before_commit` lets tests crash a load at its most delicate point.
-    """
-    parsed = prepared.parsed
-    access = parsed.access
-    result = LoadResult(source.path, parsed.base_offset, parsed.end_offset)
-    first_ts = access["ts"].min() if not access.is_empty() else None
-    last_ts = access["ts"].max() if not access.is_empty() else None
-    with conn.transaction():
-        row = conn.execute(
-            """
-            INSERT INTO ingest_ledger (id, source_id, start_offset, end_offset, status, run_id,
-                lines, access_rows, dns_rows, reject_rows, first_ts, last_ts, erased)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT DO NOTHING
-            RETURNING id
-            """,
-            (
-                prepared.ingest_id,
-                source.id,
-                parsed.base_offset,
-                parsed.end_offset,
-                status,
-                run_id,
-                parsed.line_count,
-                access.height,
-                parsed.dns.height,
-                parsed.rejects.height,
-                first_ts,
-                last_ts,
-                prepared.erased,
-            ),
-        ).fetchone()
-        if row is None:
-            result.already_loaded = True
-            return result
-        copy_prepared(conn, prepared)
-        if before_commit is not None:
-            before_commit()
-    result.ingest_id = prepared.ingest_id
-    result.lines = parsed.line_count
-    result.access_rows = access.height
-    result.dns_rows = parsed.dns.height
-    result.reject_rows = parsed.rejects.height
-    result.days = prepared.days
-    result.oldest_ts = first_ts
-    result.newest_ts = last_ts
-    for key, value in prepared.counts.items():
-        setattr(result, key, value)
-    return result
-
-
-def load_chunk(
-    conn: psycopg.Connection,
-    parsed: ParsedChunk,
-    source: SourceRef,
-    *,
-    run_id: str | None,
-    timezone: str,
-    status: str = "loaded",
-    before_commit: Callable[[], None] | None = None,
-    policy: RowPolicy = DEFAULT_POLICY,
-) -> LoadResult:
-    """Load `parsed` (the bytes [base_offset, end_offset) of `source`) exactly once, on one
-    connection: prepare, then commit (see prepare_chunk and commit_chunk)."""
-    previous = conn.autocommit
-    conn.commit()
-    conn.autocommit = True
-    try:
-        prepared = prepare_chunk(conn, parsed, source, timezone=timezone, policy=policy)
-    finally:
-        conn.autocommit = previous
-    return commit_chunk(
-        conn, prepared, source, run_id=run_id, status=status, before_commit=before_commit
+def reject_rows(
+    rejects: pl.DataFrame, source_id: int | None, ingest_id: int | None
+) -> pl.DataFrame:
+    """The rejects frame as rows of `rejects`."""
+    return rejects.with_columns(
+        *_ids(source_id, ingest_id), pl.col("ts").dt.convert_time_zone("UTC")
     )

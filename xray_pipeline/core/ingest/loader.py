@@ -11,12 +11,13 @@ import psycopg
 from loguru import logger
 
 from xray_pipeline.core.db.connect import DatabaseUnavailable
+from xray_pipeline.core.ingest.batch import Part, PreparedBatch, commit_batch, prepare_batch
 from xray_pipeline.core.ingest.files import (
     find_file,
     iter_chunks,
     open_log,
 )
-from xray_pipeline.core.ingest.load import LoadResult, PreparedChunk, commit_chunk, prepare_chunk
+from xray_pipeline.core.ingest.load import LoadResult
 from xray_pipeline.core.ingest.offline import is_unavailable
 from xray_pipeline.core.ingest.plan import ReadTask
 from xray_pipeline.core.ingest.references import SourceRef, register_source
@@ -37,7 +38,7 @@ def prepared_chunks(
     batch_size: int,
     prep_conn: psycopg.Connection | None = None,
     policy: RowPolicy = DEFAULT_POLICY,
-) -> Iterator[tuple[ParsedChunk, PreparedChunk | None]]:
+) -> Iterator[tuple[ParsedChunk, PreparedBatch | None]]:
     """Read, parse and prepare the task's chunks in a worker with its own connection (the
     caller's `prep_conn`, kept open, or one opened here), one chunk ahead of the caller, so
     that preparing chunk N+1 overlaps the COPY of chunk N.
@@ -48,7 +49,7 @@ def prepared_chunks(
         state: dict = {"conn": prep_conn, "offline": False}
         detours = DetourTags()  # this source's: learned once, kept chunk to chunk
 
-        def prepare(offset: int, chunk: bytes) -> tuple[ParsedChunk, PreparedChunk | None]:
+        def prepare(offset: int, chunk: bytes) -> tuple[ParsedChunk, PreparedBatch | None]:
             parsed = parse_chunk(
                 chunk,
                 source=str(task.path),
@@ -61,8 +62,8 @@ def prepared_chunks(
             try:
                 if state["conn"] is None:
                     state["conn"] = psycopg.connect(conn_info, autocommit=True, connect_timeout=5)
-                return parsed, prepare_chunk(
-                    state["conn"], parsed, source, timezone=timezone, policy=policy
+                return parsed, prepare_batch(
+                    state["conn"], [Part(source, parsed)], timezone=timezone, policy=policy
                 )
             except Exception as exc:
                 if not is_unavailable(exc):
@@ -111,9 +112,7 @@ def load_task(
     ):  # fmt: skip
         if not offline and prepared is not None:
             try:
-                result = commit_chunk(
-                    conn, prepared, source, run_id=run_id, before_commit=before_commit
-                )
+                [result] = commit_batch(conn, prepared, run_id=run_id, before_commit=before_commit)
             except Exception as exc:
                 if spooler is None or not is_unavailable(exc):
                     raise
@@ -196,11 +195,28 @@ class RangeLoad:
     watched: Path | None = None
 
 
+# the most parts one batch holds: its ledger statement and its reference pass stay small
+MAX_PARTS = 1000
+
+
+@dataclass
+class _Raw:
+    """A chunk of one item, read and not yet parsed."""
+
+    item: int
+    source: SourceRef
+    offset: int
+    data: bytes
+
+
 class Loader:
-    """Loads many byte ranges (of different sources: a fleet's nodes) up to `workers` at a
-    time, each worker with its two connections kept open between loads (one commits, one
-    prepares the next chunk), so that a run of many small loads neither connects per load
-    nor waits on one source at a time, and PostgreSQL sees at most 2 x `workers` sessions."""
+    """Loads many byte ranges (of different sources: a fleet's nodes, a day's files) in
+    batches: the chunks of every source, up to `batch_size` bytes together, in one transaction
+    (one reference pass, one COPY per table, a ledger row per chunk), so that a poll of 200
+    nodes' small ranges costs one load, not 200. Up to `workers` batches are parsed and
+    prepared at once, each on its own connection, while the one before commits on another:
+    PostgreSQL sees at most 1 + `workers` sessions, kept open between loads. The routing tags
+    of each source are learned once, and kept from load to load."""
 
     def __init__(
         self,
@@ -222,48 +238,154 @@ class Loader:
         self.local = threading.local()
         self.opened: list[psycopg.Connection] = []
         self.lock = threading.Lock()
+        self.conn: psycopg.Connection | None = None
+        self.detours: dict[str, DetourTags] = {}
 
-    def _connections(self) -> tuple[psycopg.Connection, psycopg.Connection]:
-        conns = getattr(self.local, "conns", None)
-        if conns is None or any(c.closed or c.broken for c in conns):
-            if conns is not None:
-                for c in conns:
-                    with contextlib.suppress(Exception):
-                        c.close()
-            conn = self.connect()
-            prep = psycopg.connect(conninfo(conn), autocommit=True, connect_timeout=5)
-            conns = self.local.conns = (conn, prep)
+    def _commit_conn(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.conn = self.connect()
             with self.lock:
-                self.opened.extend(conns)
-        return conns
+                self.opened.append(self.conn)
+        return self.conn
 
-    def _load(self, item: RangeLoad) -> RunStats:
-        conn, prep = self._connections()
-        try:
-            return load_range(
-                conn, item.path, item.identity, item.start, item.end,
-                timezone=self.timezone, batch_size=self.batch_size, node=item.node,
-                run_id=self.run_id, watched=item.watched, prep_conn=prep, policy=self.policy,
+    def _prep_conn(self) -> psycopg.Connection:
+        """The calling worker's own autocommitted connection."""
+        prep = getattr(self.local, "conn", None)
+        if prep is None or prep.closed or prep.broken:
+            prep = psycopg.connect(
+                conninfo(self._commit_conn()), autocommit=True, connect_timeout=5
+            )
+            self.local.conn = prep
+            with self.lock:
+                self.opened.append(prep)
+        return prep
+
+    def _sources(self, items: list[RangeLoad]) -> dict[int, SourceRef | Exception]:
+        """Each item's file found and registered, in one transaction; an item whose file is
+        gone gets the error."""
+        conn = self._commit_conn()
+        found: dict[int, SourceRef | Exception] = {}
+        for n, item in enumerate(items):
+            path = find_file(item.path, item.identity, watched=item.watched, min_size=item.end)
+            if path is None:
+                found[n] = FileNotFoundError(
+                    f"no file with identity {item.identity} at {item.path} or among its "
+                    "rotated copies"
+                )
+            else:
+                found[n] = register_source(conn, item.identity, str(path), item.node)
+        conn.commit()
+        return found
+
+    def _chunks(
+        self, items: list[RangeLoad], sources: dict, errors: dict[int, Exception]
+    ) -> Iterator[list[_Raw]]:
+        """The items' complete-line chunks, grouped into batches of about `batch_size` bytes;
+        an item whose file cannot be read gets the error (what was read of it loads)."""
+        batch: list[_Raw] = []
+        size = 0
+        for n, item in enumerate(items):
+            source = sources[n]
+            if isinstance(source, Exception):
+                continue
+            try:
+                with open_log(Path(source.path)) as fh:
+                    for offset, data in iter_chunks(
+                        fh, self.batch_size, start=item.start, end=item.end, partial_tail=False
+                    ):
+                        if batch and (
+                            size + len(data) > self.batch_size or len(batch) >= MAX_PARTS
+                        ):
+                            yield batch
+                            batch, size = [], 0
+                        batch.append(_Raw(n, source, offset, data))
+                        size += len(data)
+            except OSError as exc:
+                errors[n] = exc
+        if batch:
+            yield batch
+
+    def _parts(self, raw: list[_Raw]) -> list[Part]:
+        parts = []
+        for chunk in raw:
+            with self.lock:
+                detours = self.detours.setdefault(chunk.source.identity, DetourTags())
+            parsed = parse_chunk(
+                chunk.data, source=chunk.source.path, base_offset=chunk.offset,
+                timezone=self.timezone, detours=detours,
             )  # fmt: skip
+            parts.append(Part(chunk.source, parsed))
+        return parts
+
+    def _prepare(self, raw: list[_Raw]) -> tuple[list[_Raw], list[Part], PreparedBatch]:
+        parts = self._parts(raw)
+        return (
+            raw,
+            parts,
+            prepare_batch(self._prep_conn(), parts, timezone=self.timezone, policy=self.policy),
+        )
+
+    def _commit(self, raw: list[_Raw], prepared: PreparedBatch, stats: list[RunStats]) -> None:
+        conn = self._commit_conn()
+        try:
+            results = commit_batch(conn, prepared, run_id=self.run_id)
         except Exception:
             with contextlib.suppress(Exception):
                 conn.rollback()
             raise
+        for chunk, result in zip(raw, results, strict=True):
+            stats[chunk.item].add(result)
+
+    def _alone(self, raw: list[_Raw], stats: list[RunStats], errors: dict[int, Exception]) -> None:
+        """A batch that failed, part by part: the part at fault fails alone (its item gets the
+        error), the others load."""
+        for chunk in raw:
+            if chunk.item in errors:
+                continue
+            try:
+                _, _, prepared = self._prepare([chunk])
+                self._commit([chunk], prepared, stats)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise
+                errors[chunk.item] = exc
 
     def load(self, items: list[RangeLoad]) -> list[RunStats]:
-        """Load `items`, `workers` at a time; their stats in their order. The first error is
-        raised once every started load has ended (each load is its own transactions: what
-        was committed stays, exactly once)."""
-        futures = [self.pool.submit(self._load, item) for item in items]
-        results, error = [], None
-        for future in futures:
-            try:
-                results.append(future.result())
-            except Exception as exc:
-                error = error or exc
-        if error is not None:
-            raise error
-        return results
+        """Load `items`; their stats in their order. An item that fails (its file gone, a part
+        that cannot be loaded) does not stop the others: the first error is raised once they
+        are loaded, exactly once; a database that goes away stops the load at once."""
+        stats = [
+            RunStats(source=str(item.path), **({"run_id": self.run_id} if self.run_id else {}))
+            for item in items
+        ]
+        sources = self._sources(items)
+        errors = {n: s for n, s in sources.items() if isinstance(s, Exception)}
+        pending: list = []
+        for raw in self._chunks(items, sources, errors):
+            pending.append((raw, self.pool.submit(self._prepare, raw)))
+            if len(pending) > self.workers:
+                self._settle(pending.pop(0), stats, errors)
+        for job in pending:
+            self._settle(job, stats, errors)
+        for n, source in sources.items():
+            if not isinstance(source, Exception):
+                stats[n].source = source.path
+        if errors:
+            raise errors[min(errors)]
+        return [s.finish() for s in stats]
+
+    def _settle(self, job: tuple, stats: list[RunStats], errors: dict[int, Exception]) -> None:
+        raw, future = job
+        try:
+            _, _, prepared = future.result()
+            self._commit(raw, prepared, stats)
+        except Exception as exc:
+            if is_unavailable(exc) or len(raw) == 1:
+                if is_unavailable(exc):
+                    raise
+                errors[raw[0].item] = exc
+                return
+            self._alone(raw, stats, errors)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

@@ -21,9 +21,10 @@ from pathlib import Path
 import polars as pl
 import psycopg
 
+from xray_pipeline.core.ingest.batch import load_chunk
 from xray_pipeline.core.ingest.files import fsync_dir
 from xray_pipeline.core.ingest.ledger import missing_ranges, source_ranges
-from xray_pipeline.core.ingest.load import LoadResult, load_chunk
+from xray_pipeline.core.ingest.load import LoadResult
 from xray_pipeline.core.ingest.references import SourceRef, register_source
 from xray_pipeline.core.parse import ParsedChunk
 from xray_pipeline.core.privacy.policy import DEFAULT_POLICY, RowPolicy

@@ -17,8 +17,8 @@ import psycopg
 from psycopg import sql
 
 from xray_pipeline.core.db.partitions import ensure_partitions
+from xray_pipeline.core.ingest.batch import Part, copy_prepared, prepare_batch
 from xray_pipeline.core.ingest.files import find_file, iter_chunks, open_log
-from xray_pipeline.core.ingest.load import copy_prepared, prepare_chunk
 from xray_pipeline.core.ingest.references import SourceRef
 from xray_pipeline.core.parse import DetourTags, ParsedChunk, parse_chunk
 from xray_pipeline.core.privacy.policy import DEFAULT_POLICY, RowPolicy
@@ -102,13 +102,12 @@ def rebuild_day(
                 )
                 parsed = _day_filter(chunk_rows, lo, hi)
                 prepared.append(
-                    prepare_chunk(
+                    prepare_batch(
                         conn,
-                        parsed,
-                        source,
+                        [Part(source, parsed)],
                         timezone=timezone,
-                        ingest_id=ingest_id,
                         policy=policy,
+                        ingest_ids=[ingest_id],
                     )
                 )
                 conn.commit()

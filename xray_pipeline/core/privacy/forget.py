@@ -36,10 +36,19 @@ def email_key(email: str) -> str:
     return hashlib.sha256(email.encode()).hexdigest()
 
 
-def drop_forgotten(conn: psycopg.Connection, parsed: ParsedChunk) -> tuple[ParsedChunk, int]:
+def forgotten_keys(conn: psycopg.Connection) -> set[str]:
+    """The SHA-256 of every forgotten email."""
+    return {r[0] for r in conn.execute("SELECT email_sha256 FROM forgotten_users")}
+
+
+def drop_forgotten(
+    conn: psycopg.Connection, parsed: ParsedChunk, forgotten: set[str] | None = None
+) -> tuple[ParsedChunk, int]:
     """The chunk without the lines of forgotten users and without erased landed lines, and
-    how many lines that dropped (the ledger's `erased`)."""
-    forgotten = {r[0] for r in conn.execute("SELECT email_sha256 FROM forgotten_users")}
+    how many lines that dropped (the ledger's `erased`); `forgotten`: forgotten_keys(), read
+    once for the chunks of a batch."""
+    if forgotten is None:
+        forgotten = forgotten_keys(conn)
     access, rejects = parsed.access, parsed.rejects
     if forgotten:
         emails = access["email"].drop_nulls().unique().to_list()

@@ -13,7 +13,7 @@ from conftest import run_cli
 from xray_pipeline.core.db.connect import connect
 from xray_pipeline.core.ingest import files as tail
 from xray_pipeline.core.ingest import loader
-from xray_pipeline.core.ingest.load import load_chunk
+from xray_pipeline.core.ingest.batch import load_chunk
 from xray_pipeline.core.ingest.oneshot import ingest_files
 from xray_pipeline.core.ingest.references import register_source
 from xray_pipeline.core.parse import parse_chunk
