@@ -140,52 +140,11 @@ def conninfo(conn: psycopg.Connection) -> str:
     return psycopg.conninfo.make_conninfo(**params)
 
 
-def load_range(
-    conn: psycopg.Connection,
-    path: Path,
-    identity: str,
-    start: int,
-    end: int,
-    *,
-    timezone: str,
-    batch_size: int,
-    node: str | None = None,
-    run_id: str | None = None,
-    watched: Path | None = None,
-    prep_conn: psycopg.Connection | None = None,
-    policy: RowPolicy = DEFAULT_POLICY,
-) -> RunStats:
-    """Load bytes [start, end) of the file with `identity` (found at `path` or among its
-    rotated siblings, or those of the `watched` live file), exactly once. `prep_conn`: a
-    second connection to prepare chunks on (default: one opened for this load)."""
-    stats = RunStats(source=str(path), **({"run_id": run_id} if run_id else {}))
-    found = find_file(path, identity, watched=watched, min_size=end)
-    if found is None:
-        raise FileNotFoundError(
-            f"no file with identity {identity} at {path} or among its rotated copies"
-        )
-    source = register_source(conn, identity, str(found), node)
-    conn.commit()
-    task = ReadTask(found, identity, start, end, found.suffix == ".gz")
-    for result in load_task(
-        conn,
-        task,
-        source,
-        timezone=timezone,
-        batch_size=batch_size,
-        run_id=stats.run_id,
-        before_commit=None,
-        prep_conn=prep_conn,
-        policy=policy,
-    ):
-        stats.add(result)
-    stats.source = str(found)
-    return stats.finish()
-
-
 @dataclass(frozen=True)
 class RangeLoad:
-    """A byte range for `Loader.load`: load_range's arguments."""
+    """A byte range of a source for `Loader.load`: the file it was planned at (or the live
+    file it was `watched` as, whose rotated copies are searched), its identity, the range, the
+    node its rows belong to."""
 
     path: Path
     identity: str
@@ -317,13 +276,9 @@ class Loader:
             parts.append(Part(chunk.source, parsed))
         return parts
 
-    def _prepare(self, raw: list[_Raw]) -> tuple[list[_Raw], list[Part], PreparedBatch]:
+    def _prepare(self, raw: list[_Raw]) -> PreparedBatch:
         parts = self._parts(raw)
-        return (
-            raw,
-            parts,
-            prepare_batch(self._prep_conn(), parts, timezone=self.timezone, policy=self.policy),
-        )
+        return prepare_batch(self._prep_conn(), parts, timezone=self.timezone, policy=self.policy)
 
     def _commit(self, raw: list[_Raw], prepared: PreparedBatch, stats: list[RunStats]) -> None:
         conn = self._commit_conn()
@@ -343,7 +298,7 @@ class Loader:
             if chunk.item in errors:
                 continue
             try:
-                _, _, prepared = self._prepare([chunk])
+                prepared = self._prepare([chunk])
                 self._commit([chunk], prepared, stats)
             except Exception as exc:
                 if is_unavailable(exc):
@@ -377,7 +332,7 @@ class Loader:
     def _settle(self, job: tuple, stats: list[RunStats], errors: dict[int, Exception]) -> None:
         raw, future = job
         try:
-            _, _, prepared = future.result()
+            prepared = future.result()
             self._commit(raw, prepared, stats)
         except Exception as exc:
             if is_unavailable(exc) or len(raw) == 1:

@@ -352,13 +352,15 @@ def test_values_too_long_for_an_index_load_as_rejects_not_into_the_spool(conn, l
     assert reasons == [("value_too_long",)]
 
 
-def test_a_planned_range_loads_from_the_archive_when_rotation_compressed_it(conn, log_dir: Path):
+def test_a_planned_range_loads_from_the_archive_when_rotation_compressed_it(
+    conn, fresh_db_url: str, log_dir: Path
+):
     """logrotate's `compress` without `delaycompress`: between the sensor's plan and its run,
     access.log became access.log.1.gz. The run finds the bytes in the archive."""
     import gzip
 
     from xray_pipeline.core.ingest.files import identify
-    from xray_pipeline.core.ingest.loader import load_range
+    from xray_pipeline.core.ingest.loader import Loader, RangeLoad
 
     path = log_dir / "access.log"
     path.write_text("".join(line(f"2025/01/01 00:00:{i:02d}", user=f"z{i}") for i in range(8)))
@@ -368,6 +370,8 @@ def test_a_planned_range_loads_from_the_archive_when_rotation_compressed_it(conn
         shutil.copyfileobj(src, dst)
     path.unlink()
     path.write_text(line("2025/01/01 01:00:00", user="new"))  # the new live file
-    stats = load_range(conn, path, identity, 0, size, timezone="UTC", batch_size=4096)
+    with Loader(lambda: connect(fresh_db_url), workers=1, timezone="UTC",
+                batch_size=4096) as loader:  # fmt: skip
+        [stats] = loader.load([RangeLoad(path, identity, 0, size)])
     assert stats.lines == 8 and stats.source.endswith("access.log.1.gz")
     assert counts(conn)["logs"] == 8
