@@ -8,6 +8,7 @@ import dagster as dg
 
 from xray_pipeline.core.db.maintenance import maintain
 from xray_pipeline.core.fleet.landing import prune_landed
+from xray_pipeline.core.ingest.compact import compact_ledger
 from xray_pipeline.core.ingest.ledger import loaded_bytes_by_path
 from xray_pipeline.core.ingest.offline import prune_spool
 from xray_pipeline.defs.resources import (
@@ -38,7 +39,8 @@ def build_maintenance(
             "Create the next days' partitions of `logs` ahead of time; drop partitions, DNS "
             "lines, rejects and spool segments older than [retention] raw_days and rollup rows "
             "older than [retention] rollup_days; remove the nodes' landed bytes that are "
-            "loaded and older than [retention] landed_days (at most raw_days)."
+            "loaded and older than [retention] landed_days (at most raw_days); merge the "
+            "ledger's adjacent ranges loaded more than an hour ago."
         )
     )
     def maintain_partitions(
@@ -62,6 +64,7 @@ def build_maintenance(
                 retention_days=retention_days,
                 rollup_retention_days=rollup_retention_days,
             )
+            compaction = compact_ledger(conn, timezone=timezone)
             loaded = loaded_bytes_by_path(conn)
         removed: list[tuple[str, int]] = []
         if log_sources.landing_dir:
@@ -91,6 +94,7 @@ def build_maintenance(
                 "rejects_deleted": report.rejects_deleted,
                 "landed_segments_removed": len(removed),
                 "landed_bytes_removed": sum(size for _, size in removed),
+                "ledger_rows_merged": compaction.removed,
             }
         )
         context.log.info(

@@ -18,6 +18,7 @@ from loguru import logger
 from xray_pipeline.core.alerts.outbox import Sender
 from xray_pipeline.core.db.connect import DatabaseError
 from xray_pipeline.core.db.partitions import partition_rows
+from xray_pipeline.core.ingest.compact import compact_ledger
 from xray_pipeline.core.ingest.files import watched_states
 from xray_pipeline.core.ingest.follow import follow_pieces
 from xray_pipeline.core.ingest.ledger import last_ranges
@@ -45,6 +46,8 @@ OUTAGE_BACKOFF_S = 5.0
 INCIDENTS_REPORT_EVERY_S = 60
 # the day's rows (the materializations' row count) are counted again this often
 RECOUNT_EVERY_S = 600
+# the ledger's ranges older than an hour are merged this often (core/ingest/compact.py)
+COMPACT_EVERY_S = 600
 
 
 class TailConfig(dg.Config):
@@ -101,6 +104,7 @@ def tail_logs(
     day_rows = DayRows(day, postgres.timezone)
     judged = Judged(context, config.day)
     unjudged: list = []  # the loads whose rows the rules have not judged yet
+    compacted_at = time.monotonic()
     candidates = Candidates(rules.config())
     targets = rules.targets()
     sender = Sender(lambda: postgres.connect(upgrade=False), targets) if targets.names else None
@@ -114,6 +118,10 @@ def tail_logs(
                 if loader is None:
                     loader = postgres.loader(context.run_id)
                 report = _load_new(conn, loader, day, log_sources, alive, day_rows)
+                if time.monotonic() - compacted_at >= COMPACT_EVERY_S:
+                    compacted_at = time.monotonic()
+                    merged = compact_ledger(conn, timezone=postgres.timezone)
+                    context.log.info(f"ledger: {merged.removed} rows merged into others")
             except (DatabaseError, psycopg.OperationalError) as exc:
                 if down_since is None:
                     down_since = now

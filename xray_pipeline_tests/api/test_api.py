@@ -122,8 +122,8 @@ def test_cursor_paging_never_repeats_or_skips_while_rows_arrive(client, data_url
     with connect(data_url) as conn:
         ensure_partitions(conn, [dt.datetime.now(dt.UTC).date()], "UTC")
         conn.execute(
-            "INSERT INTO logs (ts, source_id, byte_offset, ingest_id, status) "
-            "SELECT now(), id, 999999999, 1, 'accepted' FROM sources LIMIT 1"
+            "INSERT INTO logs (ts, source_id, byte_offset, status) "
+            "SELECT now(), id, 999999999, 'accepted' FROM sources LIMIT 1"
         )
         conn.commit()
     seen = [(i["source"], i["byte_offset"]) for i in first["items"]]

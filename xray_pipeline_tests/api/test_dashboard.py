@@ -200,8 +200,8 @@ def test_pagination_moves_and_live_refresh_keeps_the_place(open_page, base_url, 
     # a newer row arrives while live refresh is on: page two stays page two
     with connect(data_url) as conn:
         conn.execute(
-            "INSERT INTO logs (ts, source_id, byte_offset, ingest_id, status) "
-            "SELECT now(), id, 987654321, 1, 'accepted' FROM sources LIMIT 1"
+            "INSERT INTO logs (ts, source_id, byte_offset, status) "
+            "SELECT now(), id, 987654321, 'accepted' FROM sources LIMIT 1"
         )
         conn.commit()
     try:

@@ -15,7 +15,7 @@ from xray_pipeline.settings import load_settings
 
 DAY1, DAY2 = "2025-11-17", "2025-11-18"
 SNAPSHOT = (
-    "SELECT ts, source_id, byte_offset, ingest_id, src_protocol_id, src_ip, src_host, src_port, "
+    "SELECT ts, source_id, byte_offset, src_protocol_id, src_ip, src_host, src_port, "
     "status, dest_protocol_id, endpoint_id, dest_url, inbound_tag_id, outbound_tag_id, user_id, "
     "reason FROM logs WHERE ts::date = %s ORDER BY source_id, byte_offset"
 )

@@ -6,6 +6,7 @@ single chunk (load.py is that case)."""
 
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,17 +49,17 @@ class Part:
 
 @dataclass
 class PreparedBatch:
-    """The parts with their ingest ids and erased lines, and the rows of the three tables
-    (ids resolved, `ingest_id` on each row), ready for one COPY each."""
+    """The parts with their erased lines, and the rows of the three tables (ids resolved, the
+    index of its part on each row), ready for one COPY each."""
 
     parts: list[Part]
-    ingest_ids: list[int]
     erased: list[int]
     logs: pl.DataFrame
     dns: pl.DataFrame
     rejects: pl.DataFrame
     counts: dict[str, int]
     days: list[dt.date]
+    seconds: float = 0.0  # spent preparing
     csv: dict[str, bytes] = dataclasses.field(default_factory=dict)  # table -> its COPY data
 
     def write_csv(self) -> "PreparedBatch":
@@ -74,10 +75,9 @@ class PreparedBatch:
         return self.logs, self.dns, self.rejects
 
 
-def _with_ids(frame: pl.DataFrame, source_id: int, ingest_id: int) -> pl.DataFrame:
+def _with_ids(frame: pl.DataFrame, source_id: int, part: int) -> pl.DataFrame:
     return frame.with_columns(
-        pl.lit(source_id, pl.Int64).alias("source_id"),
-        pl.lit(ingest_id, pl.Int64).alias("ingest_id"),
+        pl.lit(source_id, pl.Int64).alias("source_id"), pl.lit(part, pl.Int32).alias("part")
     )
 
 
@@ -87,63 +87,66 @@ def prepare_batch(
     *,
     timezone: str,
     policy: RowPolicy = DEFAULT_POLICY,
-    ingest_ids: list[int] | None = None,
 ) -> PreparedBatch:
     """Everything the batch's transaction needs, done before it on an autocommitted
     connection (so that it can overlap the previous batch's COPY): the forgotten users'
-    lines dropped, the partitions of its days, an ingest id per part (new ones, or the
-    `ingest_ids` of ledger rows that exist: a rebuild), the reference ids of all its rows in
-    one pass. What it writes is idempotent and harmless on its own."""
+    lines dropped, the partitions of its days, the reference ids of all its rows in one
+    pass. What it writes is idempotent and harmless on its own."""
+    began = time.perf_counter()
     forgotten = forgotten_keys(conn)
     kept = [drop_forgotten(conn, part.parsed, forgotten) for part in parts]
-    ids = ingest_ids or [
-        row[0]
-        for row in conn.execute(
-            "SELECT nextval(pg_get_serial_sequence('ingest_ledger', 'id')) "
-            "FROM generate_series(1, %s)",
-            (len(parts),),
-        )
-    ]
+    chunks = [(part.source.id, p) for part, (p, _) in zip(parts, kept, strict=True)]
     access = pl.concat(
-        [
-            _with_ids(p.access, part.source.id, i)
-            for part, (p, _), i in zip(parts, kept, ids, strict=True)
-        ],
-        how="vertical_relaxed",
+        [_with_ids(p.access, sid, i) for i, (sid, p) in enumerate(chunks)], how="vertical_relaxed"
     )
     days = chunk_days(access)
     if days:
         ensure_partitions(conn, days, timezone)
-    logs, counts = build_log_rows(conn, access, None, None, policy)
+    logs, counts = build_log_rows(conn, access, None, policy)
     dns = pl.concat(
-        [
-            dns_rows(p.dns, part.source.id, i)
-            for part, (p, _), i in zip(parts, kept, ids, strict=True)
-        ],
+        [_with_ids(dns_rows(p.dns, sid), sid, i) for i, (sid, p) in enumerate(chunks)],
         how="vertical_relaxed",
     )
     rejects = pl.concat(
-        [
-            reject_rows(p.rejects, part.source.id, i)
-            for part, (p, _), i in zip(parts, kept, ids, strict=True)
-        ],
+        [_with_ids(reject_rows(p.rejects, sid), sid, i) for i, (sid, p) in enumerate(chunks)],
         how="vertical_relaxed",
     )
     parts = [Part(part.source, p) for part, (p, _) in zip(parts, kept, strict=True)]
     erased = [e for _, e in kept]
-    return PreparedBatch(parts, ids, erased, logs, dns, rejects, counts, days).write_csv()
+    prepared = PreparedBatch(parts, erased, logs, dns, rejects, counts, days).write_csv()
+    prepared.seconds = time.perf_counter() - began
+    return prepared
 
 
 _LEDGER = """
-INSERT INTO ingest_ledger (id, source_id, start_offset, end_offset, status, run_id, lines,
-    access_rows, dns_rows, reject_rows, first_ts, last_ts, erased)
-SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[],
-    %s::text[], %s::int[], %s::int[], %s::int[], %s::int[], %s::timestamptz[],
-    %s::timestamptz[], %s::int[]) AS u
-ORDER BY 2, 3  -- every batch takes its ranges' locks in one order: no deadlock between two
+INSERT INTO ingest_ledger (source_id, start_offset, end_offset, status, run_id, lines,
+    access_rows, dns_rows, reject_rows, first_ts, last_ts, erased, seconds)
+SELECT s, a, b, st, r, n, ac, dn, rj, f, l, e, sec FROM unnest(%s::int[], %s::bigint[],
+    %s::bigint[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[], %s::int[],
+    %s::timestamptz[], %s::timestamptz[], %s::int[], %s::float8[])
+    AS u (s, a, b, st, r, n, ac, dn, rj, f, l, e, sec)
+ORDER BY s, a  -- every batch takes its ranges' locks in one order: no deadlock between two
 ON CONFLICT DO NOTHING
-RETURNING id
+RETURNING id, source_id, start_offset, end_offset
 """
+
+
+def _time_span(parsed: ParsedChunk) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The first and last time of a chunk's lines (access, DNS and rejected ones alike)."""
+    stamps = [
+        stamp
+        for frame in (parsed.access, parsed.dns, parsed.rejects)
+        for stamp in (frame["ts"].min(), frame["ts"].max())
+        if stamp is not None
+    ]
+    return (min(stamps), max(stamps)) if stamps else (None, None)
+
+
+def _shares(total: float, weights: list[int]) -> list[float]:
+    whole = sum(weights)
+    if not whole:
+        return [total / max(len(weights), 1)] * len(weights)
+    return [total * w / whole for w in weights]
 
 
 def commit_batch(
@@ -157,31 +160,32 @@ def commit_batch(
     """The ledger rows of every part and one COPY per table, in one transaction: the parts the
     ledger took load, all of them or none; a part whose range it held already (or one
     overlapping it) says `already_loaded`. `before_commit` lets tests crash a load there."""
-    times = [
-        (p.parsed.access["ts"].min(), p.parsed.access["ts"].max())
-        if not p.parsed.access.is_empty()
-        else (None, None)
-        for p in prepared.parts
-    ]
+    began = time.perf_counter()
+    parts = prepared.parts
+    times = [_time_span(p.parsed) for p in parts]
     columns = [
-        prepared.ingest_ids,
-        [p.source.id for p in prepared.parts],
-        [p.parsed.base_offset for p in prepared.parts],
-        [p.parsed.end_offset for p in prepared.parts],
-        [status] * len(prepared.parts),
-        [run_id] * len(prepared.parts),
-        [p.parsed.line_count for p in prepared.parts],
-        [p.parsed.access.height for p in prepared.parts],
-        [p.parsed.dns.height for p in prepared.parts],
-        [p.parsed.rejects.height for p in prepared.parts],
+        [p.source.id for p in parts],
+        [p.parsed.base_offset for p in parts],
+        [p.parsed.end_offset for p in parts],
+        [status] * len(parts),
+        [run_id] * len(parts),
+        [p.parsed.line_count for p in parts],
+        [p.parsed.access.height for p in parts],
+        [p.parsed.dns.height for p in parts],
+        [p.parsed.rejects.height for p in parts],
         [t[0] for t in times],
         [t[1] for t in times],
         prepared.erased,
+        _shares(prepared.seconds, [p.parsed.line_count for p in parts]),
     ]
     with conn.transaction():
-        taken = {row[0] for row in conn.execute(_LEDGER, columns)}
-        if len(taken) < len(prepared.parts):  # rare: a retried or concurrent load
-            keep = pl.col("ingest_id").is_in(list(taken))
+        rows = conn.execute(_LEDGER, columns).fetchall()
+        index = {
+            (p.source.id, p.parsed.base_offset, p.parsed.end_offset): i for i, p in enumerate(parts)
+        }
+        taken = {index[(s, a, b)]: ledger_id for ledger_id, s, a, b in rows}
+        if len(taken) < len(parts):  # rare: a retried or concurrent load
+            keep = pl.col("part").is_in(list(taken))
             prepared = dataclasses.replace(
                 prepared,
                 logs=prepared.logs.filter(keep),
@@ -191,16 +195,20 @@ def commit_batch(
         copy_prepared(conn, prepared)
         if before_commit is not None:
             before_commit()
+        seconds = _shares(time.perf_counter() - began, [p.parsed.line_count for p in parts])
+        conn.execute(
+            "UPDATE ingest_ledger l SET seconds = l.seconds + u.sec "
+            "FROM unnest(%s::bigint[], %s::float8[]) AS u (id, sec) WHERE l.id = u.id",
+            (list(taken.values()), [seconds[i] for i in taken]),
+        )
     results = []
-    for part, ingest_id, (first, last) in zip(
-        prepared.parts, prepared.ingest_ids, times, strict=True
-    ):
+    for i, (part, (first, last)) in enumerate(zip(parts, times, strict=True)):
         parsed = part.parsed
         result = LoadResult(part.source.path, parsed.base_offset, parsed.end_offset)
-        if ingest_id not in taken:
+        if i not in taken:
             result.already_loaded = True
         else:
-            result.ingest_id = ingest_id
+            result.ingest_id = taken[i]
             result.lines = parsed.line_count
             result.access_rows = parsed.access.height
             result.dns_rows = parsed.dns.height

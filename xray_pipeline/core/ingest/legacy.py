@@ -139,9 +139,9 @@ def plan(conn: psycopg.Connection, timezone: str) -> MigrationReport:
 
 COPY_DAY = """
 WITH b AS (SELECT lo, hi FROM xray_day_bounds(%(day)s, %(tz)s))
-INSERT INTO logs (ts, source_id, byte_offset, ingest_id, src_ip, src_port, status,
+INSERT INTO logs (ts, source_id, byte_offset, src_ip, src_port, status,
                   dest_protocol_id, endpoint_id, inbound_tag_id, outbound_tag_id, user_id)
-SELECT l."timestamp", %(source)s, l.id, %(ingest)s, l.source_ip, l.source_port,
+SELECT l."timestamp", %(source)s, l.id, l.source_ip, l.source_port,
        CASE WHEN lower(l.action) LIKE 'reject%%' THEN 'rejected' ELSE 'accepted' END,
        p.id, e.id, ti.id, tout.id, u.id
 FROM legacy_logs l CROSS JOIN b
@@ -214,9 +214,6 @@ def migrate(
         "VALUES (%s, 0, %s, 'loaded', 'legacy-migration', %s) ON CONFLICT DO NOTHING",
         (source.id, max_id + 1, total),
     )
-    ingest_id = conn.execute(
-        "SELECT id FROM ingest_ledger WHERE source_id = %s", (source.id,)
-    ).fetchone()[0]
     conn.commit()
     days = _days(conn, timezone)
     done = {r[0] for r in conn.execute("SELECT day FROM legacy_migration").fetchall()}
@@ -233,7 +230,7 @@ def migrate(
         for day, expected in batch:
             began = time.perf_counter()
             with conn.transaction():
-                args = {"day": day, "tz": timezone, "source": source.id, "ingest": ingest_id}
+                args = {"day": day, "tz": timezone, "source": source.id}
                 conn.execute(DIMS_DAY, args)
                 copied = conn.execute(COPY_DAY, args).rowcount
                 if copied != expected:

@@ -18,7 +18,6 @@ LOGS_COLUMNS = (
     "ts",
     "source_id",
     "byte_offset",
-    "ingest_id",
     "src_protocol_id",
     "src_ip",
     "src_host",
@@ -36,7 +35,6 @@ DNS_COLUMNS = (
     "ts",
     "source_id",
     "byte_offset",
-    "ingest_id",
     "server",
     "status",
     "domain",
@@ -44,7 +42,7 @@ DNS_COLUMNS = (
     "elapsed",
     "error",
 )
-REJECT_COLUMNS = ("source_id", "byte_offset", "ingest_id", "ts", "reason", "raw")
+REJECT_COLUMNS = ("source_id", "byte_offset", "ts", "reason", "raw")
 
 
 @dataclass
@@ -120,12 +118,12 @@ def build_log_rows(
     conn: psycopg.Connection,
     access: pl.DataFrame,
     source_id: int | None,
-    ingest_id: int | None,
     policy: RowPolicy = DEFAULT_POLICY,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """Access rows -> rows of `logs` with reference ids (dims upserted set-wise), sources and
-    destinations kept as `policy` says, their places stored in ip_places. `source_id` and
-    `ingest_id`: the rows' own, or None where `access` has them as columns (a batch)."""
+    destinations kept as `policy` says, their places stored in ip_places. `source_id`: the
+    rows' own, or None where `access` has it as a column (a batch, whose `part` column is
+    kept too)."""
     access = policy.destinations(access)
     sources = policy.sources(access["src_ip"].drop_nulls().unique().to_list())
     new_places = store_places(conn, policy.geoip, chunk_addresses(sources, access))
@@ -174,12 +172,12 @@ def build_log_rows(
         .join(endpoints.lazy(), on=["dest_host", "dest_port"], how="left", nulls_equal=True)
         .join(sources.lazy().drop("address"), on="src_ip", how="left")
         .with_columns(
-            *_ids(source_id, ingest_id),
+            *_ids(source_id),
             pl.col("ts").dt.convert_time_zone("UTC"),
             pl.col("stored_ip").alias("src_ip"),
             pl.col("stored_host").alias("src_host"),
         )
-        .select(LOGS_COLUMNS)
+        .select(*LOGS_COLUMNS, *(["part"] if "part" in access.columns else []))
         .collect()
     )  # fmt: skip
     counts = {
@@ -192,15 +190,14 @@ def build_log_rows(
     return rows, counts
 
 
-def _ids(source_id: int | None, ingest_id: int | None) -> list[pl.Expr]:
-    named = {"source_id": source_id, "ingest_id": ingest_id}
-    return [pl.lit(v, pl.Int64).alias(k) for k, v in named.items() if v is not None]
+def _ids(source_id: int | None) -> list[pl.Expr]:
+    return [] if source_id is None else [pl.lit(source_id, pl.Int64).alias("source_id")]
 
 
-def dns_rows(dns: pl.DataFrame, source_id: int | None, ingest_id: int | None) -> pl.DataFrame:
+def dns_rows(dns: pl.DataFrame, source_id: int | None) -> pl.DataFrame:
     """The dnsLog frame as rows of `dns_queries`."""
     return dns.with_columns(
-        *_ids(source_id, ingest_id),
+        *_ids(source_id),
         pl.col("ts").dt.convert_time_zone("UTC"),
         pl.col("dns_status").alias("status"),
         _pg_array(pl.col("answers")).alias("answers"),
@@ -211,10 +208,6 @@ def dns_rows(dns: pl.DataFrame, source_id: int | None, ingest_id: int | None) ->
     )
 
 
-def reject_rows(
-    rejects: pl.DataFrame, source_id: int | None, ingest_id: int | None
-) -> pl.DataFrame:
+def reject_rows(rejects: pl.DataFrame, source_id: int | None) -> pl.DataFrame:
     """The rejects frame as rows of `rejects`."""
-    return rejects.with_columns(
-        *_ids(source_id, ingest_id), pl.col("ts").dt.convert_time_zone("UTC")
-    )
+    return rejects.with_columns(*_ids(source_id), pl.col("ts").dt.convert_time_zone("UTC"))

@@ -16,6 +16,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from xray_pipeline.core.db.locks import lock_ledger
 from xray_pipeline.core.db.partitions import ensure_partitions
 from xray_pipeline.core.ingest.batch import Part, copy_prepared, prepare_batch
 from xray_pipeline.core.ingest.files import find_file, iter_chunks, open_log
@@ -67,18 +68,12 @@ def rebuild_day(
     lo, hi = conn.execute("SELECT lo, hi FROM xray_day_bounds(%s, %s)", (day, timezone)).fetchone()
     ranges = conn.execute(
         """
-        WITH touching AS (
-            SELECT DISTINCT ingest_id FROM logs WHERE ts >= %(lo)s AND ts < %(hi)s
-            UNION SELECT DISTINCT ingest_id FROM dns_queries WHERE ts >= %(lo)s AND ts < %(hi)s
-            UNION SELECT DISTINCT ingest_id FROM rejects WHERE ts >= %(lo)s AND ts < %(hi)s
-        )
-        SELECT l.id, l.start_offset, l.end_offset, s.id, s.identity, s.path, s.node
-        FROM ingest_ledger l JOIN sources s ON s.id = l.source_id
-        WHERE l.id IN (SELECT ingest_id FROM touching)
-          AND (%(node)s::text IS NULL OR s.node = %(node)s)
+        SELECT l.start_offset, l.end_offset, s.id, s.identity, s.path, s.node
+        FROM xray_day_ranges(%(day)s, %(tz)s) l JOIN sources s ON s.id = l.source_id
+        WHERE %(node)s::text IS NULL OR s.node = %(node)s
         ORDER BY s.id, l.start_offset
         """,
-        {"lo": lo, "hi": hi, "node": node},
+        {"day": day, "tz": timezone, "node": node},
     ).fetchall()
     conn.commit()
     report.ranges = len(ranges)
@@ -86,8 +81,8 @@ def rebuild_day(
     ensure_partitions(conn, [day], timezone)
     conn.commit()
     prepared = []
-    reread_ids: list[int] = []
-    for ingest_id, start, end, source_id, identity, path, node in ranges:
+    reread: list[tuple[int, int, int]] = []
+    for start, end, source_id, identity, path, node in ranges:
         label = f"{path} bytes {start}-{end}"
         found = find_file(Path(path), identity, min_size=end)
         if found is None:
@@ -102,32 +97,33 @@ def rebuild_day(
                 )
                 parsed = _day_filter(chunk_rows, lo, hi)
                 prepared.append(
-                    prepare_batch(
-                        conn,
-                        [Part(source, parsed)],
-                        timezone=timezone,
-                        policy=policy,
-                        ingest_ids=[ingest_id],
-                    )
+                    prepare_batch(conn, [Part(source, parsed)], timezone=timezone, policy=policy)
                 )
                 conn.commit()
-        reread_ids.append(ingest_id)
+        reread.append((source_id, start, end))
         report.reread.append(f"{label} from {found.name}")
-    if reread_ids:
+    if reread:
+        ranges_of = [list(column) for column in zip(*reread, strict=True)]
         with conn.transaction():
+            lock_ledger(conn)
             for table in ("logs", "dns_queries", "rejects"):
                 conn.execute(
                     sql.SQL(
-                        "DELETE FROM {} WHERE ts >= %s AND ts < %s AND ingest_id = ANY(%s)"
+                        "DELETE FROM {} t USING unnest(%s::int[], %s::bigint[], %s::bigint[]) "
+                        "AS r (source, first, past) WHERE t.ts >= %s AND t.ts < %s "
+                        "AND t.source_id = r.source AND t.byte_offset >= r.first "
+                        "AND t.byte_offset < r.past"
                     ).format(sql.Identifier(table)),
-                    (lo, hi, reread_ids),
+                    (*ranges_of, lo, hi),
                 )
             for item in prepared:
                 copy_prepared(conn, item)
             conn.execute(
-                "UPDATE ingest_ledger SET status = 'rebuilt' "
-                "WHERE id = ANY(%s) AND status = 'loaded'",
-                (reread_ids,),
+                "UPDATE ingest_ledger l SET status = 'rebuilt' "
+                "FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS r (source, first, past) "
+                "WHERE l.source_id = r.source AND l.status = 'loaded' "
+                "AND int8range(l.start_offset, l.end_offset) && int8range(r.first, r.past)",
+                ranges_of,
             )
     report.rows_after = _day_rows(conn, lo, hi)
     conn.commit()

@@ -15,6 +15,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from xray_pipeline.core.db.locks import lock_ledger
 from xray_pipeline.core.parse import ParsedChunk
 from xray_pipeline.core.parse.patterns import REJECTED_EMAIL
 
@@ -101,20 +102,28 @@ def _email_pattern(email: str) -> str:
     return r"email: ?" + re.escape(email) + rf"[[:space:]]*($|{glued})"
 
 
-_ERASE_LOGS = """
-WITH gone AS (DELETE FROM {table} WHERE {cond} RETURNING ingest_id),
-counted AS (SELECT ingest_id, count(*) AS n FROM gone GROUP BY 1),
-ledger AS (
-    UPDATE ingest_ledger l SET erased = l.erased + c.n FROM counted c WHERE l.id = c.ingest_id
-)
-SELECT coalesce(sum(n), 0)::bigint FROM counted
+_ERASE_ROWS = """
+WITH gone AS (DELETE FROM {table} WHERE {cond} RETURNING source_id, byte_offset),
+counted AS (
+    SELECT l.id, count(*) AS n FROM gone g JOIN ingest_ledger l ON l.source_id = g.source_id
+        AND int8range(l.start_offset, l.end_offset) @> g.byte_offset
+    GROUP BY 1
+),
+ledger AS (UPDATE ingest_ledger l SET erased = l.erased + c.n FROM counted c WHERE l.id = c.id)
+SELECT count(*) FROM gone
 """
 
 
-def _erase_rows(table: str, condition: str) -> sql.Composed:
-    """Delete the rows of `table` matching `condition`, add them to their ledger rows'
-    `erased`, and return how many."""
-    return sql.SQL(_ERASE_LOGS).format(table=sql.Identifier(table), cond=sql.SQL(condition))
+def _erase_rows(conn: psycopg.Connection, table: str, condition: str, value: object) -> int:
+    """Delete the rows of `table` matching `condition`, add them to the `erased` of the
+    ledger ranges that hold them, and return how many; in one transaction that no compaction
+    of the ledger runs beside."""
+    with conn.transaction():
+        lock_ledger(conn)
+        statement = sql.SQL(_ERASE_ROWS).format(
+            table=sql.Identifier(table), cond=sql.SQL(condition)
+        )
+        return conn.execute(statement, (value,)).fetchone()[0]
 
 
 def forget_user(
@@ -168,17 +177,8 @@ def forget_user(
             if r[0] is not None
         ]
         conn.commit()
-        with conn.transaction():
-            report.erased["logs"] = conn.execute(
-                sql.SQL(_ERASE_LOGS).format(
-                    table=sql.Identifier("logs"), cond=sql.SQL("user_id = %s")
-                ),
-                (uid,),
-            ).fetchone()[0]
-    with conn.transaction():
-        report.erased["rejects"] = conn.execute(
-            _erase_rows("rejects", "raw ~ %s"), (_email_pattern(email),)
-        ).fetchone()[0]
+        report.erased["logs"] = _erase_rows(conn, "logs", "user_id = %s", uid)
+    report.erased["rejects"] = _erase_rows(conn, "rejects", "raw ~ %s", _email_pattern(email))
     if uid is not None:
         for table in USER_ROLLUPS:
             with conn.transaction():

@@ -58,8 +58,8 @@ def test_no_default_partition(conn: psycopg.Connection):
     conn.commit()
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
-            "INSERT INTO logs (ts, source_id, byte_offset, ingest_id, status) "
-            "VALUES ('2031-01-01T00:00Z', 1, 0, 1, 'accepted')"
+            "INSERT INTO logs (ts, source_id, byte_offset, status) "
+            "VALUES ('2031-01-01T00:00Z', 1, 0, 'accepted')"
         )
     conn.rollback()
 
@@ -100,8 +100,8 @@ def test_partition_accepts_rows_of_its_day_only(conn: psycopg.Connection):
     ensure_partitions(conn, [dt.date(2025, 11, 17)], "Asia/Shanghai")
     conn.execute("INSERT INTO sources (id, identity, path) VALUES (1, 'x', '/x')")
     conn.execute(
-        "INSERT INTO logs (ts, source_id, byte_offset, ingest_id, status) "
-        "VALUES ('2025-11-17 23:59:59+08', 1, 0, 1, 'accepted')"
+        "INSERT INTO logs (ts, source_id, byte_offset, status) "
+        "VALUES ('2025-11-17 23:59:59+08', 1, 0, 'accepted')"
     )
     table = conn.execute(
         "SELECT tableoid::regclass::text FROM logs WHERE byte_offset = 0"
@@ -109,8 +109,8 @@ def test_partition_accepts_rows_of_its_day_only(conn: psycopg.Connection):
     assert table == "logs_2025_11_17"
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
-            "INSERT INTO logs (ts, source_id, byte_offset, ingest_id, status) "
-            "VALUES ('2025-11-18 00:00:00+08', 1, 1, 1, 'accepted')"
+            "INSERT INTO logs (ts, source_id, byte_offset, status) "
+            "VALUES ('2025-11-18 00:00:00+08', 1, 1, 'accepted')"
         )
     conn.rollback()
 

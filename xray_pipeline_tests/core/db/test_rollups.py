@@ -231,13 +231,13 @@ def test_maintenance_creates_ahead_and_drops_past_retention(fresh_db_url: str):
         ensure_partitions(conn, [dt.date(2025, 5, 1), dt.date(2025, 6, 1)], "UTC")
         conn.execute("INSERT INTO sources (id, identity, path) VALUES (1, 'x', '/x')")
         conn.execute(
-            "INSERT INTO logs (ts, source_id, byte_offset, ingest_id, status) VALUES "
-            "('2025-05-01 10:00Z', 1, 0, 1, 'accepted'), "
-            "('2025-06-01 10:00Z', 1, 1, 1, 'accepted')"
+            "INSERT INTO logs (ts, source_id, byte_offset, status) VALUES "
+            "('2025-05-01 10:00Z', 1, 0, 'accepted'), "
+            "('2025-06-01 10:00Z', 1, 1, 'accepted')"
         )
         conn.execute(
-            "INSERT INTO rejects (source_id, byte_offset, ingest_id, ts, reason, raw) "
-            "VALUES (1, 5, 1, '2025-05-01 10:00Z', 'empty', '')"
+            "INSERT INTO rejects (source_id, byte_offset, ts, reason, raw) "
+            "VALUES (1, 5, '2025-05-01 10:00Z', 'empty', '')"
         )
         conn.execute(
             "INSERT INTO daily_traffic (day, connections, rejected, "
