@@ -191,6 +191,8 @@ class NodeStatus(BaseModel):
     lag_seconds: float | None = Field(description="now minus newest_line")
     lines_today: int = Field(description="lines loaded today (local day)")
     bytes_today: int = Field(description="bytes loaded today (local day)")
+    lines_loaded: int = Field(description="lines loaded since the node was registered")
+    bytes_loaded: int = Field(description="bytes loaded since the node was registered")
     bytes_waiting: int = Field(description="bytes landed at the center, not loaded yet")
     shipper_version: str | None
 

@@ -40,7 +40,7 @@ def build_maintenance(
             "lines, rejects and spool segments older than [retention] raw_days and rollup rows "
             "older than [retention] rollup_days; remove the nodes' landed bytes that are "
             "loaded and older than [retention] landed_days (at most raw_days); merge the "
-            "ledger's adjacent ranges loaded more than an hour ago."
+            "ledger's adjacent ranges loaded more than ten minutes ago."
         )
     )
     def maintain_partitions(

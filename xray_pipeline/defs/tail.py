@@ -46,8 +46,8 @@ OUTAGE_BACKOFF_S = 5.0
 INCIDENTS_REPORT_EVERY_S = 60
 # the day's rows (the materializations' row count) are counted again this often
 RECOUNT_EVERY_S = 600
-# the ledger's ranges older than an hour are merged this often (core/ingest/compact.py)
-COMPACT_EVERY_S = 600
+# the ledger's ranges older than ten minutes are merged this often (core/ingest/compact.py)
+COMPACT_EVERY_S = 300
 
 
 class TailConfig(dg.Config):

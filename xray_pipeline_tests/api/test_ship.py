@@ -15,6 +15,9 @@ from conftest import live_api
 from xray_pipeline.core.db.connect import connect
 from xray_pipeline.core.fleet.landing import landed_sources
 from xray_pipeline.core.fleet.nodes import add_node
+from xray_pipeline.core.ingest.batch import load_chunk
+from xray_pipeline.core.ingest.references import register_source
+from xray_pipeline.core.parse import parse_chunk
 
 LINE = b"2025/01/01 00:00:00 from 192.0.2.1:1 accepted tcp:a.example:443 email: u\n"
 
@@ -95,10 +98,11 @@ def test_refused_requests_say_why_and_land_nothing(center, node, who, body, head
     assert not root.exists() or not any(p.stat().st_size for p in root.rglob("*.log"))
 
 
-def test_metrics_say_per_node_what_an_operator_alerts_on(center):
+def test_metrics_say_per_node_what_an_operator_alerts_on(center, fresh_db_url: str):
     """Per registered node: lag, seconds since its last call, bytes waiting, today's lines
-    and bytes, its shipper's version; the exposition passes `promtool check metrics`."""
-    url, tokens, _ = center
+    and bytes, lines and bytes loaded (counters), its shipper's version; the loads' lines,
+    rejects and seconds (counters); the exposition passes `promtool check metrics`."""
+    url, tokens, root = center
     gz = {"Content-Encoding": "gzip", "User-Agent": "xray-pipeline-ship/9.9"}
     assert post(url, "n1", tokens["n1"], 0, gzip.compress(LINE * 3), **gz).status_code == 200
     text = httpx.get(f"{url}/metrics", timeout=10).text
@@ -113,6 +117,26 @@ def test_metrics_say_per_node_what_an_operator_alerts_on(center):
     assert math.isnan(series['xray_node_lag_seconds{node="n1"}'])  # nothing loaded yet
     assert series['xray_node_shipper_info{node="n1",version="xray-pipeline-ship/9.9"}'] == 1
     assert series['xray_node_loaded_today{node="n2",unit="lines"}'] == 0
+    assert series['xray_node_loaded_lines_total{node="n1"}'] == 0
+
+    # the landed lines loaded (one of them not a log line): the counters follow the ledger
+    [landed] = landed_sources(root, "n1").values()
+    with connect(fresh_db_url) as conn:
+        source = register_source(conn, "landed:n1", str(landed.path), "n1")
+        data = landed.path.read_bytes() + b"not a log line\n"
+        parsed = parse_chunk(data, source=str(landed.path))
+        load_chunk(conn, parsed, source, run_id="r", timezone="UTC")
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    series = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("xray_node_loaded", "xray_loads_"))
+    }
+    assert series['xray_node_loaded_lines_total{node="n1"}'] == 4
+    assert series['xray_node_loaded_bytes_total{node="n1"}'] == len(data)
+    assert series['xray_node_loaded_lines_total{node="n2"}'] == 0
+    assert series["xray_loads_lines_total"] == 4 and series["xray_loads_rejects_total"] == 1
+    assert series["xray_loads_seconds_total"] > 0
     promtool = shutil.which("promtool")
     if promtool is None:
         message = "promtool (Debian's prometheus package) is missing: apt-get install prometheus"

@@ -14,6 +14,7 @@ from prometheus_client import (
     Summary,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
 from psycopg.rows import dict_row
 
 from xray_pipeline.api.deps import PoolDep, TimezoneDep
@@ -25,6 +26,41 @@ INCIDENT_COUNTS = "SELECT rule, state, count(*) AS n FROM incidents GROUP BY rul
 NOTIFICATION_COUNTS = (
     "SELECT target, status, count(*) AS n FROM alert_deliveries GROUP BY target, status"
 )
+# the ledger keeps them for good (compaction sums, retention leaves the ledger): counters
+LOAD_TOTALS = (
+    "SELECT coalesce(sum(lines), 0) AS lines, coalesce(sum(reject_rows), 0) AS rejects, "
+    "coalesce(sum(seconds), 0) AS seconds FROM ingest_ledger"
+)
+
+
+class LedgerCounters:
+    """The counters read from the ledger at each scrape: per node, the lines and bytes
+    loaded; over every load (local files too), the lines, rejected lines and seconds."""
+
+    def __init__(self) -> None:
+        self.nodes: list = []
+        self.loads: dict | None = None
+
+    def collect(self):
+        lines = CounterMetricFamily(
+            "xray_node_loaded_lines", "Lines loaded from the node.", labels=("node",)
+        )
+        size = CounterMetricFamily(
+            "xray_node_loaded_bytes", "Bytes loaded from the node.", labels=("node",)
+        )
+        for node in self.nodes:
+            lines.add_metric((node.name,), node.lines_loaded)
+            size.add_metric((node.name,), node.bytes_loaded)
+        yield from (lines, size)
+        if self.loads is not None:
+            yield from (
+                CounterMetricFamily(f"xray_loads_{key}", text, value=self.loads[key])
+                for key, text in (
+                    ("lines", "Lines the loads stored (every source)."),
+                    ("rejects", "Lines the loads kept as rejects (neither access nor DNS)."),
+                    ("seconds", "Seconds the loads took (preparing and committing)."),
+                )
+            )
 
 
 class RequestMetrics:
@@ -67,6 +103,8 @@ class RequestMetrics:
             registry=self.registry,
         )
 
+        self.ledger = LedgerCounters()
+        self.registry.register(self.ledger)
         # per registered node (the cardinality of the nodes table)
         self.node_lag = Gauge(
             "xray_node_lag_seconds",
@@ -117,6 +155,7 @@ class RequestMetrics:
             self.node_today.labels(name, "lines").set(node.lines_today)
             self.node_today.labels(name, "bytes").set(node.bytes_today)
             self.node_shipper.labels(name).info({"version": node.shipper_version or "unknown"})
+        self.ledger.nodes = nodes
 
     async def middleware(self, request: Request, call_next):
         started = time.perf_counter()
@@ -150,6 +189,8 @@ async def metrics(request: Request, pool: PoolDep, timezone: TimezoneDep) -> Res
             m.notifications.clear()
             for row in await cur.fetchall():
                 m.notifications.labels(row["target"], row["status"]).set(row["n"])
+            await cur.execute(LOAD_TOTALS)
+            m.ledger.loads = await cur.fetchone()
         m.set_nodes(await node_status(pool, timezone, request.app.state.landing_dir))
     except Exception:  # the database is down: the lag is unknown, the rest still reports
         lag = None

@@ -79,6 +79,8 @@ class NodeStatus:
     lines_today: int
     bytes_today: int
     loaded_by_path: dict[str, int]
+    lines_loaded: int
+    bytes_loaded: int
 
     def lag_seconds(self, now: dt.datetime) -> float | None:
         return None if self.newest_line is None else (now - self.newest_line).total_seconds()

@@ -1,9 +1,9 @@
 """Ledger compaction: adjacent ranges of a source whose lines are of the same local day,
-loaded on the same local day with the same status, merged into one row once they are older
-than an hour. A source tailed every second adds 86,400 ledger rows a day; compacted, its
+loaded on the same local day with the same status, merged into one row once they are ten
+minutes old. A source tailed every second adds 86,400 ledger rows a day; compacted, its
 ledger keeps a row per day, one for the range that holds midnight (its lines are of two days,
 and a day's reconciliation counts the ranges that touch it, so it merges with neither), one
-per hole, and the last hour's loads. Ranges of lines without a time merge with each other.
+per hole, and the last minutes' loads. Ranges of lines without a time merge with each other.
 Every reader of the ledger keeps its answer: a row is found in the range of its source that
 holds its byte offset, and the merged row sums the counts."""
 
@@ -14,8 +14,9 @@ import psycopg
 
 from xray_pipeline.core.db.locks import lock_ledger
 
-# ranges loaded more recently than this are left alone: the node status reads the last ones
-COMPACT_AFTER = dt.timedelta(hours=1)
+# ranges loaded more recently than this are left alone (the last loads stay as they were, for
+# whoever looks at what a run just did); older ones cost every reader that scans the ledger
+COMPACT_AFTER = dt.timedelta(minutes=10)
 
 _GROUPS = """
 WITH old AS (

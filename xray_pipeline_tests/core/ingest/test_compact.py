@@ -184,7 +184,7 @@ def test_recent_ranges_and_other_days_stay_apart(
     conn: psycopg.Connection, fleet: dict[str, SourceRef]
 ):
     rows = conn.execute("SELECT count(*) FROM ingest_ledger").fetchone()[0]
-    assert compact_ledger(conn, timezone=TZ).removed == 0  # loaded less than an hour ago
+    assert compact_ledger(conn, timezone=TZ).removed == 0  # loaded less than ten minutes ago
     # the first third of every source loaded yesterday: its ranges merge apart from the rest
     conn.execute(
         "UPDATE ingest_ledger l SET loaded_at = loaded_at - interval '1 day' "
@@ -194,7 +194,7 @@ def test_recent_ranges_and_other_days_stay_apart(
     conn.commit()
     before = readers(conn, fleet)
     expected = expected_rows(conn)
-    recent = "SELECT count(*) FROM ingest_ledger WHERE loaded_at > now() - interval '1 hour'"
+    recent = "SELECT count(*) FROM ingest_ledger WHERE loaded_at > now() - interval '10 minutes'"
     fresh = conn.execute(recent).fetchone()[0]
     merged = compact_ledger(conn, timezone=TZ)
     assert merged.removed > 0 and conn.execute(recent).fetchone()[0] == fresh
