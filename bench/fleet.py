@@ -50,6 +50,8 @@ from xray_pipeline.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMULATOR = Path(__file__).resolve().parent / "fleet_nodes.py"
+# seconds of writing before the measured window (the tail run's start, the first loads)
+WARMUP_S = 45
 
 
 @dataclass
@@ -281,17 +283,13 @@ def run_scenario(
     try:
         wait_ready(center, out_path)
         shippers = [start_shipper(n, tokens[n], log, api_port, tree) for n, log in logs.items()]
+        writing = minutes * 60 + WARMUP_S
         if simulated:
-            simulator = start_simulator(work, simulated, api_port, rate, minutes * 60, burst)
-        time.sleep(5)  # the shippers' imports
+            simulator = start_simulator(work, simulated, api_port, rate, writing, burst)
         top = psutil.Process(center.pid)
         ship_procs = [psutil.Process(p.pid) for p in shippers]
-        cpu0, db0, wall0 = tree_cpu_seconds(top), server_cpu_seconds(), time.monotonic()
-        ship0 = sample(ship_procs)
         rss_center: list[float] = []
         rss_ship: list[list[float]] = []
-        with connect(url) as conn:
-            ledger0 = conn.execute("SELECT count(*) FROM ingest_ledger").fetchone()[0]
 
         def poll() -> None:
             with connect(url) as conn:
@@ -309,7 +307,7 @@ def run_scenario(
 
         def write(i: int, node: str) -> None:
             append_at_rate(
-                logs[node], rate=rate, seconds=minutes * 60, stop=stop, seed=100 + i, users=300,
+                logs[node], rate=rate, seconds=writing, stop=stop, seed=100 + i, users=300,
                 pool_size=2_000, on_write=lambda size: appended.append((time.time(), node, size)),
             )  # fmt: skip
 
@@ -318,12 +316,18 @@ def run_scenario(
             threading.Thread(target=write, args=(i, node), daemon=True)
             for i, node in enumerate(logs)
         ]
-        started_at = time.time()
         for thread in [*watchers, *writers]:
             thread.start()
-        time.sleep(minutes * 60)
+        # the first lines of the day start the tail run: the window opens once it runs
+        time.sleep(WARMUP_S)
+        started_at = time.time()
+        cpu0, db0, wall0 = tree_cpu_seconds(top), server_cpu_seconds(), time.monotonic()
+        ship0 = sample(ship_procs)
+        with connect(url) as conn:
+            ledger0 = conn.execute("SELECT count(*) FROM ingest_ledger").fetchone()[0]
         for thread in writers:
             thread.join()
+        time.sleep(max(0.0, started_at + minutes * 60 - time.time()))
         ended_at = time.time()
         cpu1, db1, wall1 = tree_cpu_seconds(top), server_cpu_seconds(), time.monotonic()
         ship1 = sample(ship_procs)
@@ -379,11 +383,12 @@ def run_scenario(
         result.landing_calls = next((x for x in said.splitlines() if x.startswith("landing")), "")
         for line in (work / "simulated" / "writes.txt").read_text().splitlines():
             t, node, end = line.split()
-            if float(t) <= ended_at:
-                appended.append((float(t), node, int(end)))
+            appended.append((float(t), node, int(end)))
     span = (ended_at - started_at) / 60
     result.half = started_at + (ended_at - started_at) / 2
     for t_append, node, size in appended:
+        if not started_at <= t_append <= ended_at:
+            continue
         hit = next((t for t, end in seen[node] if end >= size and t >= t_append), None)
         if hit is None:
             result.unseen += 1
