@@ -23,6 +23,7 @@ uv run python bench/fleet.py [--minutes 3] [--scenario 200x20 --scenario 20x200 
 """
 
 import argparse
+import bisect
 import datetime as dt
 import json
 import os
@@ -386,14 +387,16 @@ def run_scenario(
             appended.append((float(t), node, int(end)))
     span = (ended_at - started_at) / 60
     result.half = started_at + (ended_at - started_at) / 2
+    polls = {node: ([t for t, _ in got], [end for _, end in got]) for node, got in seen.items()}
     for t_append, node, size in appended:
         if not started_at <= t_append <= ended_at:
             continue
-        hit = next((t for t, end in seen[node] if end >= size and t >= t_append), None)
-        if hit is None:
+        times, ends = polls[node]  # both ascending: the first poll after the write that saw it
+        at = max(bisect.bisect_left(times, t_append), bisect.bisect_left(ends, size))
+        if at == len(times):
             result.unseen += 1
         else:
-            result.delays.append((t_append, hit - t_append))
+            result.delays.append((t_append, times[at] - t_append))
     storage = with_database(server, dagster_db)
     window = (dt.datetime.fromtimestamp(started_at, dt.UTC).replace(tzinfo=None),
               dt.datetime.fromtimestamp(ended_at, dt.UTC).replace(tzinfo=None))  # fmt: skip

@@ -59,6 +59,7 @@ def create_app(
         app.state.token = token
         app.state.timezone = timezone
         app.state.landing_dir = landing_dir
+        app.state.node_tokens = ship.TokenCache()
         app.state.max_range_bytes = max_range_bytes
         app.state.admin_token = admin_token
         # the admin routes write (an erasure): the owner's connection, not the read-only pool
@@ -76,7 +77,7 @@ def create_app(
     )
     request_metrics = metrics.RequestMetrics()
     app.state.metrics = request_metrics
-    app.middleware("http")(request_metrics.middleware)
+    app.add_middleware(request_metrics.middleware)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET"],

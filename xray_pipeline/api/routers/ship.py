@@ -6,6 +6,7 @@ the landing store (core/landing.py); the pipeline then loads it like a local fil
 """
 
 import asyncio
+import time
 from pathlib import Path as FsPath
 from typing import Annotated
 
@@ -35,6 +36,35 @@ router = APIRouter(
         503: {"description": "database unavailable, or this sidecar takes no ranges"},
     },
 )
+
+# a node's token is looked up in the database at most this often: 200 nodes calling every
+# second would otherwise cost a query a call. A removed node's token stops working within it.
+TOKEN_TTL_S = 30.0
+
+
+class TokenCache:
+    """Token hash -> node name, each answer kept TOKEN_TTL_S (unknown tokens are not kept)."""
+
+    def __init__(self, ttl: float = TOKEN_TTL_S) -> None:
+        self.ttl = ttl
+        self.known: dict[bytes, tuple[str, float]] = {}
+
+    async def node(self, pool, token: str) -> str | None:
+        key = token_hash(token)
+        hit = self.known.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[1] < self.ttl:
+            return hit[0]
+        async with pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT name FROM nodes WHERE token_sha256 = %s", (key,))
+            ).fetchone()
+        if row is None:
+            self.known.pop(key, None)
+            return None
+        self.known[key] = (row[0], now)
+        return row[0]
+
 
 NodeName = Annotated[
     str, Path(pattern=NAME.pattern, max_length=64, description="the registered node name")
@@ -69,20 +99,14 @@ async def node_of_request(
             401, "a node token is required (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": "Bearer"},
         )  # fmt: skip
-    async with pool.connection() as conn:
-        row = await (
-            await conn.execute(
-                "SELECT name FROM nodes WHERE token_sha256 = %s",
-                (token_hash(credentials.credentials),),
-            )
-        ).fetchone()
-    if row is None:
+    owner = await request.app.state.node_tokens.node(pool, credentials.credentials)
+    if owner is None:
         raise HTTPException(
             401, "unknown node token: `xray-pipeline nodes add NAME` at the center gives one",
             headers={"WWW-Authenticate": "Bearer"},
         )  # fmt: skip
-    if row[0] != node:
-        raise HTTPException(403, f"this token is node {row[0]!r}'s; it cannot write as {node!r}")
+    if owner != node:
+        raise HTTPException(403, f"this token is node {owner!r}'s; it cannot write as {node!r}")
     return node
 
 
@@ -133,11 +157,12 @@ async def land_range(
 
     def inflate_and_land() -> int:  # off the event loop: other nodes' requests go on
         data = inflate(bytes(body), content_encoding, limit)
-        return land(root, node, identity, path, start, data)
+        end = land(root, node, identity, path, start, data)
+        record_contact(root, node, user_agent)
+        return end
 
     try:
         end = await asyncio.to_thread(inflate_and_land)
     except LandingError as exc:
         return JSONResponse({"detail": str(exc), "expected": exc.expected}, exc.status)
-    await asyncio.to_thread(record_contact, root, node, user_agent)
     return Landed(identity=identity, end=end)

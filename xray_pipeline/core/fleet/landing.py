@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -146,17 +147,13 @@ def land(
         # (or in a run of NUL bytes, which a truncation under a writer leaves: see tail.py)
         raise LandingError(422, "a range must end at the end of a line (LF)")
     folder = node_dir(root, node)
-    folder.mkdir(parents=True, exist_ok=True)
     key = source_key(identity)
     meta_path = folder / f"{key}.json"
+    if meta_path not in _tails:
+        folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{key}.lock", "ab") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one writer per source at a time
-        if not meta_path.exists():
-            # `first`: where the source's landed bytes start (a node may have read the file
-            # from the middle); bytes before it were never landed
-            _write_json(meta_path, {"identity": identity, "path": remote_path, "first": start})
-        first = json.loads(meta_path.read_text())["first"]
-        parts = segments(folder, key)
+        first, parts = _tail(meta_path, folder, key, identity, remote_path, start, segment_bytes)
         if parts:
             base, path = parts[-1]
             end = base + path.stat().st_size
@@ -178,7 +175,38 @@ def land(
             os.fsync(fh.fileno())
         if not parts or path != parts[-1][1]:
             fsync_dir(folder)  # the new segment's name is durable too
+            base = end if parts else start
+        _tails[meta_path] = (first, base, path)
         return stop
+
+
+# per source (its meta file): where its landed bytes start, and its last segment (base, path),
+# so that a call finds them without listing the folder. Only land() makes a segment, under
+# the source's lock, and only when the last one is full: a last segment that is not full
+# is still the last, whichever process landed meanwhile.
+_tails: dict[Path, tuple[int, int, Path]] = {}
+
+
+def _tail(
+    meta_path: Path, folder: Path, key: str, identity: str, remote_path: str, start: int,
+    segment_bytes: int,
+) -> tuple[int, list[tuple[int, Path]]]:  # fmt: skip
+    """The source's first landed offset and its last segment (as a one-item list; empty for
+    a new source), from the cache when that segment still exists and is not full."""
+    cached = _tails.get(meta_path)
+    if cached is not None:
+        first, base, path = cached
+        try:
+            if path.stat().st_size < segment_bytes:
+                return first, [(base, path)]
+        except FileNotFoundError:
+            pass
+    if not meta_path.exists():
+        # `first`: where the source's landed bytes start (a node may have read the file from
+        # the middle); bytes before it were never landed
+        _write_json(meta_path, {"identity": identity, "path": remote_path, "first": start})
+    first = json.loads(meta_path.read_text())["first"]
+    return first, segments(folder, key)[-1:]
 
 
 def prune_landed(root: Path, loaded_by_path: dict[str, int], before: dt.datetime) -> list[Path]:
@@ -198,12 +226,24 @@ def prune_landed(root: Path, loaded_by_path: dict[str, int], before: dt.datetime
     return removed
 
 
+# a node's last contact is written down at most this often (a node calls every second)
+CONTACT_EVERY_S = 5.0
+_noted: dict[tuple[Path, str], tuple[float, str | None]] = {}
+
+
 def record_contact(root: Path, node: str, version: str | None) -> None:
-    """Note that a node called now (and its shipper's version)."""
+    """Note that a node called now (and its shipper's version): at most every
+    CONTACT_EVERY_S for the same version, and without an fsync (a crash loses a few seconds
+    of "last contact", which the next call writes again)."""
+    now = time.monotonic()
+    noted = _noted.get((root, node))
+    if noted is not None and noted[1] == version and now - noted[0] < CONTACT_EVERY_S:
+        return
     folder = node_dir(root, node)
     folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC).isoformat()
-    _write_json(folder / "contact.json", {"at": now, "version": version})
+    at = dt.datetime.now(dt.UTC).isoformat()
+    _write_json(folder / "contact.json", {"at": at, "version": version}, durable=False)
+    _noted[(root, node)] = (now, version)
 
 
 def last_contact(root: Path, node: str) -> tuple[dt.datetime | None, str | None]:
@@ -229,10 +269,11 @@ def silent_nodes(
     return silent
 
 
-def _write_json(path: Path, value: dict) -> None:
+def _write_json(path: Path, value: dict, *, durable: bool = True) -> None:
     """Write atomically: a crash leaves the old file or the new one."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(value))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    if durable:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
     tmp.replace(path)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 import psycopg
 
@@ -27,8 +28,9 @@ from xray_pipeline.core.ingest.load import (
     reject_rows,
 )
 from xray_pipeline.core.ingest.references import SourceRef
-from xray_pipeline.core.parse import ParsedChunk
-from xray_pipeline.core.privacy.forget import drop_forgotten, forgotten_keys
+from xray_pipeline.core.parse import DetourTags, ParsedChunk, parse_chunk
+from xray_pipeline.core.parse.joined import joinable, parse_joined
+from xray_pipeline.core.privacy.forget import drop_forgotten_frames, forgotten_keys
 from xray_pipeline.core.privacy.policy import DEFAULT_POLICY, RowPolicy
 
 TABLES = ("logs", "dns_queries", "rejects")
@@ -47,13 +49,105 @@ class Part:
         return self.parsed.end_offset - self.parsed.base_offset
 
 
+@dataclass(frozen=True)
+class Span:
+    """The place of one part of a batch: bytes [base_offset, end_offset) of `source`, lines."""
+
+    source: SourceRef
+    base_offset: int
+    end_offset: int
+    lines: int
+
+
+@dataclass
+class Joint:
+    """The parsed lines of a batch's parts together: on every row of the three frames its
+    `part` (the index of its span) and `source_id`."""
+
+    spans: list[Span]
+    access: pl.DataFrame
+    dns: pl.DataFrame
+    rejects: pl.DataFrame
+
+    @classmethod
+    def of_parts(cls, parts: list[Part]) -> "Joint":
+        """Parts parsed one by one (a rebuild, a single chunk, a bulk import's chunks)."""
+
+        def joined(name: str) -> pl.DataFrame:
+            return pl.concat(
+                [
+                    getattr(part.parsed, name).with_columns(
+                        pl.lit(i, pl.Int32).alias("part"),
+                        pl.lit(part.source.id, pl.Int64).alias("source_id"),
+                    )
+                    for i, part in enumerate(parts)
+                ],
+                how="vertical_relaxed",
+            )
+
+        spans = [
+            Span(p.source, p.parsed.base_offset, p.parsed.end_offset, p.parsed.line_count)
+            for p in parts
+        ]
+        return cls(spans, joined("access"), joined("dns"), joined("rejects"))
+
+    @classmethod
+    def parse(
+        cls,
+        chunks: list[tuple[SourceRef, int, bytes]],
+        *,
+        timezone: str,
+        detours: DetourTags,
+    ) -> "Joint":
+        """Chunks (source, offset, bytes) of many sources parsed at once (`parse_joined`);
+        one that does not end at a line end is parsed alone."""
+        if not all(joinable(data) for _, _, data in chunks):
+            return cls.of_parts(
+                [
+                    Part(source, parse_chunk(data, source=source.path, base_offset=offset,
+                                             timezone=timezone, detours=detours))
+                    for source, offset, data in chunks
+                ]
+            )  # fmt: skip
+        parsed = parse_joined(
+            [data for _, _, data in chunks],
+            [offset for _, offset, _ in chunks],
+            timezone=timezone,
+            detours=detours,
+        )
+        ids = pl.Series([source.id for source, _, _ in chunks], dtype=pl.Int64)
+        spans = [
+            Span(source, offset, offset + len(data), data.count(b"\n"))
+            for source, offset, data in chunks
+        ]
+        return cls(
+            spans,
+            *(
+                frame.with_columns(pl.lit(ids).gather(pl.col("part")).alias("source_id"))
+                for frame in (parsed.access, parsed.dns, parsed.rejects)
+            ),
+        )
+
+
+def _per_part(frame: pl.DataFrame, parts: int) -> list[int]:
+    """How many rows of `frame` each part has."""
+    return np.bincount(frame.get_column("part").to_numpy(), minlength=parts).tolist()
+
+
 @dataclass
 class PreparedBatch:
-    """The parts with their erased lines, and the rows of the three tables (ids resolved, the
-    index of its part on each row), ready for one COPY each."""
+    """The parts' places, what each loads (rows per table, erased lines, first and last
+    time, local days), and the rows of the three tables (ids resolved, the index of its part
+    on each row), ready for one COPY each."""
 
-    parts: list[Part]
+    spans: list[Span]
     erased: list[int]
+    access_rows: list[int]
+    dns_rows: list[int]
+    reject_rows: list[int]
+    first: list[dt.datetime | None]
+    last: list[dt.datetime | None]
+    part_days: list[list[dt.date]]
     logs: pl.DataFrame
     dns: pl.DataFrame
     rejects: pl.DataFrame
@@ -75,15 +169,9 @@ class PreparedBatch:
         return self.logs, self.dns, self.rejects
 
 
-def _with_ids(frame: pl.DataFrame, source_id: int, part: int) -> pl.DataFrame:
-    return frame.with_columns(
-        pl.lit(source_id, pl.Int64).alias("source_id"), pl.lit(part, pl.Int32).alias("part")
-    )
-
-
 def prepare_batch(
     conn: psycopg.Connection,
-    parts: list[Part],
+    parts: list[Part] | Joint,
     *,
     timezone: str,
     policy: RowPolicy = DEFAULT_POLICY,
@@ -91,31 +179,51 @@ def prepare_batch(
     """Everything the batch's transaction needs, done before it on an autocommitted
     connection (so that it can overlap the previous batch's COPY): the forgotten users'
     lines dropped, the partitions of its days, the reference ids of all its rows in one
-    pass. What it writes is idempotent and harmless on its own."""
+    pass, what each part loads. Every step runs once over the batch's rows, not once a part.
+    What it writes is idempotent and harmless on its own."""
     began = time.perf_counter()
-    forgotten = forgotten_keys(conn)
-    kept = [drop_forgotten(conn, part.parsed, forgotten) for part in parts]
-    chunks = [(part.source.id, p) for part, (p, _) in zip(parts, kept, strict=True)]
-    access = pl.concat(
-        [_with_ids(p.access, sid, i) for i, (sid, p) in enumerate(chunks)], how="vertical_relaxed"
-    )
+    joint = parts if isinstance(parts, Joint) else Joint.of_parts(parts)
+    n = len(joint.spans)
+    access, rejects = drop_forgotten_frames(joint.access, joint.rejects, forgotten_keys(conn))
+    before = np.add(_per_part(joint.access, n), _per_part(joint.rejects, n))
+    erased = (before - np.add(_per_part(access, n), _per_part(rejects, n))).tolist()
     days = chunk_days(access)
     if days:
         ensure_partitions(conn, days, timezone)
     logs, counts = build_log_rows(conn, access, None, policy)
-    dns = pl.concat(
-        [_with_ids(dns_rows(p.dns, sid), sid, i) for i, (sid, p) in enumerate(chunks)],
-        how="vertical_relaxed",
+    first, last = _time_spans(n, access, joint.dns, rejects)
+    by_part = (
+        access.group_by("part").agg(pl.col("ts").dt.date().unique().sort().alias("days"))
+        if not access.is_empty()
+        else pl.DataFrame(schema={"part": pl.Int32, "days": pl.List(pl.Date)})
     )
-    rejects = pl.concat(
-        [_with_ids(reject_rows(p.rejects, sid), sid, i) for i, (sid, p) in enumerate(chunks)],
-        how="vertical_relaxed",
-    )
-    parts = [Part(part.source, p) for part, (p, _) in zip(parts, kept, strict=True)]
-    erased = [e for _, e in kept]
-    prepared = PreparedBatch(parts, erased, logs, dns, rejects, counts, days).write_csv()
+    part_days: list[list[dt.date]] = [[] for _ in range(n)]
+    for part, its_days in by_part.iter_rows():
+        part_days[part] = its_days
+    prepared = PreparedBatch(
+        joint.spans, erased, _per_part(access, n), _per_part(joint.dns, n),
+        _per_part(rejects, n), first, last, part_days, logs, dns_rows(joint.dns, None),
+        reject_rows(rejects, None), counts, days,
+    ).write_csv()  # fmt: skip
     prepared.seconds = time.perf_counter() - began
     return prepared
+
+
+def _time_spans(n: int, *frames: pl.DataFrame) -> tuple[list, list]:
+    """The first and last time of each part's lines (access, DNS and rejected ones alike)."""
+    first: list[dt.datetime | None] = [None] * n
+    last: list[dt.datetime | None] = [None] * n
+    stamps = [f.select("part", "ts") for f in frames if not f.is_empty()]
+    if stamps:
+        spans = (
+            pl.concat(stamps, how="vertical_relaxed")
+            .drop_nulls("ts")
+            .group_by("part")
+            .agg(pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"))
+        )
+        for part, lo, hi in spans.iter_rows():
+            first[part], last[part] = lo, hi
+    return first, last
 
 
 _LEDGER = """
@@ -129,17 +237,6 @@ ORDER BY s, a  -- every batch takes its ranges' locks in one order: no deadlock 
 ON CONFLICT DO NOTHING
 RETURNING id, source_id, start_offset, end_offset
 """
-
-
-def _time_span(parsed: ParsedChunk) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """The first and last time of a chunk's lines (access, DNS and rejected ones alike)."""
-    stamps = [
-        stamp
-        for frame in (parsed.access, parsed.dns, parsed.rejects)
-        for stamp in (frame["ts"].min(), frame["ts"].max())
-        if stamp is not None
-    ]
-    return (min(stamps), max(stamps)) if stamps else (None, None)
 
 
 def _shares(total: float, weights: list[int]) -> list[float]:
@@ -161,30 +258,28 @@ def commit_batch(
     ledger took load, all of them or none; a part whose range it held already (or one
     overlapping it) says `already_loaded`. `before_commit` lets tests crash a load there."""
     began = time.perf_counter()
-    parts = prepared.parts
-    times = [_time_span(p.parsed) for p in parts]
+    spans = prepared.spans
+    lines = [s.lines for s in spans]
     columns = [
-        [p.source.id for p in parts],
-        [p.parsed.base_offset for p in parts],
-        [p.parsed.end_offset for p in parts],
-        [status] * len(parts),
-        [run_id] * len(parts),
-        [p.parsed.line_count for p in parts],
-        [p.parsed.access.height for p in parts],
-        [p.parsed.dns.height for p in parts],
-        [p.parsed.rejects.height for p in parts],
-        [t[0] for t in times],
-        [t[1] for t in times],
+        [s.source.id for s in spans],
+        [s.base_offset for s in spans],
+        [s.end_offset for s in spans],
+        [status] * len(spans),
+        [run_id] * len(spans),
+        lines,
+        prepared.access_rows,
+        prepared.dns_rows,
+        prepared.reject_rows,
+        prepared.first,
+        prepared.last,
         prepared.erased,
-        _shares(prepared.seconds, [p.parsed.line_count for p in parts]),
+        _shares(prepared.seconds, lines),
     ]
     with conn.transaction():
         rows = conn.execute(_LEDGER, columns).fetchall()
-        index = {
-            (p.source.id, p.parsed.base_offset, p.parsed.end_offset): i for i, p in enumerate(parts)
-        }
+        index = {(s.source.id, s.base_offset, s.end_offset): i for i, s in enumerate(spans)}
         taken = {index[(s, a, b)]: ledger_id for ledger_id, s, a, b in rows}
-        if len(taken) < len(parts):  # rare: a retried or concurrent load
+        if len(taken) < len(spans):  # rare: a retried or concurrent load
             keep = pl.col("part").is_in(list(taken))
             prepared = dataclasses.replace(
                 prepared,
@@ -195,26 +290,25 @@ def commit_batch(
         copy_prepared(conn, prepared)
         if before_commit is not None:
             before_commit()
-        seconds = _shares(time.perf_counter() - began, [p.parsed.line_count for p in parts])
+        seconds = _shares(time.perf_counter() - began, lines)
         conn.execute(
             "UPDATE ingest_ledger l SET seconds = l.seconds + u.sec "
             "FROM unnest(%s::bigint[], %s::float8[]) AS u (id, sec) WHERE l.id = u.id",
             (list(taken.values()), [seconds[i] for i in taken]),
         )
     results = []
-    for i, (part, (first, last)) in enumerate(zip(parts, times, strict=True)):
-        parsed = part.parsed
-        result = LoadResult(part.source.path, parsed.base_offset, parsed.end_offset)
+    for i, span in enumerate(spans):
+        result = LoadResult(span.source.path, span.base_offset, span.end_offset)
         if i not in taken:
             result.already_loaded = True
         else:
             result.ingest_id = taken[i]
-            result.lines = parsed.line_count
-            result.access_rows = parsed.access.height
-            result.dns_rows = parsed.dns.height
-            result.reject_rows = parsed.rejects.height
-            result.days = chunk_days(parsed.access)
-            result.oldest_ts, result.newest_ts = first, last
+            result.lines = span.lines
+            result.access_rows = prepared.access_rows[i]
+            result.dns_rows = prepared.dns_rows[i]
+            result.reject_rows = prepared.reject_rows[i]
+            result.days = prepared.part_days[i]
+            result.oldest_ts, result.newest_ts = prepared.first[i], prepared.last[i]
         results.append(result)
     # the batch's new reference values, once: on its first loaded part
     if first_loaded := next((r for r in results if not r.already_loaded), None):

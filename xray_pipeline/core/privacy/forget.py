@@ -50,7 +50,18 @@ def drop_forgotten(
     once for the chunks of a batch."""
     if forgotten is None:
         forgotten = forgotten_keys(conn)
-    access, rejects = parsed.access, parsed.rejects
+    access, rejects = drop_forgotten_frames(parsed.access, parsed.rejects, forgotten)
+    dropped = (parsed.access.height - access.height) + (parsed.rejects.height - rejects.height)
+    if not dropped:
+        return parsed, 0
+    return dataclasses.replace(parsed, access=access, rejects=rejects), dropped
+
+
+def drop_forgotten_frames(
+    access: pl.DataFrame, rejects: pl.DataFrame, forgotten: set[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The access and reject rows that are neither a forgotten user's (by email, or named in
+    a malformed line) nor an erased landed line."""
     if forgotten:
         emails = access["email"].drop_nulls().unique().to_list()
         gone = [e for e in emails if email_key(e) in forgotten]
@@ -65,11 +76,7 @@ def drop_forgotten(
     erased_lines = (pl.col("reason") == "empty") & (
         pl.col("raw").str.len_bytes() >= ERASED_MIN
     ) & (pl.col("raw").str.strip_chars(" ") == "")  # fmt: skip
-    rejects = rejects.filter(~erased_lines)
-    dropped = (parsed.access.height - access.height) + (parsed.rejects.height - rejects.height)
-    if not dropped:
-        return parsed, 0
-    return dataclasses.replace(parsed, access=access, rejects=rejects), dropped
+    return access, rejects.filter(~erased_lines)
 
 
 @dataclass

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from xray_pipeline.core.fleet import landing
 from xray_pipeline.core.fleet.landing import (
     LandingError,
     inflate,
@@ -15,6 +16,7 @@ from xray_pipeline.core.fleet.landing import (
     last_contact,
     prune_landed,
     record_contact,
+    segments,
     source_key,
 )
 from xray_pipeline.core.ingest.files import file_state
@@ -125,3 +127,31 @@ def test_segments_roll_over_and_retention_removes_the_loaded_old_ones(tmp_path: 
     assert land(tmp_path, "n1", "id", "", 0, lines[0]) == 100
     assert landed_sources(tmp_path, "n1")["id"].end == 100
     assert land(tmp_path, "n1", "id", "", 100, b"next\n") == 105
+
+
+@pytest.mark.parametrize("forget_every", [0, 1, 3])
+def test_segments_stay_right_whether_or_not_the_tail_is_remembered(
+    tmp_path: Path, forget_every: int
+):
+    """land() remembers each source's last segment; forgetting it (another process's view,
+    a restart) at any call changes nothing: the same segments, whole lines, each byte once."""
+    lines = [f"2025/01/01 00:00:{i % 60:02d} line {i}\n".encode() for i in range(120)]
+    offset = 0
+    for n in range(0, len(lines), 7):
+        if forget_every and n % forget_every == 0:
+            landing._tails.clear()
+        data = b"".join(lines[n : n + 7])
+        assert land(tmp_path, "n1", "id:1", "/x.log", offset, data, segment_bytes=300) == (
+            offset + len(data)
+        )
+        # a resend of the same range is acknowledged and stored once
+        assert land(tmp_path, "n1", "id:1", "/x.log", offset, data, segment_bytes=300) == (
+            offset + len(data)
+        )
+        offset += len(data)
+    parts = segments(tmp_path / "n1", source_key("id:1"))
+    assert b"".join(p.read_bytes() for _, p in parts) == b"".join(lines)
+    assert len(parts) > 5 and all(p.read_bytes().endswith(b"\n") for _, p in parts)
+    assert [base for base, _ in parts] == [
+        sum(p.stat().st_size for _, p in parts[:i]) for i in range(len(parts))
+    ]
