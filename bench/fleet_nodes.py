@@ -48,7 +48,8 @@ class SimNode:
             return self.acked + len(self.pending)
 
     def ship(self, max_bytes: int = 4 * 1024 * 1024) -> bool:
-        """Send what is pending (up to `max_bytes`, at a line end); True when all was sent."""
+        """Send what is pending (up to `max_bytes`, at a line end), as a shipper's step does;
+        True when that was all there was (the next step waits for the interval)."""
         with self.lock:
             data = bytes(self.pending[:max_bytes])
         cut = data.rfind(b"\n") + 1
@@ -60,7 +61,7 @@ class SimNode:
             self.calls.append(time.monotonic() - began)
         except CenterUnavailable:
             self.errors += 1
-            return False
+            return True  # the shipper waits for its next step (its backoff aside)
         except CenterRefused as exc:
             if exc.expected is None:
                 raise
@@ -68,7 +69,7 @@ class SimNode:
         with self.lock:
             del self.pending[: end - self.acked]
             self.acked = end
-            return not self.pending
+        return len(data) < max_bytes
 
 
 def main() -> None:

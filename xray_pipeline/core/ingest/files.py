@@ -256,6 +256,9 @@ def find_file(
     rotated sibling of it or of the `watched` live file (renamed since); else a copy with the
     same fingerprint (copytruncate's `.1`); else a `.gz` archive of it (logrotate's
     `compress` without `delaycompress` gzips the renamed file at once: the same bytes)."""
+    own = file_state(path)  # the rule: the file is where it was planned
+    if own is not None and own.identity.key == identity and own.size >= min_size:
+        return own.path
     bases = list(dict.fromkeys(p for p in (path, watched) if p is not None))
     candidates = [c for base in bases for c in (base, *rotated_siblings(base))]
     states = [

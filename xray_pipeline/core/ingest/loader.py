@@ -26,7 +26,7 @@ from xray_pipeline.core.ingest.files import (
 from xray_pipeline.core.ingest.load import LoadResult
 from xray_pipeline.core.ingest.offline import is_unavailable
 from xray_pipeline.core.ingest.plan import ReadTask
-from xray_pipeline.core.ingest.references import SourceRef, register_source
+from xray_pipeline.core.ingest.references import SourceRef, register_sources
 from xray_pipeline.core.ingest.stats import RunStats
 from xray_pipeline.core.parse import DetourTags, ParsedChunk, parse_chunk
 from xray_pipeline.core.privacy.policy import DEFAULT_POLICY, RowPolicy
@@ -226,10 +226,10 @@ class Loader:
         return prep
 
     def _sources(self, items: list[RangeLoad]) -> dict[int, SourceRef | Exception]:
-        """Each item's file found and registered, in one transaction; an item whose file is
+        """Each item's file found and registered, in one statement; an item whose file is
         gone gets the error."""
-        conn = self._commit_conn()
         found: dict[int, SourceRef | Exception] = {}
+        files: dict[int, tuple[str, str, str | None]] = {}
         for n, item in enumerate(items):
             path = find_file(item.path, item.identity, watched=item.watched, min_size=item.end)
             if path is None:
@@ -238,8 +238,14 @@ class Loader:
                     "rotated copies"
                 )
             else:
-                found[n] = register_source(conn, item.identity, str(path), item.node)
+                files[n] = (item.identity, str(path), item.node)
+        conn = self._commit_conn()
+        unique = {identity: file for file in files.values() for identity in file[:1]}
+        registered = {ref.identity: ref for ref in register_sources(conn, list(unique.values()))}
         conn.commit()
+        for n, (identity, path, _) in files.items():
+            ref = registered[identity]
+            found[n] = SourceRef(id=ref.id, identity=identity, path=path, node=ref.node)
         return found
 
     def _chunks(
