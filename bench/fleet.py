@@ -73,6 +73,7 @@ class Result:
     sources: int = 0
     ledger_rows_compacted: int | None = None
     landing_calls: str = ""
+    cpu_by_process: dict[str, float] = field(default_factory=dict)
     nodes_api_ms: float = float("nan")
     metrics_ms: float = float("nan")
     shipper_cpu_max: float = 0.0
@@ -145,6 +146,41 @@ def tree_rss_mb(root: psutil.Process) -> float:
         except psutil.Error:
             continue
     return total
+
+
+def _label(proc: psutil.Process) -> str:
+    line = " ".join(proc.cmdline())
+    for key, label in (("spawn_main", "runs"), (" serve", "API sidecar"),
+                       ("dagster._daemon", "Dagster daemon"), ("dagster_webserver", "webserver"),
+                       ("code-server", "code server"), ("api grpc", "code server"),
+                       (" up ", "up")):  # fmt: skip
+        if key in line:
+            return label
+    return "other"
+
+
+def tree_cpu_by_process(root: psutil.Process) -> dict[int, tuple[str, float]]:
+    """pid -> (what it is, CPU seconds with its waited-for children) of a process tree."""
+    found = {}
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            found[proc.pid] = (
+                _label(proc),
+                t.user + t.system + t.children_user + t.children_system,
+            )
+        except psutil.Error:
+            continue
+    return found
+
+
+def cpu_shares(before: dict, after: dict, wall: float) -> dict[str, float]:
+    """Each kind of process's share of a core over `wall` seconds (a process started in the
+    window counts from zero)."""
+    shares: dict[str, float] = {}
+    for pid, (label, seconds) in after.items():
+        shares[label] = shares.get(label, 0.0) + (seconds - before.get(pid, (label, 0.0))[1]) / wall
+    return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
 
 
 def tree_env(tree: Path | None) -> dict[str, str]:
@@ -323,6 +359,7 @@ def run_scenario(
         time.sleep(WARMUP_S)
         started_at = time.time()
         cpu0, db0, wall0 = tree_cpu_seconds(top), server_cpu_seconds(), time.monotonic()
+        by0 = tree_cpu_by_process(top)
         ship0 = sample(ship_procs)
         with connect(url) as conn:
             ledger0 = conn.execute("SELECT count(*) FROM ingest_ledger").fetchone()[0]
@@ -331,6 +368,7 @@ def run_scenario(
         time.sleep(max(0.0, started_at + minutes * 60 - time.time()))
         ended_at = time.time()
         cpu1, db1, wall1 = tree_cpu_seconds(top), server_cpu_seconds(), time.monotonic()
+        result.cpu_by_process = cpu_shares(by0, tree_cpu_by_process(top), wall1 - wall0)
         ship1 = sample(ship_procs)
         with connect(url) as conn:
             ledger1, result.sources = conn.execute(
@@ -491,6 +529,10 @@ def report(result: Result) -> None:
     print(
         f"  center: the up process tree {result.center_cpu:.0%} of a core, the database server "
         f"{result.db_cpu:.0%}; RSS {result.center_rss_mb:,.0f} MB (tree, max)"
+    )
+    print(
+        "  center by process: "
+        + ", ".join(f"{label} {share:.0%}" for label, share in result.cpu_by_process.items())
     )
     print(
         f"  Dagster: {result.runs_per_min:.1f} runs a minute ({jobs}), "

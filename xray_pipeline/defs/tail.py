@@ -10,6 +10,7 @@ day's `logs` partition, with the metadata of a sensor run.
 import datetime as dt
 import time
 import zoneinfo
+from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -285,7 +286,14 @@ def _load_new(
     segment, a glob's new file."""
     node_of = dict(log_sources.entries())
     files = list(dict.fromkeys(node_of))
-    states = watched_states(files, with_complete_end=True)
+    # a node's landed segments are never rotated: no siblings to look for (a folder listing
+    # per node and poll)
+    root = Path(log_sources.landing_dir) if log_sources.landing_dir else None
+    landed = [f for f in files if root is not None and f.is_relative_to(root)]
+    local = [f for f in files if root is None or not f.is_relative_to(root)]
+    states = watched_states(local, with_complete_end=True) + watched_states(
+        landed, include_siblings=False, with_complete_end=True
+    )
     loaded = last_ranges(conn, [s.identity.key for s in states])
     conn.commit()
     pieces, _ = follow_pieces(files, states, loaded, day, max_bytes=log_sources.max_run_bytes)

@@ -121,8 +121,10 @@ def ordered_states(files: list[Path], states: list[FileState], known: set[str]) 
     """Known sources and configured files first: a rotated copy is planned as the source it
     is, never as a new file (see plan_reads)."""
     explicit = set(files)
-    first = [s for s in states if s.identity.key in known or s.path in explicit]
-    return first + [s for s in states if s not in first]
+    is_first = [s.identity.key in known or s.path in explicit for s in states]
+    return [s for s, f in zip(states, is_first, strict=True) if f] + [
+        s for s, f in zip(states, is_first, strict=True) if not f
+    ]
 
 
 def plan_requests(
