@@ -12,7 +12,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 # async, though they only read app state: FastAPI runs a plain `def` dependency in a thread
-# (a hop per request; measured on the landing route, a tenth of its CPU)
+# (a hop per request)
 async def get_pool(request: Request) -> AsyncConnectionPool:
     return request.app.state.pool
 

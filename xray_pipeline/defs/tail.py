@@ -48,8 +48,8 @@ INCIDENTS_REPORT_EVERY_S = 60
 # the day's rows (the materializations' row count) are counted again this often
 RECOUNT_EVERY_S = 600
 # the loads since the last judging are judged together at most this often: a judging costs
-# some queries whatever the rows (measured: a fifth of the tail run's CPU when it ran every
-# poll of 200 nodes); a breach waits at most this long more for its alert
+# some queries whatever the rows (a large share of the tail run when it ran every poll of 200
+# nodes); a breach waits at most this long more for its alert
 JUDGE_EVERY_S = 5.0
 # the ledger's ranges older than ten minutes are merged this often (core/ingest/compact.py)
 COMPACT_EVERY_S = 300

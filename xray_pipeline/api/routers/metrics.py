@@ -159,7 +159,8 @@ class RequestMetrics:
 
     def middleware(self, app):
         """A plain ASGI middleware that counts each request (Starlette's BaseHTTPMiddleware
-        costs about half a millisecond a request: the landing of 200 nodes a second)."""
+        adds its own task and a copy of each request and response: paid 200 times a second by the
+        landing of 200 nodes)."""
 
         async def counted(scope, receive, send):
             if scope["type"] != "http":

@@ -67,7 +67,7 @@ class TokenCache:
 
 
 # a body up to this size (a second of a busy node's lines) lands on the event loop: a thread
-# hop would cost more than its append and fsync (a fraction of a millisecond here)
+# hop would cost more than its append and fsync
 INLINE_BYTES = 64 * 1024
 
 
