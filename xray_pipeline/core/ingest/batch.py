@@ -44,10 +44,6 @@ class Part:
     source: SourceRef
     parsed: ParsedChunk
 
-    @property
-    def size(self) -> int:
-        return self.parsed.end_offset - self.parsed.base_offset
-
 
 @dataclass(frozen=True)
 class Span:

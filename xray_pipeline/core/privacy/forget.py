@@ -3,7 +3,6 @@
 else has), `export` reports what it keeps. A forgotten email's SHA-256 stays in
 `forgotten_users`, so that a later load of the same bytes drops its lines again."""
 
-import dataclasses
 import datetime as dt
 import hashlib
 import mmap
@@ -16,7 +15,6 @@ import psycopg
 from psycopg import sql
 
 from xray_pipeline.core.db.locks import lock_ledger
-from xray_pipeline.core.parse import ParsedChunk
 from xray_pipeline.core.parse.patterns import REJECTED_EMAIL
 
 # the rollups with a user dimension (the others are totals without a person in them)
@@ -40,21 +38,6 @@ def email_key(email: str) -> str:
 def forgotten_keys(conn: psycopg.Connection) -> set[str]:
     """The SHA-256 of every forgotten email."""
     return {r[0] for r in conn.execute("SELECT email_sha256 FROM forgotten_users")}
-
-
-def drop_forgotten(
-    conn: psycopg.Connection, parsed: ParsedChunk, forgotten: set[str] | None = None
-) -> tuple[ParsedChunk, int]:
-    """The chunk without the lines of forgotten users and without erased landed lines, and
-    how many lines that dropped (the ledger's `erased`); `forgotten`: forgotten_keys(), read
-    once for the chunks of a batch."""
-    if forgotten is None:
-        forgotten = forgotten_keys(conn)
-    access, rejects = drop_forgotten_frames(parsed.access, parsed.rejects, forgotten)
-    dropped = (parsed.access.height - access.height) + (parsed.rejects.height - rejects.height)
-    if not dropped:
-        return parsed, 0
-    return dataclasses.replace(parsed, access=access, rejects=rejects), dropped
 
 
 def drop_forgotten_frames(
