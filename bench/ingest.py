@@ -11,8 +11,9 @@ With --rules, a first import of each of --rules-lines (default 1,000,000 and 10,
 generated lines over three days, the default 200 users, with planted sharers and seeders so
 that incidents open) as a
 new user runs it: `ingest` with the rules at their defaults, then the same with the rules off
-(the rules' share is the difference), each with its wall time and peak RSS, and a plain COPY
-of the same rows; with --against REV the same ingests of that git revision (a worktree, this
+(the rules' share is the difference, and the evaluation's own time that `ingest` prints), each
+with its wall time and peak RSS, and a plain COPY of the same rows, --rules-repeat times
+interleaved (medians); with --against REV the same ingests of that git revision (a worktree, this
 environment), in the same run.
 Usage: uv run python bench/ingest.py [--lines N] [--database-url URL]
        uv run python bench/ingest.py --rules [--rules-lines N ...] [--against REV]
@@ -22,9 +23,11 @@ import argparse
 import io
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,6 +63,9 @@ def main() -> None:
     parser.add_argument("--rules", action="store_true", help="first imports with the rules on")
     parser.add_argument(
         "--rules-lines", type=int, action="append", help="lines of a --rules import (repeat)"
+    )
+    parser.add_argument(
+        "--rules-repeat", type=int, default=1, help="--rules imports of each (medians)"
     )
     parser.add_argument("--against", help="with --rules: also import with this git revision")
     args = parser.parse_args()
@@ -154,23 +160,35 @@ def _ingest(
 ) -> tuple[float, float]:
     """`xray-pipeline ingest` of `log` into `url` (the code of `tree`, default this one):
     (wall seconds, peak RSS in MB)."""
+    elapsed, rss, _ = _ingest_said(url, log, extra_env, tree=tree)
+    return elapsed, rss
+
+
+def _ingest_said(
+    url: str, log: Path, extra_env: dict[str, str], *, tree: Path | None = None
+) -> tuple[float, float, str]:
+    """`_ingest`, with what the ingest printed on stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XRAY_")}
     env.update(XRAY_DATABASE_URL=url, XRAY_STATS_OUTPUT=str(OUT / "ingest-stats.jsonl"))
     env.update(extra_env)
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
-    started = time.perf_counter()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "xray_pipeline.cli", "--log-level", "WARNING", "ingest",
-         "--logfile", str(log)],
-        env=env, cwd=tree,
-    )  # fmt: skip
-    # this child's own peak RSS (RUSAGE_CHILDREN would give the largest of every child)
-    _, status, usage = os.wait4(child.pid, 0)
-    elapsed = time.perf_counter() - started
+    with tempfile.TemporaryFile() as said:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "xray_pipeline.cli", "--log-level", "WARNING", "ingest",
+             "--logfile", str(log)],
+            env=env, cwd=tree, stderr=said,
+        )  # fmt: skip
+        # this child's own peak RSS (RUSAGE_CHILDREN would give the largest of every child)
+        _, status, usage = os.wait4(child.pid, 0)
+        elapsed = time.perf_counter() - started
+        said.seek(0)
+        text = said.read().decode(errors="replace")
+    sys.stderr.write(text)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"ingest failed with exit code {os.waitstatus_to_exitcode(status)}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, text
 
 
 def _plain_copy_seconds(url: str) -> tuple[float, int]:
@@ -235,24 +253,40 @@ def rules_imports(args) -> None:
         print(f"input: {lines:,} lines over 3 days, 200 users, 20 sharers and 20 seeders "
               f"planted, {log.stat().st_size / 1e6:,.0f} MB")  # fmt: skip
         for label, tree in trees.items():
-            on_url = _fresh_database(server, BENCH_DB, migrate=tree is None)
-            on, on_rss = _ingest(on_url, log, {}, tree=tree)
-            with connect(on_url) as conn:
-                incidents = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]
-            copy_s, rows = _plain_copy_seconds(on_url)
-            off, off_rss = _ingest(_fresh_database(server, BENCH_DB, migrate=tree is None), log,
-                                   {"XRAY_RULES_EVALUATE": "false"}, tree=tree)  # fmt: skip
+            ons, offs, judging = [], [], []
+            for _ in range(args.rules_repeat):  # interleaved: a slow spell hits both
+                on_url = _fresh_database(server, BENCH_DB, migrate=tree is None)
+                on, on_rss, said = _ingest_said(on_url, log, {}, tree=tree)
+                ons.append((on, on_rss))
+                if found := re.search(r"rules: [\d,]+ rows judged in ([\d.]+) s", said):
+                    judging.append(float(found[1]))
+                with connect(on_url) as conn:
+                    incidents = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]
+                copy_s, rows = _plain_copy_seconds(on_url)
+                offs.append(_ingest(_fresh_database(server, BENCH_DB, migrate=tree is None),
+                                    log, {"XRAY_RULES_EVALUATE": "false"}, tree=tree))  # fmt: skip
+            on, on_rss = statistics.median(r[0] for r in ons), max(r[1] for r in ons)
+            off, off_rss = statistics.median(r[0] for r in offs), max(r[1] for r in offs)
             share = max(0.0, on - off) / on
+            own = statistics.median(judging) / on if judging else None
             print(
                 f"  {label}: rules on {on:.1f} s, peak RSS {on_rss:,.0f} MB, {incidents} "
                 f"incidents; rules off {off:.1f} s, {off_rss:,.0f} MB; the rules' share "
-                f"{100 * share:.1f}%; plain COPY of the {rows:,} rows {copy_s:.1f} s: end to "
-                f"end with the rules {100 * copy_s / on:.0f}% of the COPY's rate"
+                f"{100 * share:.1f}% (on - off)"
+                + (
+                    f", {100 * own:.1f}% (the evaluation's own time, "
+                    f"{statistics.median(judging):.1f} s)"
+                    if own is not None
+                    else ""
+                )
+                + f"; plain COPY of the {rows:,} rows {copy_s:.1f} s: end to end with the "
+                f"rules {100 * copy_s / on:.0f}% of the COPY's rate"
+                + (f" (medians of {args.rules_repeat})" if args.rules_repeat > 1 else "")
             )
             if tree is None:
-                met = on_rss < 500 and share < 0.10 and copy_s / on >= 0.7
-                print(f"  targets (peak RSS < 500 MB, rules < 10%, >= 70% of COPY): "
-                      f"{'met' if met else 'NOT met'}")  # fmt: skip
+                met = on_rss < 500 and (own or share) < 0.10 and copy_s / on >= 0.7
+                print(f"  targets (peak RSS < 500 MB, rules < 10% by their own time, >= 70% of "
+                      f"COPY): {'met' if met else 'NOT met'}")  # fmt: skip
     with connect(server, autocommit=True) as admin:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))

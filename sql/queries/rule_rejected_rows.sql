@@ -12,8 +12,8 @@ candidates AS (
     WHERE l.status = 'rejected' AND l.ts >= %(from)s AND l.ts <= %(to)s
     GROUP BY x.src HAVING count(*) > %(rejected_limit)s
 )
-SELECT l.ts, NULL, coalesce(host(l.src_ip), l.src_host), s.node, p.country, p.asn, NULL,
-       l.status
+SELECT l.ts, NULL AS "user", c.src AS source, s.node, p.country, p.asn,
+       NULL AS outbound_tag, l.status
 FROM logs l
 JOIN candidates c ON c.src = coalesce(host(l.src_ip), l.src_host)
 JOIN sources s ON s.id = l.source_id

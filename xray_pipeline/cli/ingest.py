@@ -165,9 +165,17 @@ def _judge(conn, settings: Settings, loaded: list) -> None:
     if not settings.rules.evaluate:
         return
     evaluation = evaluate_loaded(conn, loaded, RulesConfig.from_settings(settings))
-    if evaluation is not None and evaluation.recorded.opened:
-        opened = len(evaluation.recorded.opened)
-        err_console.print(f"{opened} incident(s) opened: `xray-pipeline incidents list --open`")
+    if evaluation is None:
+        return
+    opened = len(evaluation.recorded.opened)
+    err_console.print(
+        f"rules: {evaluation.judged:,} rows judged in {evaluation.seconds:.1f} s"
+        + (
+            f"; {opened} incident(s) opened: `xray-pipeline incidents list --open`"
+            if opened
+            else ""
+        )
+    )
 
 
 def _replay_waiting(conn, settings: Settings) -> tuple[int, int]:

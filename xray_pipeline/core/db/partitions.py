@@ -50,10 +50,13 @@ def partition_rows(conn: psycopg.Connection, day: dt.date, timezone: str) -> int
     return row[0]
 
 
-def analyze_between(conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime) -> list[str]:
+def analyze_between(
+    conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime, columns: tuple[str, ...] = ()
+) -> list[str]:
     """ANALYZE the `logs` partitions of the days from `lo` to `hi` (a day either side: the
     partitions are local days): after a bulk load their statistics are stale, and the plans
-    of the queries that read them by time go wrong. Returns the partitions analyzed."""
+    of the queries that read them by time go wrong. With `columns`, only theirs (and the
+    partitions' sizes), which takes a fraction of the time. Returns the partitions analyzed."""
     first, last = lo.date() - dt.timedelta(days=1), hi.date() + dt.timedelta(days=1)
     names = []
     for name, _ in list_partitions(conn):
@@ -64,6 +67,11 @@ def analyze_between(conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime) 
         if first <= day <= last:
             names.append(name)
     if names:
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(map(sql.Identifier, names))))
+        listed = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
+        tables = [sql.SQL("{}{}").format(sql.Identifier(n), listed if columns else sql.SQL(""))
+                  for n in names]  # fmt: skip
+        # SKIP_LOCKED: a partition that autovacuum is analyzing already is left to it (a
+        # conflicting lock would wait a deadlock_timeout for autovacuum to give way)
+        conn.execute(sql.SQL("ANALYZE (SKIP_LOCKED) {}").format(sql.SQL(", ").join(tables)))
         conn.commit()
     return names
