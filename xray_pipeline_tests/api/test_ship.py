@@ -31,11 +31,14 @@ def center(fresh_db_url: str, tmp_path: Path):
         yield url, tokens, root
 
 
-def post(url: str, node: str, token: str | None, start: int, body: bytes, **headers):
+def post(
+    url: str, node: str, token: str | None, start: int, body: bytes, identity="64:12:abcd",
+    **headers,
+):  # fmt: skip
     auth = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.post(
         f"{url}/api/ship/{node}/ranges",
-        params={"identity": "64:12:abcd", "start": start, "path": "/var/log/xray/access.log"},
+        params={"identity": identity, "start": start, "path": "/var/log/xray/access.log"},
         content=body,
         headers={**auth, **headers},
         timeout=10,
@@ -89,13 +92,19 @@ def test_a_node_lands_its_ranges_once_and_in_order(center):
         "dot segments",
     ],
 )
-def test_refused_requests_say_why_and_land_nothing(center, node, who, body, headers, status):
+@pytest.mark.parametrize("known", [False, True], ids=["first call", "token known"])
+def test_refused_requests_say_why_and_land_nothing(center, node, who, body, headers, status, known):
+    """The same answers on a node's first call (the route) and once its token is known to
+    the sidecar (a small range then takes the fast lane)."""
     url, tokens, root = center
+    if known:  # n1 lands a range of another source first: its token is cached
+        assert post(url, "n1", tokens["n1"], 0, LINE, identity="warm-up").status_code == 200
     token = tokens.get(who, who)
     response = post(url, node, token, 0, body, **headers)
     assert response.status_code == status, response.text
     assert response.json()["detail"]
-    assert not root.exists() or not any(p.stat().st_size for p in root.rglob("*.log"))
+    landed = [p.read_bytes() for p in root.rglob("*.log")] if root.exists() else []
+    assert [data for data in landed if data] == ([LINE] if known else [])
 
 
 def test_metrics_say_per_node_what_an_operator_alerts_on(center, fresh_db_url: str):
