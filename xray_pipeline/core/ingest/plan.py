@@ -266,6 +266,24 @@ def _day_at(fh: BinaryIO, pos: int, limit: int) -> tuple[dt.date | None, int]:
     return None, limit
 
 
+def _last_day(fh: BinaryIO, lo: int, end: int) -> dt.date | None:
+    """The day of the last timestamped line among the last _PROBE bytes before `end` (a line
+    end) and after line start `lo`; None when none is there."""
+    begin = max(lo, end - _PROBE)
+    fh.seek(begin)
+    lines = fh.read(end - begin).split(b"\n")
+    if begin > lo:
+        lines = lines[1:]  # the first may be the tail of a longer line
+    for line in reversed(lines):
+        match = _TS_RE.search(line)
+        if match:
+            try:
+                return dt.date(*(int(g) for g in match.groups()))
+            except ValueError:
+                continue
+    return None
+
+
 def day_boundaries(fh: BinaryIO, start: int, end: int) -> list[tuple[int, dt.date | None]]:
     """[(offset, day)] where each day's lines begin in [start, end); start is a line start.
 
@@ -278,6 +296,8 @@ def day_boundaries(fh: BinaryIO, start: int, end: int) -> list[tuple[int, dt.dat
     pieces = [(start, day)]
     lo = start
     while day is not None:
+        if _last_day(fh, lo, end) == day:  # the range ends on that day: no later day in it
+            break
         lo_pos, hi_pos = lo, end
         while hi_pos - lo_pos > 1:
             mid = (lo_pos + hi_pos) // 2
