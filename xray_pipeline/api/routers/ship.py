@@ -26,7 +26,7 @@ from xray_pipeline.core.fleet.landing import (
     landed_sources,
     record_contact,
 )
-from xray_pipeline.core.fleet.nodes import NAME, token_hash
+from xray_pipeline.core.fleet.nodes import NAME, token_hash, valid_name
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -79,6 +79,8 @@ class TokenCache:
 # a body up to this size (a second of a busy node's lines) lands on the event loop: a thread
 # hop would cost more than its append and fsync
 INLINE_BYTES = 64 * 1024
+# the query's limits, checked by the route and by the fast lane alike
+IDENTITY_MAX, PATH_MAX = 512, 4096
 
 
 NodeName = Annotated[
@@ -155,10 +157,12 @@ async def land_range(
     request: Request,
     node: NodeDep,
     identity: Annotated[
-        str, Query(min_length=1, max_length=512, description="the file's identity")
+        str, Query(min_length=1, max_length=IDENTITY_MAX, description="the file's identity")
     ],
     start: Annotated[int, Query(ge=0, description="the remote offset of the first byte")],
-    path: Annotated[str, Query(max_length=4096, description="the file's path on the node")] = "",
+    path: Annotated[
+        str, Query(max_length=PATH_MAX, description="the file's path on the node")
+    ] = "",
     content_encoding: Annotated[str | None, Header()] = None,
     user_agent: Annotated[str | None, Header()] = None,
 ):
@@ -243,11 +247,7 @@ def fast_lane(app, state, counted):
 def _steady_call(state, scope, node: str) -> tuple | None:
     """(node, identity, path, start, encoding, user agent) of a range the fast lane takes, or
     None: the route takes it."""
-    if (
-        getattr(state, "landing_dir", None) is None
-        or not NAME.fullmatch(node)
-        or node in {".", ".."}
-    ):
+    if getattr(state, "landing_dir", None) is None or not valid_name(node):
         return None
     headers = dict(scope["headers"])
     auth = headers.get(b"authorization", b"").decode("latin-1")
@@ -262,7 +262,7 @@ def _steady_call(state, scope, node: str) -> tuple | None:
     if len(identity) != 1 or len(start) != 1 or len(path) != 1:
         return None
     identity, start, path = identity[0], start[0], path[0] or ""
-    if identity is None or not 1 <= len(identity) <= 512 or len(path) > 4096:
+    if identity is None or not 1 <= len(identity) <= IDENTITY_MAX or len(path) > PATH_MAX:
         return None
     if start is None or not _number(start):
         return None

@@ -20,9 +20,14 @@ class NodeError(ValueError):
     """A node name or token that cannot be used, with what to do instead."""
 
 
+def valid_name(name: str) -> bool:
+    """Whether `name` may name a node (and a folder of the landing store)."""
+    return bool(NAME.fullmatch(name)) and name not in {".", ".."}
+
+
 def check_name(name: str) -> str:
     """The node name, or a NodeError saying what a name may hold."""
-    if not NAME.fullmatch(name) or name in {".", ".."}:
+    if not valid_name(name):
         raise NodeError(
             f"node name {name!r} is not allowed: use 1 to 64 letters, digits, '-', '_' or '.' "
             "(not '.' or '..' alone), for example de-fra-1"
