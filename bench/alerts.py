@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dagster as dg
 
-from bench._common import append_at_rate
-from bench.fleet import (
+from bench._center import (
     clean_env,
     drop_databases,
     fleet_setup,
@@ -42,6 +41,7 @@ from bench.fleet import (
     stop_all,
     wait_ready,
 )
+from bench._common import append_at_rate
 from bench.freshness import pct
 from xray_pipeline.core.alerts.receiver import Receiver
 from xray_pipeline.core.db.connect import connect
