@@ -3,6 +3,7 @@ markers that say what a test needs: `db` (a fixture of this file), `dagster` (it
 Dagster), `browser` and `slow` (set by the modules). `uv run pytest -m "not slow"` is the
 quick loop; `uv run pytest` runs everything."""
 
+import datetime as dt
 import os
 import re
 import socket
@@ -225,6 +226,21 @@ def write_geo_databases(folder: Path) -> tuple[Path, Path]:
         "Test-ASN",
     )
     return country, asn
+
+
+# the longest a test that stamps its lines "now" takes
+SAME_DAY_MARGIN_S = 90
+
+
+@pytest.fixture
+def same_day() -> None:
+    """Start the test only when the UTC day will not change during it: a test that writes
+    lines stamped now and follows today's runs (a tail run loads its own day's lines only)
+    waits out a midnight closer than SAME_DAY_MARGIN_S."""
+    now = dt.datetime.now(dt.UTC)
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+    if (left := (midnight - now).total_seconds()) < SAME_DAY_MARGIN_S:
+        time.sleep(left + 1)
 
 
 @pytest.fixture

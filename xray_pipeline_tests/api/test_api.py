@@ -116,7 +116,7 @@ def test_filters_match_sql_ground_truth(client, data_url, params, where, args):
     assert len(seen) == len(set(seen)) == expected
 
 
-def test_cursor_paging_never_repeats_or_skips_while_rows_arrive(client, data_url):
+def test_cursor_paging_never_repeats_or_skips_while_rows_arrive(client, data_url, same_day):
     first = client.get("/api/logs", params={"limit": 100}).json()
     # a newer row arrives between two pages
     with connect(data_url) as conn:

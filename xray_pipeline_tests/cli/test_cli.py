@@ -223,7 +223,7 @@ def test_nodes_add_list_remove(fresh_db_url: str):
 
 
 def test_geoip_status_names_the_databases_and_their_share_of_todays_addresses(
-    fresh_db_url: str, tmp_path: Path
+    fresh_db_url: str, tmp_path: Path, same_day
 ):
     env = {"XRAY_DATABASE_URL": fresh_db_url, "XRAY_HOME": str(tmp_path / "home")}
     assert "no database configured" in run_cli("geoip", "status", env=env).stdout

@@ -9,12 +9,16 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from xray_pipeline.core.alerts.receiver import Receiver
 from xray_pipeline.core.db.connect import connect
 from xray_pipeline_tests.defs.test_tail_run import make_defs, run_tail
 
 SECRET = "a-webhook-secret-for-tests"
+
+# the lines are stamped now and the runs follow today
+pytestmark = pytest.mark.usefixtures("same_day")
 
 
 def line(user: str, ip: str, when: dt.datetime | None = None, tag: str = "out") -> str:

@@ -8,11 +8,15 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from xray_pipeline.core.db.connect import connect
 from xray_pipeline.definitions import build_definitions
 from xray_pipeline.defs.tail import DAY_TAG, HEARTBEAT_TAG, STALE_AFTER_S, TAIL_JOB
 from xray_pipeline.settings import load_settings
+
+# the lines are stamped now and the runs follow today
+pytestmark = pytest.mark.usefixtures("same_day")
 
 
 def today_line(i: int, day: dt.date | None = None) -> str:
