@@ -50,13 +50,20 @@ def partition_rows(conn: psycopg.Connection, day: dt.date, timezone: str) -> int
     return row[0]
 
 
+# the statistics target of a quick ANALYZE of some columns (a sample of 300 times as many
+# rows): enough for the plans of the rules' queries, about a quarter of the default's time
+QUICK_SAMPLE_TARGET = 20
+
+
 def analyze_between(
     conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime, columns: tuple[str, ...] = ()
 ) -> list[str]:
     """ANALYZE the `logs` partitions of the days from `lo` to `hi` (a day either side: the
     partitions are local days): after a bulk load their statistics are stale, and the plans
     of the queries that read them by time go wrong. With `columns`, only theirs (and the
-    partitions' sizes), which takes a fraction of the time. Returns the partitions analyzed."""
+    partitions' sizes) from a sample of QUICK_SAMPLE_TARGET: a fraction of the time, and
+    autovacuum still analyzes the partitions in full later (an ANALYZE of some columns leaves
+    the count of changes since the last one as it was). Returns the partitions analyzed."""
     first, last = lo.date() - dt.timedelta(days=1), hi.date() + dt.timedelta(days=1)
     names = []
     for name, _ in list_partitions(conn):
@@ -72,6 +79,8 @@ def analyze_between(
                   for n in names]  # fmt: skip
         # SKIP_LOCKED: a partition that autovacuum is analyzing already is left to it (a
         # conflicting lock would wait a deadlock_timeout for autovacuum to give way)
+        if columns:
+            conn.execute(f"SET LOCAL default_statistics_target = {QUICK_SAMPLE_TARGET}")
         conn.execute(sql.SQL("ANALYZE (SKIP_LOCKED) {}").format(sql.SQL(", ").join(tables)))
         conn.commit()
     return names

@@ -6,6 +6,7 @@ to `window` after hi are judged too: a node whose lines arrive late (a backlog a
 outage) adds to windows that the other nodes' rows were judged in already."""
 
 import datetime as dt
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -305,9 +306,10 @@ def evaluate_loaded(
     # a bulk load's fresh rows: the plans need the statistics of what the rules filter on
     analyze_between(conn, lo, hi, ("ts", "user_id", "status"))
     total = Evaluation()
+    count = max(1, min(steps, math.ceil((hi - lo) / step)))  # not a step of a rounding
+    ends = [lo + step * k for k in range(1, count)] + [hi + dt.timedelta(microseconds=1)]
     start = lo
-    while start <= hi:
-        end = min(start + step, hi + dt.timedelta(microseconds=1))
+    for end in ends:
         total.add(evaluate(conn, start, end - dt.timedelta(microseconds=1), config))
         start = end
     total.seconds = round(time.perf_counter() - clock, 4)

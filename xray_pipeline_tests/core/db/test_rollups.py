@@ -10,7 +10,12 @@ import pytest
 
 from xray_pipeline.core.db.connect import connect
 from xray_pipeline.core.db.maintenance import maintain
-from xray_pipeline.core.db.partitions import ensure_partitions, list_partitions
+from xray_pipeline.core.db.partitions import (
+    QUICK_SAMPLE_TARGET,
+    analyze_between,
+    ensure_partitions,
+    list_partitions,
+)
 from xray_pipeline.core.db.rollups import ROLLUPS, rebuild_rollup
 from xray_pipeline.core.ingest.oneshot import ingest_files
 from xray_pipeline.core.synthetic.generate import GeneratorConfig, write_log
@@ -274,3 +279,27 @@ def test_maintenance_job_reports_metadata(fresh_db_url: str):
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     metadata = output.event_specific_data.metadata
     assert metadata["created"].value == ["logs_2025_07_01", "logs_2025_07_02"]
+
+
+def test_a_quick_analyze_of_some_columns_leaves_the_full_one_to_autovacuum(loaded_db):
+    url, _ = loaded_db
+    with connect(url) as conn:
+        lo, hi = conn.execute("SELECT min(ts), max(ts) FROM logs").fetchone()
+        names = analyze_between(conn, lo, hi, ("ts", "user_id", "status"))
+        assert len(names) >= 2
+        stats = conn.execute(
+            "SELECT tablename, attname, cardinality(histogram_bounds::text::text[]) "
+            "FROM pg_stats WHERE tablename = ANY(%s)",
+            (names,),
+        ).fetchall()
+        pending = conn.execute(
+            "SELECT relname, n_mod_since_analyze, last_analyze IS NOT NULL "
+            "FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+            (names,),
+        ).fetchall()
+    loaded = {t for t, *_ in stats}
+    assert loaded and {a for _, a, _ in stats} == {"ts", "user_id", "status"}
+    # the quick sample: a histogram of at most QUICK_SAMPLE_TARGET buckets
+    assert max(n for t, a, n in stats if a == "ts") <= QUICK_SAMPLE_TARGET + 1
+    # the inserted rows still count as changes since an ANALYZE: autovacuum's full one comes
+    assert all(mods > 0 and analyzed for t, mods, analyzed in pending if t in loaded)
