@@ -5,6 +5,11 @@ import warnings
 import dagster as dg
 
 from xray_pipeline.core.privacy.policy import policy_from_settings
+from xray_pipeline.defs.archive import (
+    build_archive_asset,
+    build_archive_sensor,
+    logs_archive_verified,
+)
 from xray_pipeline.defs.assets import build_logs_asset
 from xray_pipeline.defs.checks import build_checks
 from xray_pipeline.defs.incidents import (
@@ -35,6 +40,11 @@ from xray_pipeline.settings import Settings, load_settings
 warnings.filterwarnings(
     "ignore", message="Parameter `owners` of initializer `SensorDefinition", category=dg.BetaWarning
 )
+# logs_archive's single-run backfill policy (a backfill of many days is one run) is beta in
+# 1.13: the warning at each load would tell an operator nothing either
+warnings.filterwarnings(
+    "ignore", message="Parameter `backfill_policy` of function `asset`", category=dg.BetaWarning
+)
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -56,12 +66,17 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         settings.raw_days,
         settings.retention.rollup_days,
         settings.retention.landed_days,
+        settings.hot_days,
     )
+    archived = []  # the archive's asset, check and sensor, when [archive] enabled
+    if settings.archive.enabled:
+        archive = build_archive_asset(partitions)
+        archived = [archive, logs_archive_verified, build_archive_sensor(archive)]
     prune_job, prune_schedule = build_run_retention(
         settings.dagster.run_retention_days, [logs.key, *(r.key for r in rollups)]
     )
     return dg.Definitions(
-        assets=[logs, *rollups, places, incidents, offline_buffer],
+        assets=[logs, *rollups, places, incidents, offline_buffer, *archived[:1]],
         asset_checks=[
             *build_checks(
                 settings.timezone,
@@ -71,6 +86,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             ),
             incidents_consistent,
             incidents_alerts_delivered,
+            *archived[1:2],
         ],
         jobs=[
             load_logs_job,
@@ -97,6 +113,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             build_offline_buffer_sensor(replay_job),
             build_alerts_sensor(),
             build_rollups_sensor(rollups),
+            *archived[2:],
         ],
         resources=build_resources(settings),
     )

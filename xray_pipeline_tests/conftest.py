@@ -203,6 +203,31 @@ def text_traces(conn: psycopg.Connection, texts: list[str]) -> list[tuple[str, s
     return sorted(set(found))
 
 
+def archive_traces(root: Path, texts: list[str]) -> list[tuple[str, str]]:
+    """Every (file, column) of the Parquet archive under `root` whose values hold one of
+    `texts` (lists and every other type read as text), and every other file there (a
+    manifest) whose bytes hold one."""
+    import polars as pl
+
+    found = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        if path.suffix != ".parquet":
+            data = path.read_bytes().lower()
+            found += [(str(path), "") for t in texts if t.lower().encode() in data]
+            continue
+        frame = pl.read_parquet(path)
+        for column in frame.columns:
+            values = frame[column]
+            if isinstance(values.dtype, pl.List):
+                values = values.list.join("|")
+            values = values.cast(pl.String).str.to_lowercase()
+            if any(values.str.contains(t.lower(), literal=True).any() for t in texts):
+                found.append((str(path.relative_to(root)), column))
+    return sorted(set(found))
+
+
 def write_geo_databases(folder: Path) -> tuple[Path, Path]:
     """A country and an ASN database over the documentation ranges: 192.0.2.0/24 in DE (its
     lower half AS64500 "Example Mobile"), 2001:db8::/32 in NL, 203.0.113.0/24 AS64501."""

@@ -22,6 +22,7 @@ from xray_pipeline.api.routers import (
     stats,
     users,
 )
+from xray_pipeline.core.archive.store import ArchiveStore
 
 STATIC = Path(__file__).parent / "static"
 
@@ -35,6 +36,7 @@ def create_app(
     pool_size: int = 8,
     timezone: str = "UTC",
     landing_dir: Path | None = None,
+    archive: ArchiveStore | None = None,
     max_range_bytes: int = 16 * 1024 * 1024,
     admin_token: str | None = None,
     admin_database_url: str | None = None,
@@ -59,6 +61,7 @@ def create_app(
         app.state.token = token
         app.state.timezone = timezone
         app.state.landing_dir = landing_dir
+        app.state.archive = archive
         app.state.node_tokens = ship.TokenCache()
         app.state.max_range_bytes = max_range_bytes
         app.state.admin_token = admin_token

@@ -19,10 +19,10 @@ def forget_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Erase one user everywhere the pipeline keeps them: log rows, rejects that name them,
-    rollups, the nodes' landed lines, the user itself, and the addresses and destinations no
-    one else has; one transaction per table. The spool is replayed first. The email's SHA-256
-    is kept so that a later load of the same bytes drops its lines again. Your Xray's own log
-    files are not touched."""
+    rollups, the archived days' files, the nodes' landed lines, the user itself, and the
+    addresses and destinations no one else has; one transaction per table. The spool is
+    replayed first. The email's SHA-256 is kept so that a later load of the same bytes drops
+    its lines again. Your Xray's own log files are not touched."""
     from xray_pipeline.cli.ingest import _replay_waiting
     from xray_pipeline.core.db.session import session
     from xray_pipeline.core.privacy.forget import forget_user
@@ -36,7 +36,11 @@ def forget_cmd(
     with session(settings) as conn:
         _replay_waiting(conn, settings)  # the spool's lines are rows first, then erased
         report = forget_user(
-            conn, email, timezone=settings.timezone, landing_dir=settings.landing_dir
+            conn,
+            email,
+            timezone=settings.timezone,
+            landing_dir=settings.landing_dir,
+            archive=settings.archive_store(),
         )
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
@@ -63,11 +67,13 @@ def export_cmd(
     day, sources with country and network, destinations, nodes, rollup rows and the rejects
     that name them."""
     from xray_pipeline.core.db.session import session
-    from xray_pipeline.core.privacy.forget import export_user
+    from xray_pipeline.core.privacy.export import export_user
 
     settings = STATE.settings()
     with session(settings) as conn:
-        report = export_user(conn, email, timezone=settings.timezone)
+        report = export_user(
+            conn, email, timezone=settings.timezone, archive=settings.archive_store()
+        )
     text = json.dumps(report, indent=2, default=str)
     if out is None:
         sys.stdout.write(text + "\n")

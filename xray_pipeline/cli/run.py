@@ -47,6 +47,7 @@ def serve_cmd(
         statement_timeout_ms=settings.api.statement_timeout_ms,
         timezone=settings.timezone,
         landing_dir=settings.landing_dir,
+        archive=settings.archive_store(),
         max_range_bytes=settings.api.max_range_bytes,
         admin_token=(
             settings.api.admin_token.get_secret_value() if settings.api.admin_token else None

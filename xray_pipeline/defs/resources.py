@@ -9,6 +9,7 @@ import dagster as dg
 import psycopg
 
 from xray_pipeline.core.alerts.targets import AlertTargets
+from xray_pipeline.core.archive.store import ArchiveStore
 from xray_pipeline.core.db.connect import connect
 from xray_pipeline.core.db.migrations import apply_migrations
 from xray_pipeline.core.db.session import database_url
@@ -199,6 +200,16 @@ def _rules(settings: Settings) -> RulesResource:
     return RulesResource(**values)
 
 
+class ArchiveResource(dg.ConfigurableResource):
+    """The Parquet archive of closed days ([archive]): a folder or an object-store URL."""
+
+    url: str
+    enabled: bool = True
+
+    def store(self) -> ArchiveStore:
+        return ArchiveStore(self.url)
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The resources of the code location, from `settings`; the database URL from the
     environment is passed as a dg.EnvVar, so that the UI shows the variable, never the
@@ -219,6 +230,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             privacy_secret=_secret(settings, "privacy.secret"),
         ),
         "rules": _rules(settings),
+        "archive": ArchiveResource(url=settings.archive_root, enabled=settings.archive.enabled),
         "offline_spool": OfflineSpoolResource(path=str(settings.spool_dir)),
         "log_sources": LogSourcesResource(
             paths=list(settings.logfiles),

@@ -6,12 +6,18 @@ from pathlib import Path
 
 import dagster as dg
 
+from xray_pipeline.core.archive.tiering import (
+    archived_through,
+    delete_archived_before,
+    leave_postgres,
+)
 from xray_pipeline.core.db.maintenance import maintain
 from xray_pipeline.core.fleet.landing import prune_landed
 from xray_pipeline.core.ingest.compact import compact_ledger
 from xray_pipeline.core.ingest.ledger import loaded_bytes_by_path
 from xray_pipeline.core.ingest.offline import prune_spool
 from xray_pipeline.defs.resources import (
+    ArchiveResource,
     LogSourcesResource,
     OfflineSpoolResource,
     PostgresResource,
@@ -30,6 +36,7 @@ def build_maintenance(
     retention_days: int | None,
     rollup_retention_days: int | None,
     landed_days: int = 30,
+    hot_days: int | None = None,
 ):
     # landed bytes are kept no longer than the rows they became
     landed_days = min(landed_days, retention_days or landed_days)
@@ -38,9 +45,11 @@ def build_maintenance(
         description=(
             "Create the next days' partitions of `logs` ahead of time; drop partitions, DNS "
             "lines, rejects and spool segments older than [retention] raw_days and rollup rows "
-            "older than [retention] rollup_days; remove the nodes' landed bytes that are "
-            "loaded and older than [retention] landed_days (at most raw_days); merge the "
-            "ledger's adjacent ranges loaded more than ten minutes ago."
+            "older than [retention] rollup_days; move the days older than [retention] "
+            "hot_days out of PostgreSQL once their archive checks out (a day that does not "
+            "stays, and the logs_archive check says why); remove the nodes' landed bytes that "
+            "are loaded and archived, or older than [retention] landed_days (at most "
+            "raw_days); merge the ledger's adjacent ranges loaded more than ten minutes ago."
         )
     )
     def maintain_partitions(
@@ -49,6 +58,7 @@ def build_maintenance(
         postgres: PostgresResource,
         log_sources: LogSourcesResource,
         offline_spool: OfflineSpoolResource,
+        archive: ArchiveResource,
     ) -> dict:
         today = (
             dt.date.fromisoformat(config.today)
@@ -65,10 +75,24 @@ def build_maintenance(
                 rollup_retention_days=rollup_retention_days,
             )
             compaction = compact_ledger(conn, timezone=timezone)
+            tiers, expired = None, []
+            if retention_days is not None and archive.enabled:
+                expired = delete_archived_before(
+                    conn, archive.store(), today - dt.timedelta(days=retention_days)
+                )
+            if hot_days is not None and archive.enabled:
+                tiers = leave_postgres(
+                    conn, archive.store(), today=today, hot_days=hot_days, timezone=timezone
+                )
+                _report_tiers(context, tiers)
             loaded = loaded_bytes_by_path(conn)
+            # a landed line of a day in the archive is kept there
+            archived = archived_through(conn, today, timezone) if archive.enabled else None
         removed: list[tuple[str, int]] = []
         if log_sources.landing_dir:
             before = dt.datetime.now(dt.UTC) - dt.timedelta(days=landed_days)
+            if archived is not None:
+                before = max(before, archived)
             sizes = {p: Path(p).stat().st_size for p in loaded if Path(p).exists()}
             removed = [
                 (str(p), sizes.get(str(p), 0))
@@ -95,6 +119,13 @@ def build_maintenance(
                 "landed_segments_removed": len(removed),
                 "landed_bytes_removed": sum(size for _, size in removed),
                 "ledger_rows_merged": compaction.removed,
+                "days_archived_and_dropped": dg.MetadataValue.json(
+                    [d.isoformat() for d in tiers.dropped] if tiers else []
+                ),
+                "archived_days_deleted": len(expired),
+                "days_kept_hot": dg.MetadataValue.json(
+                    {d.isoformat(): why for d, why in tiers.kept.items()} if tiers else {}
+                ),
             }
         )
         context.log.info(
@@ -119,6 +150,35 @@ def build_maintenance(
         description="Daily, just after midnight in the Xray zone.",
     )
     return partition_maintenance_job, schedule
+
+
+def _report_tiers(context: dg.OpExecutionContext, tiers) -> None:
+    """Log the days moved out of PostgreSQL and, as a failed logs_archive check, the days past
+    [retention] hot_days that stay, with why."""
+    from xray_pipeline.defs.archive import CHECK
+
+    if tiers.dropped:
+        context.log.info(
+            f"{len(tiers.dropped)} archived day(s) left PostgreSQL: "
+            + ", ".join(d.isoformat() for d in tiers.dropped)
+        )
+    for day, why in tiers.kept.items():
+        context.log.warning(f"{day} stays in PostgreSQL past [retention] hot_days: {why}")
+    if tiers.kept:
+        context.log_event(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey("logs_archive"),
+                check_name=CHECK,
+                passed=False,
+                metadata={
+                    "problems": dg.MetadataValue.json(
+                        {d.isoformat(): why for d, why in tiers.kept.items()}
+                    )
+                },
+                description=f"{len(tiers.kept)} day(s) past [retention] hot_days stay in "
+                "PostgreSQL: their archive is missing or differs",
+            )
+        )
 
 
 CHECKS = ("logs_reconciliation", "logs_reject_rate")  # the checks that take a day

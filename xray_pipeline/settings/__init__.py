@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from xray_pipeline.settings.sections import (
     AlertsSettings,
     ApiSettings,
+    ArchiveSettings,
     ChecksSettings,
     DagsterSettings,
     GeneralSettings,
@@ -63,6 +64,7 @@ class Settings(BaseSettings):
     migration: MigrationSettings = MigrationSettings()
     dagster: DagsterSettings = DagsterSettings()
     retention: RetentionSettings = RetentionSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     checks: ChecksSettings = ChecksSettings()
     geoip: GeoipSettings = GeoipSettings()
     privacy: PrivacySettings = PrivacySettings()
@@ -125,6 +127,22 @@ class Settings(BaseSettings):
     def landing_dir(self) -> Path:
         """Where the ranges that the fleet's nodes ship land (one folder per node)."""
         return self.home / "landed"
+
+    @property
+    def archive_root(self) -> str:
+        """The archive's folder or URL."""
+        return self.archive.url or str(self.home / "archive")
+
+    def archive_store(self):
+        """The archive's store, or None when [archive] enabled = false."""
+        from xray_pipeline.core.archive.store import ArchiveStore
+
+        return ArchiveStore(self.archive_root) if self.archive.enabled else None
+
+    @property
+    def hot_days(self) -> int | None:
+        """[retention] hot_days when the archive is on, else None (every day stays)."""
+        return self.retention.hot_days if self.archive.enabled else None
 
     @property
     def spool_dir(self) -> Path:

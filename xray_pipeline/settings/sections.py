@@ -130,6 +130,22 @@ class RetentionSettings(Section):
     landed_days: PositiveInt = setting(
         30, "days the nodes' landed bytes are kept once loaded (at most [retention] raw_days)"
     )
+    hot_days: PositiveInt | None = setting(
+        14,
+        "days a day's rows stay in PostgreSQL; an older day whose archive is verified leaves "
+        "it (the rollups stay; unset, or [archive] enabled = false: every day stays)",
+    )
+
+
+class ArchiveSettings(Section):
+    """The Parquet archive of closed days."""
+
+    enabled: Bool = setting(True, "write each closed day to the archive (the logs_archive asset)")
+    url: Text | None = setting(
+        None,
+        "folder or object-store URL (s3://, gs://, az://: Polars reads it, fsspec and its "
+        "backend, e.g. s3fs, write it) of the archive (default: <home>/archive)",
+    )
 
 
 class GeoipSettings(Section):

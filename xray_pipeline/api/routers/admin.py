@@ -57,12 +57,14 @@ def _with_connection(url: str, work):
     summary="What is kept about one user (an access request), as `xray-pipeline export`",
 )
 async def export(email: Email, request: Request, tz: TimezoneDep) -> dict[str, Any]:
-    from xray_pipeline.core.privacy.forget import export_user
+    from xray_pipeline.core.privacy.export import export_user
 
     return await run_in_threadpool(
         _with_connection,
         request.app.state.admin_database_url,
-        lambda conn: export_user(conn, clean(email) or "", timezone=tz),
+        lambda conn: export_user(
+            conn, clean(email) or "", timezone=tz, archive=request.app.state.archive
+        ),
     )
 
 
@@ -90,7 +92,13 @@ async def forget(
     report = await run_in_threadpool(
         _with_connection,
         request.app.state.admin_database_url,
-        lambda conn: forget_user(conn, clean(email) or "", timezone=tz, landing_dir=landing),
+        lambda conn: forget_user(
+            conn,
+            clean(email) or "",
+            timezone=tz,
+            landing_dir=landing,
+            archive=request.app.state.archive,
+        ),
     )
     return report.as_dict()
 

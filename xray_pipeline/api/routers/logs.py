@@ -1,9 +1,11 @@
-"""GET /api/logs: filtered, newest first, offset or keyset (cursor) pagination."""
+"""GET /api/logs: filtered, newest first, offset or keyset (cursor) pagination; the days only in
+the archive are read there and merged in."""
 
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from psycopg.rows import dict_row
 
 from xray_pipeline.api.deps import (
@@ -15,6 +17,7 @@ from xray_pipeline.api.deps import (
     require_token,
     utc,
 )
+from xray_pipeline.api.queries import archive as qa
 from xray_pipeline.api.queries import logs as q
 from xray_pipeline.api.schemas import LogItem, LogPage
 
@@ -33,6 +36,7 @@ SEARCH_COUNT_LIMIT = 1_000
 
 @router.get("/logs", response_model=LogPage, summary="Access-log records, newest first")
 async def list_logs(
+    request: Request,
     pool: PoolDep,
     search: Annotated[
         str | None,
@@ -62,14 +66,36 @@ async def list_logs(
         country=country, asn=asn, from_=from_, to=to, cursor=cursor,
     )  # fmt: skip
     params.update(limit=limit, offset=offset)
+    # a search and a place filter have no index on logs: their counts stop sooner
+    cap = SEARCH_COUNT_LIMIT if search or country or asn is not None else EXACT_COUNT_LIMIT
+    store = request.app.state.archive
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        cold = await qa.cold_paths(cur, from_, to) if store is not None else []
+        if cold:  # the newest offset + limit of each tier, merged
+            params.update(limit=offset + limit, offset=0)
         rows = await q.page(cur, where, params)
-        # a search and a place filter have no index on logs: their counts stop sooner
-        cap = SEARCH_COUNT_LIMIT if search or country or asn is not None else EXACT_COUNT_LIMIT
         total, estimate = await q.count(cur, where, params, cap)
+        if cold:
+            sources = None
+            if country is not None or asn is not None:
+                sources = await qa.placed_sources(cur, country, asn)
+            condition = qa.archive_filter(
+                search=search, protocol=protocol, tag=tag, user=user, status=status, node=node,
+                from_=from_, to=to, cursor=cursor, sources=sources,
+            )  # fmt: skip
+            archived, more = await run_in_threadpool(
+                qa.archive_page, store, cold, condition, offset + limit, cap
+            )
+            await qa.add_places(cur, archived)
+            rows = sorted(rows + archived, key=_order, reverse=True)[offset : offset + limit]
+            total, estimate = total + min(more, cap), estimate or more > cap
     next_cursor = None
     if len(rows) == limit:
         last = rows[-1]
         next_cursor = q.encode_cursor(last["ts"], last["source_id"], last["byte_offset"])
     items = [LogItem(**{k: v for k, v in r.items() if k != "source_id"}) for r in rows]
     return LogPage(items=items, total=total, total_is_estimate=estimate, next_cursor=next_cursor)
+
+
+def _order(row: dict) -> tuple:
+    return row["ts"], row["source_id"], row["byte_offset"]

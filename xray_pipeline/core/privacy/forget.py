@@ -1,6 +1,6 @@
-"""Erasure and access requests about one user: `forget` removes what the pipeline keeps of them
-(log rows, rejects, rollups, landed lines, the user itself, addresses and destinations no one
-else has), `export` reports what it keeps. A forgotten email's SHA-256 stays in
+"""Erasure of one user: `forget` removes what the pipeline keeps of them (log rows, rejects,
+rollups, the archive's rows, landed lines, the user itself, addresses and destinations no one
+else has). A forgotten email's SHA-256 stays in
 `forgotten_users`, so that a later load of the same bytes drops its lines again."""
 
 import datetime as dt
@@ -14,6 +14,9 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from xray_pipeline.core.archive.erase import erase_rows
+from xray_pipeline.core.archive.store import ArchiveStore
+from xray_pipeline.core.archive.tables import ArchivedTable
 from xray_pipeline.core.db.locks import lock_ledger
 from xray_pipeline.core.parse.patterns import REJECTED_EMAIL
 
@@ -84,7 +87,7 @@ class ForgetReport:
         }
 
 
-def _email_pattern(email: str) -> str:
+def email_pattern(email: str) -> str:
     """A POSIX regex matching `email: EMAIL` in a raw line: the email runs to the end of the
     line (trailing whitespace aside) or to a glued record, as the parser reads it, so that
     `Carol` never matches `Carol Smith`'s lines."""
@@ -117,10 +120,16 @@ def _erase_rows(conn: psycopg.Connection, table: str, condition: str, value: obj
 
 
 def forget_user(
-    conn: psycopg.Connection, email: str, *, timezone: str, landing_dir: Path | None = None
+    conn: psycopg.Connection,
+    email: str,
+    *,
+    timezone: str,
+    landing_dir: Path | None = None,
+    archive: ArchiveStore | None = None,
 ) -> ForgetReport:
     """Erase `email` everywhere the pipeline keeps it, one transaction per table, and record
-    it as forgotten (first, so that a load running meanwhile drops its lines too)."""
+    it as forgotten (first, so that a load running meanwhile drops its lines too); the
+    archived days that hold it are rewritten without it."""
     from xray_pipeline.core.db.rollups import rebuild_rollup
 
     report = ForgetReport(email)
@@ -168,7 +177,7 @@ def forget_user(
         ]
         conn.commit()
         report.erased["logs"] = _erase_rows(conn, "logs", "user_id = %s", uid)
-    report.erased["rejects"] = _erase_rows(conn, "rejects", "raw ~ %s", _email_pattern(email))
+    report.erased["rejects"] = _erase_rows(conn, "rejects", "raw ~ %s", email_pattern(email))
     if uid is not None:
         for table in USER_ROLLUPS:
             with conn.transaction():
@@ -199,9 +208,28 @@ def forget_user(
         report.erased["ip_places"] = _erase_unshared_places(conn, sources, report.days, timezone)
         report.erased["endpoints"] = _erase_unshared_endpoints(conn, endpoints)
     conn.commit()
+    if archive is not None:
+        erased = erase_rows(conn, archive, _forgotten_rows(email))
+        report.erased["archive.logs"] = erased.rows["logs"]
+        report.erased["archive.rejects"] = erased.rows["rejects"]
+        report.days = sorted(set(report.days) | set(erased.days))
+        conn.commit()
     if landing_dir is not None and landing_dir.is_dir():
         report.landed_files, report.landed_lines = erase_landed_lines(landing_dir, email)
     return report
+
+
+def _forgotten_rows(email: str):
+    """The archived rows to keep when `email` is forgotten: not theirs, not naming them."""
+
+    def keep(table: ArchivedTable) -> pl.Expr | None:
+        if table.name == "logs":
+            return (pl.col("user") != email) | pl.col("user").is_null()
+        if table.name == "rejects":
+            return ~pl.col("raw").str.contains(email_pattern(email))
+        return None
+
+    return keep
 
 
 def _erase_unshared_places(
@@ -264,87 +292,3 @@ def erase_landed_lines(landing_dir: Path, email: str) -> tuple[int, int]:
             files += 1
             lines += changed
     return files, lines
-
-
-def export_user(conn: psycopg.Connection, email: str, *, timezone: str) -> dict:
-    """What the pipeline keeps about `email`: its rows by day, its sources with their places,
-    its destinations, nodes, rollup rows and rejects mentioning it (an access request)."""
-    report: dict = {
-        "email": email,
-        "exported_at": dt.datetime.now(dt.UTC).isoformat(),
-        "forgotten": conn.execute(
-            "SELECT forgotten_at FROM forgotten_users WHERE email_sha256 = %s",
-            (email_key(email),),
-        ).fetchone()
-        is not None,
-    }
-    row = conn.execute("SELECT id FROM users WHERE email = %s", (email,)).fetchone()
-    report["rejects"] = conn.execute(
-        "SELECT count(*) FROM rejects WHERE raw ~ %s", (_email_pattern(email),)
-    ).fetchone()[0]
-    if row is None:
-        report["found"] = False
-        return report
-    uid = row[0]
-    report["found"] = True
-    query = conn.execute(
-        """
-        SELECT (ts AT TIME ZONE %(tz)s)::date AS day, count(*) AS rows,
-               min(ts) AS first_seen, max(ts) AS last_seen
-        FROM logs WHERE user_id = %(u)s GROUP BY 1 ORDER BY 1
-        """,
-        {"tz": timezone, "u": uid},
-    )
-    report["log_rows_by_day"] = [
-        {"day": d.isoformat(), "rows": n, "first_seen": f.isoformat(), "last_seen": la.isoformat()}
-        for d, n, f, la in query
-    ]
-    rolled = [
-        r[0]
-        for r in conn.execute("SELECT DISTINCT day FROM daily_user_ips WHERE user_id = %s", (uid,))
-    ]
-    report["sources"] = [
-        {"source": s, "country": c, "asn": a, "as_org": o, "connections": int(n),
-         "first_seen": f.isoformat(), "last_seen": la.isoformat()}
-        for s, c, a, o, n, f, la in conn.execute(
-            """
-            SELECT x.source, p.country, p.asn, an.org, sum(x.n), min(x.f), max(x.l) FROM (
-                SELECT source, connections AS n, first_seen AS f, last_seen AS l
-                FROM daily_user_ips WHERE user_id = %(u)s
-                UNION ALL
-                SELECT coalesce(host(src_ip), src_host, ''), count(*), min(ts), max(ts)
-                FROM logs l WHERE user_id = %(u)s
-                AND NOT (l.ts AT TIME ZONE %(tz)s)::date = ANY(%(rolled)s)
-                GROUP BY 1
-            ) x LEFT JOIN ip_places p ON p.address = x.source
-            LEFT JOIN asns an ON an.asn = p.asn
-            GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC
-            """,
-            {"u": uid, "tz": timezone, "rolled": rolled},
-        )
-    ]  # fmt: skip
-    report["destinations"] = [
-        {"host": h, "port": p, "connections": int(n)}
-        for h, p, n in conn.execute(
-            "SELECT e.host, e.port, count(*) FROM logs l JOIN endpoints e ON e.id = l.endpoint_id "
-            "WHERE l.user_id = %s GROUP BY 1, 2 ORDER BY 3 DESC, 1",
-            (uid,),
-        )
-    ]
-    report["nodes"] = [
-        r[0]
-        for r in conn.execute(
-            "SELECT DISTINCT coalesce(s.node, '') FROM logs l JOIN sources s "
-            "ON s.id = l.source_id WHERE l.user_id = %s ORDER BY 1",
-            (uid,),
-        )
-    ]
-    report["rollup_rows"] = {
-        table: conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE user_id = %s").format(sql.Identifier(table)),
-            (uid,),
-        ).fetchone()[0]
-        for table in USER_ROLLUPS
-    }
-    conn.commit()
-    return report

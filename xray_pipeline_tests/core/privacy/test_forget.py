@@ -5,15 +5,20 @@ and the checks true, and a later load of the same bytes does not bring the user 
 import datetime as dt
 from pathlib import Path
 
+import polars as pl
 import psycopg
 import pytest
-from conftest import text_traces, write_geo_databases
+from conftest import archive_traces, text_traces, write_geo_databases
 
+from xray_pipeline.core.archive.store import ArchiveStore
+from xray_pipeline.core.archive.verify import verify_day
+from xray_pipeline.core.archive.write import archive_day
 from xray_pipeline.core.db.rollups import ROLLUPS, rebuild_rollup, reconcile_day, rollup_totals
 from xray_pipeline.core.fleet.landing import land, landed_files
 from xray_pipeline.core.ingest.oneshot import ingest_files
 from xray_pipeline.core.ingest.rebuild import rebuild_day
-from xray_pipeline.core.privacy.forget import export_user, forget_user
+from xray_pipeline.core.privacy.export import export_user
+from xray_pipeline.core.privacy.forget import forget_user
 from xray_pipeline.core.privacy.geoip import GeoIP
 from xray_pipeline.core.privacy.policy import RowPolicy
 
@@ -126,3 +131,39 @@ def test_forgetting_an_unknown_user_erases_nothing(conn, loaded: Path):
     report = forget_user(conn, "nobody@example.org", timezone="UTC", landing_dir=loaded)
     assert not report.found and report.landed_lines == 0 and report.erased == {"rejects": 0}
     assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 5
+
+
+@pytest.mark.parametrize("first_day", ["hot", "cold"])
+def test_forget_reaches_the_archive_and_export_reads_it(
+    conn, loaded: Path, tmp_path: Path, first_day: str
+):
+    store = ArchiveStore(str(tmp_path / "archive"))
+    for day in DAYS:
+        archive_day(conn, store, day, "UTC")
+    if first_day == "cold":  # the first day left PostgreSQL (past [retention] hot_days)
+        conn.execute("DROP TABLE logs_2024_05_01")
+        conn.commit()
+    assert archive_traces(Path(store.root), PRIVATE)  # the search finds them before
+    exported = export_user(conn, "Victim Smith", timezone="UTC", archive=store)
+    assert [d["rows"] for d in exported["log_rows_by_day"]] == [2, 1]
+    assert exported["destinations"][0] == {
+        "host": "only-victim.example", "port": 443, "connections": 2,
+    }  # fmt: skip
+    assert exported["nodes"] == ["n1"]
+
+    report = forget_user(conn, "Victim Smith", timezone="UTC", landing_dir=loaded, archive=store)
+    assert report.erased["archive.logs"] == 3 and report.erased["archive.rejects"] == 1
+    assert report.days == list(DAYS)
+    assert text_traces(conn, PRIVATE) == []
+    assert archive_traces(Path(store.root), PRIVATE) == []
+    # the archive still holds everyone else, and agrees with PostgreSQL where it is
+    bob = pl.scan_parquet(f"{store.root}/day=*/logs-*.parquet").filter(pl.col("user") == "bob")
+    assert bob.select(pl.len()).collect().item() == 2
+    for day in DAYS:
+        check = verify_day(conn, store, day, "UTC")
+        assert check.ok, check.problems
+    if first_day == "cold":
+        # the day's erased lines count in the ledger, as a deletion from logs does
+        erased = conn.execute("SELECT sum(erased) FROM ingest_ledger").fetchone()[0]
+        assert erased == 3 + 1  # the victim's rows on both days and the reject naming them
+    conn.commit()
