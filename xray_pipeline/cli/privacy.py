@@ -24,6 +24,7 @@ def forget_cmd(
     replayed first. The email's SHA-256 is kept so that a later load of the same bytes drops
     its lines again. Your Xray's own log files are not touched."""
     from xray_pipeline.cli.ingest import _replay_waiting
+    from xray_pipeline.core.archive.store import configured_store
     from xray_pipeline.core.db.session import session
     from xray_pipeline.core.privacy.forget import forget_user
 
@@ -40,7 +41,7 @@ def forget_cmd(
             email,
             timezone=settings.timezone,
             landing_dir=settings.landing_dir,
-            archive=settings.archive_store(),
+            archive=configured_store(settings),
         )
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
@@ -66,13 +67,14 @@ def export_cmd(
     """What the pipeline keeps about one user, as JSON (for an access request): their rows per
     day, sources with country and network, destinations, nodes, rollup rows and the rejects
     that name them."""
+    from xray_pipeline.core.archive.store import configured_store
     from xray_pipeline.core.db.session import session
     from xray_pipeline.core.privacy.export import export_user
 
     settings = STATE.settings()
     with session(settings) as conn:
         report = export_user(
-            conn, email, timezone=settings.timezone, archive=settings.archive_store()
+            conn, email, timezone=settings.timezone, archive=configured_store(settings)
         )
     text = json.dumps(report, indent=2, default=str)
     if out is None:

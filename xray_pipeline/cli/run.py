@@ -33,6 +33,7 @@ def serve_cmd(
     import uvicorn
 
     from xray_pipeline.api.main import create_app
+    from xray_pipeline.core.archive.store import configured_store
     from xray_pipeline.core.db.session import api_database_url, database_url
     from xray_pipeline.core.runtime.processes import port_free
 
@@ -47,7 +48,7 @@ def serve_cmd(
         statement_timeout_ms=settings.api.statement_timeout_ms,
         timezone=settings.timezone,
         landing_dir=settings.landing_dir,
-        archive=settings.archive_store(),
+        archive=configured_store(settings),
         max_range_bytes=settings.api.max_range_bytes,
         admin_token=(
             settings.api.admin_token.get_secret_value() if settings.api.admin_token else None

@@ -133,12 +133,6 @@ class Settings(BaseSettings):
         """The archive's folder or URL."""
         return self.archive.url or str(self.home / "archive")
 
-    def archive_store(self):
-        """The archive's store, or None when [archive] enabled = false."""
-        from xray_pipeline.core.archive.store import ArchiveStore
-
-        return ArchiveStore(self.archive_root) if self.archive.enabled else None
-
     @property
     def hot_days(self) -> int | None:
         """[retention] hot_days when the archive is on, else None (every day stays)."""

@@ -93,3 +93,8 @@ class ArchiveStore:
                 return []
         folder = Path(self.uri(rel))
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def configured_store(settings) -> ArchiveStore | None:
+    """The archive of `settings` ([archive] url), or None when [archive] enabled = false."""
+    return ArchiveStore(settings.archive_root) if settings.archive.enabled else None
