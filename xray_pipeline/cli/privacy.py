@@ -102,7 +102,8 @@ def privacy_apply(
     ] = False,
 ) -> None:
     """Rewrite the rows of the days before --before to the current [privacy] settings
-    (source_ip, destination), one day per transaction, and rebuild their rollups. A killed run
+    (source_ip, destination), one day per transaction, and rebuild their rollups; the
+    archived days' files too. A killed run
     resumes: days done under the same settings are skipped. Full addresses become masked
     networks or hashes (their country and network kept); sources already masked or hashed stay
     as they are. This cannot be undone."""
@@ -111,8 +112,9 @@ def privacy_apply(
     from rich.table import Table
 
     from xray_pipeline.cli.console import progress_bar
+    from xray_pipeline.core.archive.store import configured_store
     from xray_pipeline.core.db.session import session
-    from xray_pipeline.core.privacy.apply import apply_policy, days_before, signature
+    from xray_pipeline.core.privacy.apply import apply_policy, days_to_apply, signature
     from xray_pipeline.core.privacy.policy import policy_from_settings
 
     try:
@@ -129,7 +131,8 @@ def privacy_apply(
         )
         raise typer.Exit(2)
     with session(settings) as conn:
-        days = days_before(conn, cutoff, settings.timezone)
+        archive = configured_store(settings)
+        days = days_to_apply(conn, cutoff, settings.timezone, archive)
         if dry_run:
             console.print(
                 f"would rewrite {len(days)} day(s) before {cutoff} to {signature(policy)} "
@@ -150,8 +153,9 @@ def privacy_apply(
                 bar.advance(1)
 
             report = apply_policy(
-                conn, policy, before=cutoff, timezone=settings.timezone, on_day=on_day
-            )
+                conn, policy, before=cutoff, timezone=settings.timezone, on_day=on_day,
+                archive=archive,
+            )  # fmt: skip
     table = Table(title=f"days rewritten to {report.signature}")
     for column in ("day", "rows", "sources", "destinations"):
         table.add_column(column)

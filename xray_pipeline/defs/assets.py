@@ -3,15 +3,23 @@
 import datetime as dt
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 
+from xray_pipeline.core.archive.restore import restore_day
+from xray_pipeline.core.archive.verify import day_is_hot
 from xray_pipeline.core.db.partitions import partition_rows
 from xray_pipeline.core.ingest.loader import RangeLoad
-from xray_pipeline.core.ingest.rebuild import rebuild_day
+from xray_pipeline.core.ingest.rebuild import RebuildReport, rebuild_day
 from xray_pipeline.core.ingest.stats import RunStats
 from xray_pipeline.defs.judge import incidents_metadata, judge_load
-from xray_pipeline.defs.resources import LogSourcesResource, PostgresResource, RulesResource
+from xray_pipeline.defs.resources import (
+    ArchiveResource,
+    LogSourcesResource,
+    PostgresResource,
+    RulesResource,
+)
 
 POOL = "xray_postgres"
 
@@ -34,10 +42,13 @@ NODE_TAG = "xray/node"
 class LogRangeConfig(dg.Config):
     """The byte ranges a run loads, of one day, any number of sources (set by
     access_log_sensor); none: a backfill, which rebuilds the run's days (of one `node` only,
-    when set here or as the run tag `xray/node`, as a backfill launched from the UI can)."""
+    when set here or as the run tag `xray/node`, as a backfill launched from the UI can):
+    `rebuild_from` bytes re-reads the bytes still on disk (a day only in the archive is
+    restored from it first), `archive` replaces the days' rows by the archive's."""
 
     ranges: list[LogRange] = []  # noqa: RUF012 (pydantic copies defaults)
     node: str | None = None
+    rebuild_from: Literal["bytes", "archive"] = "bytes"
 
 
 def build_logs_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -80,9 +91,11 @@ def _logs(
     postgres: PostgresResource,
     log_sources: LogSourcesResource,
     rules: RulesResource,
+    archive: ArchiveResource,
 ) -> dg.MaterializeResult:
     if not config.ranges:
-        return rebuild(context, postgres, config.node or context.run.tags.get(NODE_TAG))
+        node = config.node or context.run.tags.get(NODE_TAG)
+        return rebuild(context, postgres, node, archive=archive, source=config.rebuild_from)
     items = [
         RangeLoad(
             Path(i.path),
@@ -157,15 +170,44 @@ def load_metadata(
 
 
 def rebuild(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, node: str | None = None
+    context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
+    node: str | None = None,
+    *,
+    archive: ArchiveResource | None = None,
+    source: str = "bytes",
 ) -> dg.MaterializeResult:
-    """Rebuild the run's days (a backfill) from the bytes on disk (of one node's sources)."""
+    """Rebuild the run's days (a backfill) from the bytes on disk (of one node's sources);
+    a day only in the archive is restored from it first, and with `source` archive every day
+    is restored from it and no byte is read."""
     reports = []
+    store = archive.store() if archive is not None and archive.enabled else None
     with postgres.connect() as conn:
+        archived = {r[0] for r in conn.execute("SELECT day FROM archive_days")}
+        conn.commit()
         for key in context.partition_keys:
+            day = dt.date.fromisoformat(key)
+            restored: dict[str, int] = {}
+            if (
+                store is not None
+                and day in archived
+                and (source == "archive" or not day_is_hot(conn, day))
+            ):
+                restored = restore_day(conn, store, day, postgres.timezone)
+                context.log.info(f"{key}: restored from the archive: {restored}")
+            elif source == "archive":
+                raise dg.Failure(
+                    f"{key} is not in the archive ([archive] enabled, logs_archive "
+                    "materialized for it): rebuild it from bytes instead",
+                    allow_retries=False,
+                )
+            if source == "archive":
+                rows = sum(restored.values())
+                reports.append(RebuildReport(day, rows_before=rows, rows_after=rows))
+                continue
             report = rebuild_day(
                 conn,
-                dt.date.fromisoformat(key),
+                day,
                 timezone=postgres.timezone,
                 batch_size=postgres.batch_size,
                 node=node,

@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 
 from xray_pipeline.api.main import create_app
 from xray_pipeline.core.archive.store import ArchiveStore
+from xray_pipeline.core.archive.tiering import leave_postgres
+from xray_pipeline.core.archive.verify import verify_day
 from xray_pipeline.core.db.connect import connect
 from xray_pipeline.core.ingest.oneshot import ingest_files
 from xray_pipeline.core.synthetic.generate import GeneratorConfig, write_log
@@ -137,3 +139,68 @@ def test_a_day_leaves_postgresql_when_archived_and_the_api_answers_the_same(
     assert [len(a["items"]) for a in after] == [len(b["items"]) for b in before]
     assert after == before
     assert any(i["ts"] < "2025-11-18" for a in after for i in a["items"])
+
+
+DAY_ROWS = """
+SELECT l.ts, l.source_id, l.byte_offset, host(l.src_ip), l.src_host, l.src_port, l.status,
+       e.host, e.port, l.dest_url, ti.name, tout.name, u.email, l.reason
+FROM logs l LEFT JOIN endpoints e ON e.id = l.endpoint_id LEFT JOIN users u ON u.id = l.user_id
+LEFT JOIN tags ti ON ti.id = l.inbound_tag_id LEFT JOIN tags tout ON tout.id = l.outbound_tag_id
+WHERE l.ts >= '2025-11-17' AND l.ts < '2025-11-18' ORDER BY l.source_id, l.byte_offset
+"""
+
+
+def day_one(url: str) -> tuple[list, list, list]:
+    with connect(url) as conn:
+        return (
+            conn.execute(DAY_ROWS).fetchall(),
+            conn.execute(
+                "SELECT * FROM dns_queries WHERE ts >= '2025-11-17' AND ts < '2025-11-18' "
+                "ORDER BY source_id, byte_offset"
+            ).fetchall(),
+            conn.execute(
+                "SELECT * FROM rejects WHERE ts >= '2025-11-17' AND ts < '2025-11-18' "
+                "ORDER BY source_id, byte_offset"
+            ).fetchall(),
+        )
+
+
+def test_a_backfill_of_a_day_only_in_the_archive_restores_it_or_rereads_its_bytes(loaded, instance):
+    url, settings, defs = loaded
+    store = ArchiveStore(settings.archive_root)
+    before = day_one(url)
+    assert all(before)
+    assert archive_days(defs, instance, *DAYS).success
+    job = defs.resolve_job_def("load_logs_job")
+    for source in ("archive", "bytes"):
+        with connect(url) as conn:
+            tiers = leave_postgres(
+                conn, store, today=dt.date(2025, 11, 30), hot_days=12, timezone="UTC"
+            )
+        assert tiers.dropped == [dt.date(2025, 11, 17)] and day_one(url) == ([], [], [])
+        result = job.execute_in_process(
+            partition_key=DAYS[0],
+            run_config={"ops": {"logs": {"config": {"rebuild_from": source}}}},
+            instance=instance,
+        )
+        assert result.success
+        [event] = result.get_asset_materialization_events()
+        metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+        assert day_one(url) == before, source
+        assert metadata["dagster/row_count"] == sum(map(len, before))
+        assert (metadata["ranges_reread"] > 0) == (source == "bytes")
+        with connect(url) as conn:
+            assert verify_day(conn, store, dt.date(2025, 11, 17), "UTC").ok
+
+
+def test_a_backfill_from_the_archive_of_a_day_never_archived_says_so(loaded, instance):
+    _, _, defs = loaded
+    result = defs.resolve_job_def("load_logs_job").execute_in_process(
+        partition_key=DAYS[0],
+        run_config={"ops": {"logs": {"config": {"rebuild_from": "archive"}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "2025-11-17 is not in the archive" in failure and "from bytes instead" in failure

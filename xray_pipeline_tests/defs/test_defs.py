@@ -82,9 +82,11 @@ def test_definitions_are_pinned(tmp_path: Path):
         "ip_places",
         "incidents",
         "offline_buffer",
+        "logs_archive",
     }
     assert sorted(s.name for s in repo.sensor_defs) == [
         "access_log_sensor",
+        "archive_automation_sensor",
         "incident_alerts_sensor",
         "offline_buffer_sensor",
         "rollups_automation_sensor",
@@ -118,6 +120,8 @@ def test_definitions_are_pinned(tmp_path: Path):
         "logs_node_silence",
         "offline_buffer_not_stale",
         "incidents_consistent",
+        "logs_archive_matches_logs",
+        "logs_archive_verified",
         "incidents_alerts_delivered",
     }
     sensor = defs.resolve_sensor_def("access_log_sensor")
@@ -529,3 +533,11 @@ def test_a_day_with_a_run_waiting_to_start_gets_no_new_run_until_it_starts(
     assert materialize(defs, instance, batch).success
     with connect(fresh_db_url) as conn:
         assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 4
+
+
+def test_the_archive_off_leaves_no_archive_in_the_code_location(tmp_path: Path):
+    defs = make_defs("postgresql://u@127.0.0.1:1/x", tmp_path / "access.log",
+                     **{"archive.enabled": "false"})  # fmt: skip
+    repo = defs.get_repository_def()
+    assert "logs_archive" not in {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert "archive_automation_sensor" not in {s.name for s in repo.sensor_defs}

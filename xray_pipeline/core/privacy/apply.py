@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 import polars as pl
 import psycopg
 
+from xray_pipeline.core.archive.read import cold_days
+from xray_pipeline.core.archive.store import ArchiveStore
+from xray_pipeline.core.archive.write import archive_day
+from xray_pipeline.core.privacy.cold import apply_cold_day
 from xray_pipeline.core.privacy.places import store_places
 from xray_pipeline.core.privacy.policy import RowPolicy
 
@@ -86,6 +90,16 @@ def days_before(conn: psycopg.Connection, before: dt.date, timezone: str) -> lis
     return found
 
 
+def days_to_apply(
+    conn: psycopg.Connection, before: dt.date, timezone: str, archive: ArchiveStore | None
+) -> list[dt.date]:
+    """The days before `before` in `logs` and, with `archive`, those only in the archive."""
+    days = set(days_before(conn, before, timezone))
+    if archive is not None:
+        days |= set(cold_days(conn, hi=before - dt.timedelta(days=1)))
+    return sorted(days)
+
+
 def _zone(name: str):
     import zoneinfo
 
@@ -99,13 +113,20 @@ def apply_policy(
     before: dt.date,
     timezone: str,
     on_day: Callable[[DayResult, int, int], None] | None = None,
+    archive: ArchiveStore | None = None,
 ) -> ApplyReport:
     """Rewrite every day before `before` to `policy`; the days already done under the same
-    settings are skipped (a killed run resumes)."""
+    settings are skipped (a killed run resumes). With `archive`, the archived days too: a day
+    still in PostgreSQL is archived again from its rewritten rows, a day only in the archive
+    has its files rewritten (core/privacy/cold.py)."""
     from xray_pipeline.core.db.rollups import ROLLUPS, rebuild_rollup
 
     report = ApplyReport(signature(policy))
-    days = days_before(conn, before, timezone)
+    days = days_to_apply(conn, before, timezone, archive)
+    archived, cold = set(), set()
+    if archive is not None:
+        archived = {r[0] for r in conn.execute("SELECT day FROM archive_days")}
+        cold = set(cold_days(conn, hi=before - dt.timedelta(days=1)))
     done = {
         r[0]
         for r in conn.execute(
@@ -116,10 +137,15 @@ def apply_policy(
     for i, day in enumerate(days, 1):
         if day in done:
             result = DayResult(day, skipped=True)
+        elif day in cold:
+            result = DayResult(day, rows=apply_cold_day(conn, archive, policy, day))
         else:
             result = _apply_day(conn, policy, day, timezone)
             for table in ROLLUPS:
                 rebuild_rollup(conn, table, day, timezone)
+            if day in archived:
+                archive_day(conn, archive, day, timezone)
+        if not result.skipped:
             conn.execute(
                 "INSERT INTO privacy_applied (day, signature, rows) VALUES (%s, %s, %s) "
                 "ON CONFLICT (day, signature) DO UPDATE SET applied_at = now(), rows = "

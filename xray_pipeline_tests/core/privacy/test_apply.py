@@ -6,8 +6,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import run_cli, write_geo_databases
+from conftest import archive_traces, run_cli, write_geo_databases
 
+from xray_pipeline.core.archive.store import ArchiveStore
+from xray_pipeline.core.archive.verify import verify_day
+from xray_pipeline.core.archive.write import archive_day
 from xray_pipeline.core.db.rollups import ROLLUPS, rebuild_rollup, reconcile_day, rollup_totals
 from xray_pipeline.core.ingest.oneshot import ingest_files
 from xray_pipeline.core.privacy.apply import apply_policy
@@ -92,6 +95,42 @@ def test_a_second_run_skips_the_days_done_and_new_settings_apply_again(conn, loa
                         timezone="UTC")  # fmt: skip
     assert not any(d.skipped for d in none.days)
     assert [r[2] for r in rows(conn)] == [None, None, None, "cdn.example.org"]
+
+
+def test_the_archived_days_are_rewritten_too_in_either_tier(conn, loaded, tmp_path):
+    store = ArchiveStore(str(tmp_path / "archive"))
+    for day in DAYS:
+        archive_day(conn, store, day, "UTC")
+    conn.execute("DROP TABLE logs_2024_05_01")  # the first day is only in the archive now
+    conn.commit()
+    policy = RowPolicy(source_ip="hash", secret=SECRET, destination="domain")
+    report = apply_policy(conn, policy, before=dt.date(2024, 5, 3), timezone="UTC", archive=store)
+    assert [(d.day, d.rows > 0) for d in report.days] == [(DAYS[0], True), (DAYS[1], True)]
+    gone = ["192.0.2.9", "2001:db8::5", "www.video.example.co.uk", "api.example.com"]
+    assert archive_traces(Path(store.root), gone) == []
+    # the newest day keeps its full address in both tiers
+    assert archive_traces(Path(store.root), ["192.0.2.7"]) == [
+        ("day=2024-05-03/logs-000.parquet", "src_ip")
+    ]
+    hashed = policy.sources(["192.0.2.7"])["stored_host"][0]
+    assert archive_traces(Path(store.root), [hashed]) == [
+        ("day=2024-05-01/logs-000.parquet", "src_host")
+    ]
+    bob = policy.sources(["2001:db8::5"])["stored_host"][0]  # the day still in PostgreSQL
+    assert archive_traces(Path(store.root), [bob]) == [
+        ("day=2024-05-02/logs-000.parquet", "src_host")
+    ]
+    cold = conn.execute(
+        "SELECT source, connections FROM daily_user_ips WHERE day = '2024-05-01'"
+    ).fetchall()
+    masked = policy.sources(["192.0.2.9"])["stored_host"][0]
+    assert sorted(cold) == sorted([(masked, 1), (hashed, 1)])
+    places = {r[0] for r in conn.execute("SELECT address FROM ip_places")}
+    assert "192.0.2.9" not in places and hashed in places
+    for day in DAYS:
+        check = verify_day(conn, store, day, "UTC")
+        assert check.ok, (day, check.problems)
+    conn.commit()
 
 
 def test_the_command_says_what_it_would_do_and_needs_a_confirmation(fresh_db_url, tmp_path):
