@@ -9,6 +9,7 @@ import typer
 from loguru import logger
 
 from xray_pipeline.cli import ingest, migrate, parse, privacy, run, ship
+from xray_pipeline.cli.archive import archive_app
 from xray_pipeline.cli.config import config_app
 from xray_pipeline.cli.console import STATE, err_console
 from xray_pipeline.cli.db import db_app
@@ -47,6 +48,7 @@ app.add_typer(limits_app, name="limits")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(ingest.spool_app, name="spool")
+app.add_typer(archive_app, name="archive")
 
 
 @app.callback()
