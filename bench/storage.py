@@ -78,10 +78,11 @@ def hot_sizes(conn) -> tuple[int, dict[str, int], dict[str, int]]:
     ).fetchone()[0]
     indexes = dict(
         conn.execute(
-            "SELECT regexp_replace(ic.relname, '^logs_[0-9_]+_', ''), "
+            "SELECT coalesce(i.inhparent::regclass::text, ic.relname), "
             "sum(pg_relation_size(ic.oid)) FROM pg_index x "
-            "JOIN pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid = ANY(%s::oid[]) "
-            "GROUP BY 1 ORDER BY 2 DESC",
+            "JOIN pg_class ic ON ic.oid = x.indexrelid "
+            "LEFT JOIN pg_inherits i ON i.inhrelid = ic.oid "
+            "WHERE x.indrelid = ANY(%s::oid[]) GROUP BY 1 ORDER BY 2 DESC",
             (parts,),
         ).fetchall()
     )
@@ -116,7 +117,7 @@ def serve(url: str, store: ArchiveStore) -> str:
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
-            if httpx.get(f"{base}/health/live").status_code == 200:
+            if httpx.get(f"{base}/health").status_code == 200:
                 return base
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -223,8 +224,9 @@ def main() -> None:
     subprocess.run(["rm", "-rf", str(root)], check=True)
     store = ArchiveStore(str(root))
 
+    with connect(url, autocommit=True) as admin:
+        admin.execute("VACUUM ANALYZE")
     with connect(url) as conn:
-        conn.execute("VACUUM ANALYZE")
         rows, relations, indexes = hot_sizes(conn)
         days = [r[0] for r in conn.execute(
             "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM logs ORDER BY 1"
@@ -286,7 +288,7 @@ def main() -> None:
           f"{archived_rows / sum(per_day):,.0f} rows/s")  # fmt: skip
     with connect(url) as conn:
         started = time.perf_counter()
-        tiers = leave_postgres(conn, store, today=days[-1] + (days[1] - days[0]), hot_days=1,
+        tiers = leave_postgres(conn, store, today=days[-1] + (days[1] - days[0]), hot_days=0,
                                timezone="UTC")  # fmt: skip
         verified = time.perf_counter() - started
     print(f"  {len(tiers.dropped)} days checked against PostgreSQL and dropped in "

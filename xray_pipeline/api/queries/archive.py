@@ -3,6 +3,7 @@ over their Parquet files (Polars' lazy scan, pruned by the files' statistics, in
 thread), then merged with PostgreSQL's rows in the same order."""
 
 import datetime as dt
+import re
 
 import polars as pl
 
@@ -46,7 +47,9 @@ async def placed_sources(cur, country: str | None, asn: int | None) -> list[str]
 
 
 def _icontains(column: str, text: str) -> pl.Expr:
-    return pl.col(column).str.to_lowercase().str.contains(text.lower(), literal=True)
+    """ILIKE '%text%': a case-insensitive regex of the literal text (faster than lowering
+    every value first)."""
+    return pl.col(column).str.contains("(?i)" + re.escape(text))
 
 
 def archive_filter(
@@ -92,12 +95,48 @@ def archive_filter(
 def archive_page(
     store: ArchiveStore, paths: list[str], condition: pl.Expr, rows: int, cap: int
 ) -> tuple[list[dict], int]:
-    """The newest `rows` matching rows of the files `paths`, as the API's items (without
-    places), and how many match, up to `cap` + 1: one scan for both."""
-    matching = scan(store, paths, LOGS).filter(condition)
-    page = matching.sort(ORDER, descending=True).head(rows)
-    counted = matching.head(cap + 1).select(pl.len())
-    frame, count = pl.collect_all([page, counted])
+    """The newest `rows` matching rows of the files `paths` (newest day first), as the API's
+    items (without places), and how many match, up to `cap` + 1. Days are disjoint in time:
+    once the newer days hold `rows` matches and the count passed `cap`, the older days are not
+    read. The top is found on the sort columns alone; only its rows are read whole."""
+    days: dict[str, list[str]] = {}
+    for path in paths:
+        days.setdefault(path.split("/", 1)[0], []).append(path)
+    # newest first, in batches of 1, 2, 4, ... days: a common match is found in the newest
+    # day, a rare one in a few scans of many files each
+    groups = list(days.values())
+    batches, size = [], 1
+    while groups:
+        batches.append([p for files in groups[:size] for p in files])
+        groups, size = groups[size:], size * 2
+    tops, counted, used, found = [], 0, [], 0
+    for files in batches:
+        if found >= rows and counted > cap:
+            break
+        matching = scan(store, files, LOGS).filter(condition)
+        wanted = []
+        if counted <= cap:
+            wanted.append(matching.head(cap + 1 - counted).select(pl.len()))
+        if found < rows:  # an older day cannot enter a full top
+            wanted.append(matching.select(ORDER).sort(ORDER, descending=True).head(rows))
+        results = pl.collect_all(wanted)
+        if counted <= cap:
+            counted += results.pop(0).item()
+        if results and results[0].height:
+            tops.append(results[0])
+            used += files
+            found += results[0].height
+    if not tops:
+        return [], counted
+    top = pl.concat(tops).sort(ORDER, descending=True).head(rows)
+    lo, hi = top["ts"].min(), top["ts"].max()
+    frame = (
+        scan(store, used, LOGS)
+        .filter((pl.col("ts") >= lo) & (pl.col("ts") <= hi))
+        .join(top.lazy(), on=ORDER, how="semi")
+        .sort(ORDER, descending=True)
+        .collect()
+    )
     items = frame.select(
         "ts", "status",
         pl.coalesce("src_ip", "src_host").alias("src_ip"), "src_port",
@@ -105,7 +144,7 @@ def archive_page(
         "dest_host", "dest_port", "dest_url", "inbound_tag", "outbound_tag",
         pl.col("user").alias("email"), "reason", "node", "source", "source_id", "byte_offset",
     ).to_dicts()  # fmt: skip
-    return items, count.item()
+    return items, counted
 
 
 async def add_places(cur, items: list[dict]) -> None:

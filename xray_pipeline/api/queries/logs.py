@@ -85,7 +85,9 @@ def build_filters(
         conds.append(tag_filter())
         params["tag"] = tag
     if user is not None:
-        conds.append("l.user_id IN (SELECT id FROM users WHERE email = %(user)s)")
+        # a scalar subquery (emails are unique): its id drives the (user_id, ts) index of each
+        # partition, newest first; a semi-join (IN) made the planner walk `ts` and filter
+        conds.append("l.user_id = (SELECT id FROM users WHERE email = %(user)s)")
         params["user"] = user
     if node is not None:
         conds.append("l.source_id IN (SELECT id FROM sources WHERE node = %(node)s)")
