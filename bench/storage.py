@@ -204,12 +204,56 @@ def readers(url: str, store: ArchiveStore, scenarios: dict, runs: int) -> None:
         print(line)
 
 
+def brin(url: str, base: str, last: str, requests: int) -> None:
+    """The pages that lean on the `ts` index, with its btree and then with a BRIN index in its
+    place (rows arrive in time order), in the same run; the btree is put back after."""
+    import datetime as dt
+
+    end = dt.datetime.fromisoformat(f"{last}T00:00:00+00:00")
+    scenarios = {
+        "the newest page": {"limit": 50},
+        "an hour three days back": {"from": (end - dt.timedelta(days=3)).isoformat(),
+                                    "to": (end - dt.timedelta(days=3, hours=-1)).isoformat(),
+                                    "limit": 50},
+        "rejected, the last 7 days": {"status": "rejected", "limit": 50,
+                                      "from": (end - dt.timedelta(days=7)).isoformat()},
+        "page 20 of a day (offset)": {"from": (end - dt.timedelta(days=1)).isoformat(),
+                                      "to": end.isoformat(), "limit": 50, "offset": 1000},
+    }  # fmt: skip
+    size = "SELECT pg_relation_size(%s::regclass) + coalesce((SELECT sum(pg_relation_size(" \
+        "inhrelid)) FROM pg_inherits WHERE inhparent = %s::regclass), 0)"  # fmt: skip
+    with connect(url) as conn:
+        btree_size = conn.execute(size, ("logs_ts_idx", "logs_ts_idx")).fetchone()[0]
+    btree = measure(base, scenarios, requests)
+    with connect(url, autocommit=True) as conn:
+        started = time.perf_counter()
+        conn.execute("DROP INDEX logs_ts_idx")
+        conn.execute("CREATE INDEX logs_ts_brin ON logs USING brin (ts)")
+        built = time.perf_counter() - started
+        brin_size = conn.execute(size, ("logs_ts_brin", "logs_ts_brin")).fetchone()[0]
+        conn.execute("ANALYZE logs")
+    with_brin = measure(base, scenarios, requests)
+    with connect(url, autocommit=True) as conn:
+        conn.execute("DROP INDEX logs_ts_brin")
+        conn.execute("CREATE INDEX logs_ts_idx ON logs (ts)")
+        conn.execute("ANALYZE logs")
+    print(f"\nts: btree {btree_size / 1e6:.1f} MB, BRIN {brin_size / 1e6:.2f} MB "
+          f"(built in {built:.0f} s); {requests} requests each, p50 / p95 ms:")  # fmt: skip
+    for name in scenarios:
+        b, r = btree[name][0], with_brin[name][0]
+        print(f"  {name:32s} btree {pct(b, 0.5):7.1f} / {pct(b, 0.95):7.1f} | "
+              f"BRIN {pct(r, 0.5):7.1f} / {pct(r, 0.95):7.1f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines-per-day", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument(
+        "--brin", action="store_true", help="also the ts pages with a BRIN index for the btree"
+    )
     args = parser.parse_args()
     lines = args.lines_per_day * args.days
     print(f"scale: {args.lines_per_day:,} lines a day for {args.days} days ({lines:,} lines), "
@@ -274,6 +318,8 @@ def main() -> None:
         "a node's page": {"node": NODE, "limit": 50},
     }  # fmt: skip
     hot_results = measure(base, scenarios, args.requests)
+    if args.brin:
+        brin(url, base, last, args.requests)
 
     print(f"\narchiving {len(days)} days:")
     per_day, written, archived_rows = [], 0, 0

@@ -38,16 +38,21 @@ def split_window(
 
 
 async def bounds(cur, lo: dt.datetime | None, hi: dt.datetime | None, tz: str):
-    """The asked window, narrowed to the local days that hold data (None, None when empty)."""
-    await cur.execute("SELECT min(ts) AS lo, max(ts) AS hi FROM logs")
-    row = await cur.fetchone()
-    if row["lo"] is None:
-        return None, None
-    zone = zoneinfo.ZoneInfo(tz)
-    first = dt.datetime.combine(row["lo"].astimezone(zone).date(), dt.time(), zone)
-    after_last = dt.datetime.combine(
-        row["hi"].astimezone(zone).date() + dt.timedelta(days=1), dt.time(), zone
+    """The asked window, narrowed to the local days that hold data, in `logs` or only in the
+    archive (their rollups stay): None, None when there is none."""
+    await cur.execute(
+        "SELECT min(ts) AS lo, max(ts) AS hi, (SELECT min(day) FROM archive_days) AS first, "
+        "(SELECT max(day) FROM archive_days) AS last FROM logs"
     )
+    row = await cur.fetchone()
+    zone = zoneinfo.ZoneInfo(tz)
+    days = [row["lo"].astimezone(zone).date()] if row["lo"] is not None else []
+    days += [row["hi"].astimezone(zone).date()] if row["hi"] is not None else []
+    days += [d for d in (row["first"], row["last"]) if d is not None]
+    if not days:
+        return None, None
+    first = dt.datetime.combine(min(days), dt.time(), zone)
+    after_last = dt.datetime.combine(max(days) + dt.timedelta(days=1), dt.time(), zone)
     return max(lo or first, first), min(hi or after_last, after_last)
 
 
