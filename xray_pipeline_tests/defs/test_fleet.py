@@ -7,6 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from xray_pipeline.core.archive.store import ArchiveStore
+from xray_pipeline.core.archive.write import archive_day
 from xray_pipeline.core.db.connect import connect
 from xray_pipeline.core.db.rollups import rebuild_rollup
 from xray_pipeline.core.fleet.landing import land, landed_files, record_contact
@@ -210,3 +212,37 @@ def test_a_backfill_tagged_with_a_node_rebuilds_that_nodes_day_only(
             "ON s.id = l.source_id GROUP BY 1, 2 ORDER BY 1"
         ).fetchall()
     assert ports == [("n1", 1, 4), ("n2", 9, 4)]
+
+
+def test_landed_segments_go_once_loaded_and_their_day_archived(
+    fresh_db_url: str, tmp_path: Path, instance
+):
+    home = tmp_path / "home"
+    landed = home / "landed"
+    offset = 0
+    for piece in [line(1, s) for s in range(6)]:
+        offset = land(landed, "n1", "64:7:abc", "/a.log", offset, piece, segment_bytes=1)
+    with connect(fresh_db_url) as conn:
+        for path, node in landed_files(landed):
+            ingest_files(conn, [path], timezone="UTC", batch_size=64 * 1024, node=node)
+    yesterday = dt.datetime.now().timestamp() - 86400
+    for path, _ in landed_files(landed):
+        os.utime(path, (yesterday, yesterday))
+    settings = load_settings(
+        None,
+        {"postgresql.url": fresh_db_url, "general.home": str(home),
+         "dagster.start_date": "2024-12-01"},
+        env={},
+    )  # fmt: skip
+    job = build_definitions(settings).resolve_job_def("partition_maintenance_job")
+
+    def removed() -> int:
+        result = job.execute_in_process(instance=instance)
+        [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+        return output.event_specific_data.metadata["landed_segments_removed"].value
+
+    assert removed() == 0  # loaded, a day old, [retention] landed_days 30: kept
+    with connect(fresh_db_url) as conn:
+        archive_day(conn, ArchiveStore(settings.archive_root), dt.date(2025, 1, 1), "UTC")
+    assert removed() == 5  # archived too: all but each source's newest segment go
+    assert len(landed_files(landed)) == 1
