@@ -4,7 +4,9 @@ In one run on one server: the sidecar's latencies over 200 requests per endpoint
 filters; the same questions answered the naive way (a count(*) over the five-way join plus an
 ILIKE scan, as the original sidecar does); the busiest user's page against the same page read
 wholly from `logs` (no rollups); and 20 concurrent clients for 30 s (errors counted).
-Usage: uv run python bench/api.py [--lines N] [--requests R]
+With --against REV, the same requests also go to that revision's sidecar (a git worktree, this
+environment) on the same database, the two taking turns request by request.
+Usage: uv run python bench/api.py [--lines N] [--requests R] [--against REV]
 """
 
 import argparse
@@ -128,6 +130,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--naive-requests", type=int, default=5)
     parser.add_argument("--concurrency-seconds", type=float, default=30)
+    parser.add_argument("--against", help="also ask that git revision's sidecar, in turns")
     args = parser.parse_args()
 
     url = prepare(database_url(load_settings()), args.lines)
@@ -279,7 +282,54 @@ def main() -> None:
         f"rows, no errors under load: {'met' if met else 'NOT met'} "
         f"(slowest: {worst}, p95 {pct(results[worst], 0.95):.1f} ms)"
     )
+    if args.against:
+        against(args.against, url, base, scenarios, args.requests)
     server.should_exit = True
+
+
+def against(rev: str, url: str, base: str, scenarios: dict, requests: int) -> None:
+    """The scenarios asked of this tree's sidecar and of `rev`'s, in turns."""
+    root = Path(__file__).resolve().parents[1]
+    tree = OUT / f"worktree-{rev}"
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=root,
+                       check=True, capture_output=True)  # fmt: skip
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = (
+        "import sys, uvicorn; from xray_pipeline.api.main import create_app; "
+        "uvicorn.run(create_app(sys.argv[1], pool_size=8), host='127.0.0.1', "
+        "port=int(sys.argv[2]), log_level='warning')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    other = subprocess.Popen([sys.executable, "-c", code, url, str(port)], cwd=tree, env=env)
+    theirs = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{theirs}/health/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        print(f"\nthis tree against {rev}, {requests} requests each, in turns (p50 / p95 ms):")
+        with httpx.Client(timeout=60) as client:
+            for name, (path, params) in scenarios.items():
+                times = {base: [], theirs: []}
+                for server in (base, theirs):
+                    client.get(server + path, params=params)  # warm
+                for _ in range(requests):
+                    for server in (base, theirs):
+                        started = time.perf_counter()
+                        response = client.get(server + path, params=params)
+                        times[server].append((time.perf_counter() - started) * 1000)
+                        assert response.status_code == 200, (name, response.text[:200])
+                mine, old = times[base], times[theirs]
+                print(f"{name:50s} {pct(mine, 0.5):7.1f} / {pct(mine, 0.95):7.1f}   "
+                      f"{rev}: {pct(old, 0.5):7.1f} / {pct(old, 0.95):7.1f}")  # fmt: skip
+    finally:
+        other.terminate()
+        other.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -160,9 +160,19 @@ def readers(url: str, store: ArchiveStore, scenarios: dict, runs: int) -> None:
     files = [store.uri(p) for p in paths]
     print(f"\nreaders over {len(files)} files, {runs} runs each, p50 / p95 ms:")
     for name, params in scenarios.items():
+        names = None
+        if "search" in params:
+            with connect(url) as conn:
+                text = f"%{params['search']}%"
+                names = (
+                    [r[0] for r in conn.execute("SELECT email FROM users WHERE email ILIKE %s",
+                                                (text,))],
+                    [r[0] for r in conn.execute(
+                        "SELECT DISTINCT host FROM endpoints WHERE host ILIKE %s", (text,))],
+                )  # fmt: skip
         condition = archive_filter(
             search=params.get("search"), protocol=None, tag=None, user=params.get("user"),
-            status=None, node=params.get("node"), cursor=None,
+            status=None, node=params.get("node"), cursor=None, names=names,
             from_=dt.datetime.fromisoformat(params["from"]) if "from" in params else None,
             to=dt.datetime.fromisoformat(params["to"]) if "to" in params else None,
         )  # fmt: skip
@@ -315,6 +325,7 @@ def main() -> None:
         "a user's log page over 30 days (median user)": {**month, "user": median_user,
                                                          "limit": 50},
         "a search over 30 days": {**month, "search": "site12", "limit": 50},
+        "a search over 30 days matching nothing": {**month, "search": "nowhere-9z", "limit": 50},
         "a node's page": {"node": NODE, "limit": 50},
     }  # fmt: skip
     hot_results = measure(base, scenarios, args.requests)
@@ -355,7 +366,7 @@ def main() -> None:
     archive_b = written / lines
     slowest = max(per_day) * 1_000_000 / args.lines_per_day
     user_p95 = max(pct(cold_results[n][0], 0.95) for n in scenarios if n.startswith("a user's"))
-    search_p95 = pct(cold_results["a search over 30 days"][0], 0.95) / 1000
+    search_p95 = max(pct(cold_results[n][0], 0.95) for n in scenarios if "search" in n) / 1000
     checks = [
         (f"archive {archive_b:.1f} B/line <= {ARCHIVE_B_PER_LINE}", archive_b <= ARCHIVE_B_PER_LINE),
         (f"hot tier {hot / rows:.0f} B/row < {HOT_B_PER_ROW}", hot / rows < HOT_B_PER_ROW),

@@ -7,7 +7,7 @@ import re
 
 import polars as pl
 
-from xray_pipeline.api.queries.logs import IP_TEXT, decode_cursor
+from xray_pipeline.api.queries.logs import IP_TEXT, decode_cursor, like
 from xray_pipeline.core.archive.read import scan
 from xray_pipeline.core.archive.store import ArchiveStore
 from xray_pipeline.core.archive.tables import LOGS
@@ -52,11 +52,22 @@ def _icontains(column: str, text: str) -> pl.Expr:
     return pl.col(column).str.contains("(?i)" + re.escape(text))
 
 
+async def searched_names(cur, search: str) -> tuple[list[str], list[str]]:
+    """The users and destination hosts whose text holds `search`, found as build_filters
+    finds them (the trigram indexes of `users` and `endpoints`)."""
+    pattern = like(search)
+    await cur.execute("SELECT email FROM users WHERE email ILIKE %s", (pattern,))
+    users = [r["email"] for r in await cur.fetchall()]
+    await cur.execute("SELECT DISTINCT host FROM endpoints WHERE host ILIKE %s", (pattern,))
+    return users, [r["host"] for r in await cur.fetchall()]
+
+
 def archive_filter(
-    *, search, protocol, tag, user, status, node, from_, to, cursor, sources=None
+    *, search, protocol, tag, user, status, node, from_, to, cursor, sources=None, names=None
 ) -> pl.Expr:
     """build_filters' conditions on the archive's columns (`sources`: the placed sources of
-    a country or network filter)."""
+    a country or network filter; `names`: searched_names of a search, else the text is
+    matched in every row)."""
     conds = [pl.lit(True)]
     if from_ is not None:
         conds.append(pl.col("ts") >= from_)
@@ -75,7 +86,10 @@ def archive_filter(
     if sources is not None:
         conds.append(pl.coalesce("src_ip", "src_host").is_in(sources))
     if search:
-        found = _icontains("user", search) | _icontains("dest_host", search)
+        if names is not None:  # a lookup per row, not a match of the text
+            found = pl.col("user").is_in(names[0]) | pl.col("dest_host").is_in(names[1])
+        else:
+            found = _icontains("user", search) | _icontains("dest_host", search)
         found = found | _icontains("src_host", search)
         if IP_TEXT.fullmatch(search):
             found = found | _icontains("src_ip", search)
@@ -102,16 +116,14 @@ def archive_page(
     days: dict[str, list[str]] = {}
     for path in paths:
         days.setdefault(path.split("/", 1)[0], []).append(path)
-    # newest first, in batches of 1, 2, 4, ... days: a common match is found in the newest
-    # day, a rare one in a few scans of many files each
+    # the newest day, then the others in one scan: a common match is found in the newest
+    # day; a rare one costs one scan of every file (each query has a fixed cost, and a count
+    # and a top-k are bounded in memory whatever the files)
     groups = list(days.values())
-    batches, size = [], 1
-    while groups:
-        batches.append([p for files in groups[:size] for p in files])
-        groups, size = groups[size:], size * 2
+    batches = [groups[0], [p for files in groups[1:] for p in files]] if groups else []
     tops, counted, used, found = [], 0, [], 0
     for files in batches:
-        if found >= rows and counted > cap:
+        if not files or (found >= rows and counted > cap):
             break
         matching = scan(store, files, LOGS).filter(condition)
         wanted = []
@@ -132,7 +144,7 @@ def archive_page(
     lo, hi = top["ts"].min(), top["ts"].max()
     frame = (
         scan(store, used, LOGS)
-        .filter((pl.col("ts") >= lo) & (pl.col("ts") <= hi))
+        .filter(condition & (pl.col("ts") >= lo) & (pl.col("ts") <= hi))
         .join(top.lazy(), on=ORDER, how="semi")
         .sort(ORDER, descending=True)
         .collect()

@@ -79,9 +79,10 @@ async def list_logs(
             sources = None
             if country is not None or asn is not None:
                 sources = await qa.placed_sources(cur, country, asn)
+            names = await qa.searched_names(cur, search) if search else None
             condition = qa.archive_filter(
                 search=search, protocol=protocol, tag=tag, user=user, status=status, node=node,
-                from_=from_, to=to, cursor=cursor, sources=sources,
+                from_=from_, to=to, cursor=cursor, sources=sources, names=names,
             )  # fmt: skip
             archived, more = await run_in_threadpool(
                 qa.archive_page, store, cold, condition, offset + limit, cap

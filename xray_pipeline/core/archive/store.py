@@ -33,7 +33,9 @@ class ArchiveStore:
 
             protocol = self.root.split("://", 1)[0]
             try:
-                self._fs = fsspec.filesystem(protocol, **self.storage_options)
+                self._fs = fsspec.filesystem(
+                    protocol, skip_instance_cache=True, **self.storage_options
+                )
             except (ImportError, ValueError) as exc:
                 raise ArchiveError(
                     f"[archive] url {self.root}: no fsspec backend for {protocol}:// ({exc}); "
