@@ -90,7 +90,8 @@ class ArchiveStore:
         """The names in the folder `rel` (none when it is missing)."""
         if self.remote:
             try:
-                return [p.rsplit("/", 1)[-1] for p in self.fs.ls(self.uri(rel), detail=False)]
+                names = self.fs.ls(self.uri(rel), detail=False)
+                return sorted(p.rsplit("/", 1)[-1] for p in names)
             except FileNotFoundError:
                 return []
         folder = Path(self.uri(rel))
