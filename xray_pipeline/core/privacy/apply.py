@@ -20,7 +20,7 @@ from xray_pipeline.core.archive.read import cold_days
 from xray_pipeline.core.archive.store import ArchiveStore
 from xray_pipeline.core.archive.write import archive_day
 from xray_pipeline.core.privacy.cold import apply_cold_day
-from xray_pipeline.core.privacy.places import store_places
+from xray_pipeline.core.privacy.places import MOVE_PLACES, store_places
 from xray_pipeline.core.privacy.policy import RowPolicy
 
 _DAY_SOURCES = """
@@ -31,15 +31,6 @@ _REWRITE_SOURCES = """
 UPDATE logs l SET src_ip = NULL, src_host = m.kept
 FROM unnest(%(ip)s::inet[], %(kept)s::text[]) AS m (ip, kept), xray_day_bounds(%(day)s, %(tz)s) b
 WHERE l.ts >= b.lo AND l.ts < b.hi AND l.src_ip = m.ip
-"""
-# the place of a rewritten source, kept under what the row keeps now (no database needed)
-_MOVE_PLACES = """
-INSERT INTO ip_places (address, country, asn, db_version)
-SELECT DISTINCT ON (m.kept) m.kept, p.country, p.asn, p.db_version
-FROM unnest(%(old)s::text[], %(kept)s::text[]) AS m (old, kept)
-JOIN ip_places p ON p.address = m.old
-ORDER BY m.kept
-ON CONFLICT (address) DO NOTHING
 """
 _DAY_ENDPOINTS = """
 SELECT DISTINCT e.id, e.host, e.port FROM logs l JOIN endpoints e ON e.id = l.endpoint_id,
@@ -174,7 +165,7 @@ def _apply_day(
                 # the places first: resolved from the full address, or moved from it
                 store_places(conn, policy.geoip, mapping.select("address", key="stored_host"))
                 conn.execute(
-                    _MOVE_PLACES,
+                    MOVE_PLACES,
                     {"old": mapping["src_ip"].to_list(), "kept": mapping["stored_host"].to_list()},
                 )
                 result.rows += conn.execute(

@@ -14,17 +14,9 @@ from xray_pipeline.core.archive.erase import rewrite_rows
 from xray_pipeline.core.archive.read import day_files, scan
 from xray_pipeline.core.archive.store import ArchiveStore
 from xray_pipeline.core.archive.tables import LOGS, ArchivedTable
-from xray_pipeline.core.privacy.places import store_places
+from xray_pipeline.core.privacy.places import MOVE_PLACES, store_places
 from xray_pipeline.core.privacy.policy import RowPolicy
 
-_MOVE_PLACES = """
-INSERT INTO ip_places (address, country, asn, db_version)
-SELECT DISTINCT ON (m.kept) m.kept, p.country, p.asn, p.db_version
-FROM unnest(%(old)s::text[], %(kept)s::text[]) AS m (old, kept)
-JOIN ip_places p ON p.address = m.old
-ORDER BY m.kept
-ON CONFLICT (address) DO NOTHING
-"""
 _MERGE_SOURCES = """
 WITH m AS (SELECT * FROM unnest(%(old)s::text[], %(kept)s::text[]) AS m (old, kept)),
 gone AS (
@@ -117,7 +109,7 @@ def _sources(
     with conn.transaction():
         store_places(conn, policy.geoip, mapping.select("address", key="stored_host"))
         params = {"old": mapping["src_ip"].to_list(), "kept": mapping["stored_host"].to_list()}
-        conn.execute(_MOVE_PLACES, params)
+        conn.execute(MOVE_PLACES, params)
         conn.execute(_MERGE_SOURCES, {**params, "day": day})
     return mapping.select("src_ip", "stored_host")
 

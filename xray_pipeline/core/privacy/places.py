@@ -32,6 +32,17 @@ ON CONFLICT (asn) DO UPDATE SET org = EXCLUDED.org WHERE asns.org IS DISTINCT FR
 """
 
 
+# the place of a rewritten source, kept under what the row keeps now (no database needed)
+MOVE_PLACES = """
+INSERT INTO ip_places (address, country, asn, db_version)
+SELECT DISTINCT ON (m.kept) m.kept, p.country, p.asn, p.db_version
+FROM unnest(%(old)s::text[], %(kept)s::text[]) AS m (old, kept)
+JOIN ip_places p ON p.address = m.old
+ORDER BY m.kept
+ON CONFLICT (address) DO NOTHING
+"""
+
+
 def _database(conn: psycopg.Connection) -> str:
     info = conn.info
     return f"{info.host}:{info.port}/{info.dbname}"
